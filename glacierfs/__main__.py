@@ -1,0 +1,5 @@
+import sys
+
+from glacierfs.cli import main
+
+sys.exit(main())

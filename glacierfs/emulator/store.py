@@ -1,0 +1,154 @@
+"""Where the emulator keeps its state: SQLite for metadata, one file per blob.
+
+Everything lives under one directory, so ``--data-dir`` makes vaults, archives,
+uploads and jobs survive a restart. Archive bodies never sit in memory: parts
+are written at their offset into the upload's file, which becomes the archive
+file by a rename on completion.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS vaults (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (account, region, name)
+);
+CREATE TABLE IF NOT EXISTS archives (
+    id TEXT PRIMARY KEY,
+    vault_id INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    tree_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    deleted REAL
+);
+CREATE INDEX IF NOT EXISTS archives_by_vault ON archives (vault_id, created);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    vault_id INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    tree_hash TEXT NOT NULL,
+    PRIMARY KEY (upload_id, start)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    vault_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    archive_id TEXT,
+    tier TEXT NOT NULL,
+    format TEXT,
+    range_start INTEGER,
+    range_end INTEGER,
+    description TEXT,
+    created REAL NOT NULL,
+    completes REAL NOT NULL,
+    inventory_date REAL,
+    output_size INTEGER,
+    output_hash TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_vault ON jobs (vault_id, created);
+"""
+
+
+@dataclass(frozen=True)
+class VaultRow:
+    id: int
+    name: str
+    created: float
+
+
+class Store:
+    """Thread-safe: one connection, one lock, short transactions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for sub in ("archives", "uploads", "jobs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "emulator.sqlite", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def query_one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    # Blob files -----------------------------------------------------------
+
+    def archive_path(self, archive_id: str) -> Path:
+        return self.root / "archives" / archive_id
+
+    def upload_path(self, upload_id: str) -> Path:
+        return self.root / "uploads" / upload_id
+
+    def job_output_path(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def write_at(self, path: Path, offset: int, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        finally:
+            os.close(fd)
+
+    def read_at(self, path: Path, offset: int, size: int) -> bytes:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+
+    def remove(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,73 @@
+"""The project's exceptions.
+
+Lower layers raise these and know nothing of FUSE or botocore; ``fs.py`` turns
+them into errno in one table.
+"""
+
+
+class GlacierFSError(Exception):
+    """Base of every error glacierfs raises on purpose."""
+
+
+class NotFound(GlacierFSError):
+    """A vault, archive, job, upload or path does not exist."""
+
+
+class AlreadyExists(GlacierFSError):
+    """The name is taken."""
+
+
+class NotEmpty(GlacierFSError):
+    """A vault or directory still holds something."""
+
+
+class InvalidRequest(GlacierFSError):
+    """The service (or glacierfs) refused the parameters of a request."""
+
+
+class InvalidName(InvalidRequest):
+    """A vault or file name breaks one of the service's naming rules."""
+
+
+class NameTooLong(InvalidRequest):
+    """A path does not fit the 1,024-character archive description."""
+
+
+class ChecksumMismatch(GlacierFSError):
+    """Bytes did not match the tree hash they should have."""
+
+
+class JobNotReady(GlacierFSError):
+    """A job's output was asked for before the job completed."""
+
+
+class ServiceUnavailable(GlacierFSError):
+    """The endpoint could not be reached or kept failing after botocore's retries."""
+
+
+class AccessDenied(GlacierFSError):
+    """Credentials are missing, wrong, or not allowed to do this."""
+
+
+class LimitExceeded(GlacierFSError):
+    """A service limit (vault count, parts, size) was reached."""
+
+
+class FileTooLarge(LimitExceeded):
+    """A file outgrew what its part size allows (10,000 parts)."""
+
+
+class NotSequential(GlacierFSError):
+    """A write landed behind data that was already sent."""
+
+
+class ReadOnly(GlacierFSError):
+    """A stored archive was opened for writing without truncation: archives are immutable."""
+
+
+class CrossVault(GlacierFSError):
+    """A rename between two vaults, which would need a download and an upload."""
+
+
+class NotSupported(GlacierFSError):
+    """An operation Glacier cannot express (links, device files, ...)."""

@@ -1,0 +1,417 @@
+"""The one module that talks to boto3.
+
+Typed results, hidden pagination, botocore's own retry modes, and the
+project's exceptions instead of botocore's. Upload calls hand botocore the
+hashes the caller already computed, so no body is hashed twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from glacierfs import errors
+from glacierfs.treehash import part_hashes
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_LINEAR_HASH_KEY = "glacierfs_linear_sha256"
+
+
+@dataclass(frozen=True)
+class Vault:
+    name: str
+    created: str
+    archive_count: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Archive:
+    archive_id: str
+    tree_hash: str
+
+
+@dataclass(frozen=True)
+class Part:
+    start: int
+    end: int  # inclusive, as Glacier writes ranges
+    tree_hash: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    upload_id: str
+    part_size: int
+    description: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    action: str  # ArchiveRetrieval | InventoryRetrieval
+    status: str  # InProgress | Succeeded | Failed
+    completed: bool
+    tier: str
+    created: str
+    completed_at: str | None
+    archive_id: str | None
+    archive_size: int | None
+    archive_tree_hash: str | None
+    tree_hash: str | None  # of the retrieved range, when it is tree-hash aligned
+    byte_range: tuple[int, int] | None  # inclusive
+    inventory_size: int | None
+    status_message: str | None
+
+    @classmethod
+    def from_response(cls, raw: dict[str, Any]) -> Job:
+        byte_range = None
+        if raw.get("RetrievalByteRange"):
+            first, last = raw["RetrievalByteRange"].split("-")
+            byte_range = (int(first), int(last))
+        return cls(
+            job_id=raw["JobId"],
+            action=raw["Action"],
+            status=raw["StatusCode"],
+            completed=bool(raw.get("Completed")),
+            tier=raw.get("Tier") or "Standard",
+            created=raw.get("CreationDate", ""),
+            completed_at=raw.get("CompletionDate"),
+            archive_id=raw.get("ArchiveId"),
+            archive_size=raw.get("ArchiveSizeInBytes"),
+            archive_tree_hash=raw.get("ArchiveSHA256TreeHash"),
+            tree_hash=raw.get("SHA256TreeHash"),
+            byte_range=byte_range,
+            inventory_size=raw.get("InventorySizeInBytes"),
+            status_message=raw.get("StatusMessage"),
+        )
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    body: bytes
+    tree_hash: str | None  # sent by the service only for tree-hash aligned ranges
+    content_range: str | None
+    description: str | None
+
+
+# Error code -> project exception. Codes not listed become ServiceUnavailable
+# for server-side (5xx) errors and InvalidRequest otherwise.
+_ERRORS: dict[str, type[errors.GlacierFSError]] = {
+    "ResourceNotFoundException": errors.NotFound,
+    "InvalidParameterValueException": errors.InvalidRequest,
+    "MissingParameterValueException": errors.InvalidRequest,
+    "LimitExceededException": errors.LimitExceeded,
+    "PolicyEnforcedException": errors.LimitExceeded,
+    "InsufficientCapacityException": errors.ServiceUnavailable,
+    "ServiceUnavailableException": errors.ServiceUnavailable,
+    "ThrottlingException": errors.ServiceUnavailable,
+    "RequestTimeoutException": errors.ServiceUnavailable,
+    "AccessDeniedException": errors.AccessDenied,
+    "UnrecognizedClientException": errors.AccessDenied,
+    "InvalidSignatureException": errors.AccessDenied,
+    "SignatureDoesNotMatch": errors.AccessDenied,
+    "ExpiredTokenException": errors.AccessDenied,
+    "NoLongerSupportedException": errors.AccessDenied,
+}
+# Glacier reuses InvalidParameterValueException for these; the message tells them apart.
+_MESSAGES: list[tuple[str, type[errors.GlacierFSError]]] = [
+    ("not currently available for download", errors.JobNotReady),
+    ("Checksum mismatch", errors.ChecksumMismatch),
+    ("not empty", errors.NotEmpty),
+]
+
+
+def _translate(error: Exception) -> errors.GlacierFSError:
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "") or str(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        for fragment, kind in _MESSAGES:
+            if fragment.lower() in message.lower():
+                return kind(message)
+        kind = _ERRORS.get(code) or (
+            errors.ServiceUnavailable if status >= 500 else errors.InvalidRequest
+        )
+        return kind(f"{code}: {message}")
+    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return errors.AccessDenied(f"no usable AWS credentials: {error}")
+    if isinstance(error, botocore.exceptions.ProfileNotFound):
+        return errors.AccessDenied(str(error))
+    if isinstance(error, botocore.exceptions.ParamValidationError):
+        return errors.InvalidRequest(str(error))
+    return errors.ServiceUnavailable(f"Glacier endpoint unreachable: {error}")
+
+
+def _service_call(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a call and hand upper layers only the project's exceptions."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            translated = _translate(error)
+            log.debug("%s failed: %s", method.__name__, translated)
+            raise translated from error
+
+    return wrapper
+
+
+def _paged(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
+    """Like _service_call, for generators: translate errors raised while iterating."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        try:
+            yield from method(*args, **kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _translate(error) from error
+
+    return wrapper
+
+
+class GlacierClient:
+    """Glacier for one region and account, as the rest of glacierfs sees it."""
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        max_attempts: int = 8,
+        retry_mode: str = "standard",
+        max_connections: int = 16,
+        connect_timeout: float = 10,
+        read_timeout: float = 120,
+    ) -> None:
+        try:
+            session = boto3.Session(profile_name=profile, region_name=region)
+        except botocore.exceptions.ProfileNotFound as error:
+            raise errors.AccessDenied(str(error)) from error
+        self.region = session.region_name or "us-east-1"
+        self.endpoint_url = endpoint_url
+        config = Config(
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+            max_pool_connections=max_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self._client = session.client(
+            "glacier", region_name=self.region, endpoint_url=endpoint_url, config=config
+        )
+        events = self._client.meta.events
+        for operation in ("UploadArchive", "UploadMultipartPart"):
+            events.register(f"before-parameter-build.glacier.{operation}", _stash_linear_hash)
+            events.register_first(f"before-call.glacier.{operation}", _send_linear_hash)
+
+    # Vaults ---------------------------------------------------------------
+
+    @_paged
+    def list_vaults(self) -> Iterator[Vault]:
+        for page in self._client.get_paginator("list_vaults").paginate():
+            for raw in page.get("VaultList", []):
+                yield _vault(raw)
+
+    @_service_call
+    def describe_vault(self, name: str) -> Vault:
+        return _vault(self._client.describe_vault(vaultName=name))
+
+    @_service_call
+    def create_vault(self, name: str) -> None:
+        self._client.create_vault(vaultName=name)
+
+    @_service_call
+    def delete_vault(self, name: str) -> None:
+        self._client.delete_vault(vaultName=name)
+
+    # Archives -------------------------------------------------------------
+
+    @_service_call
+    def upload_archive(
+        self, vault: str, body: bytes, description: str = "", hashes: tuple[str, str] | None = None
+    ) -> Archive:
+        """Upload in one request. ``hashes`` is (linear, tree) if already known."""
+        linear, tree = hashes or part_hashes(body)
+        response = self._client.upload_archive(
+            vaultName=vault,
+            archiveDescription=description,
+            body=body,
+            checksum=tree,
+            **{_LINEAR_HASH_KEY: linear},
+        )
+        return Archive(response["archiveId"], response["checksum"])
+
+    @_service_call
+    def delete_archive(self, vault: str, archive_id: str) -> None:
+        self._client.delete_archive(vaultName=vault, archiveId=archive_id)
+
+    # Multipart upload -----------------------------------------------------
+
+    @_service_call
+    def initiate_multipart(self, vault: str, part_size: int, description: str = "") -> str:
+        response = self._client.initiate_multipart_upload(
+            vaultName=vault, partSize=str(part_size), archiveDescription=description
+        )
+        return response["uploadId"]
+
+    @_service_call
+    def upload_part(
+        self,
+        vault: str,
+        upload_id: str,
+        offset: int,
+        body: bytes,
+        hashes: tuple[str, str] | None = None,
+    ) -> str:
+        linear, tree = hashes or part_hashes(body)
+        self._client.upload_multipart_part(
+            vaultName=vault,
+            uploadId=upload_id,
+            range=f"bytes {offset}-{offset + len(body) - 1}/*",
+            body=body,
+            checksum=tree,
+            **{_LINEAR_HASH_KEY: linear},
+        )
+        return tree
+
+    @_service_call
+    def complete_multipart(self, vault: str, upload_id: str, size: int, tree_hash: str) -> Archive:
+        response = self._client.complete_multipart_upload(
+            vaultName=vault, uploadId=upload_id, archiveSize=str(size), checksum=tree_hash
+        )
+        return Archive(response["archiveId"], response["checksum"])
+
+    @_service_call
+    def abort_multipart(self, vault: str, upload_id: str) -> None:
+        self._client.abort_multipart_upload(vaultName=vault, uploadId=upload_id)
+
+    @_service_call
+    def list_parts(self, vault: str, upload_id: str) -> tuple[MultipartUpload, list[Part]]:
+        upload: MultipartUpload | None = None
+        parts: list[Part] = []
+        paginator = self._client.get_paginator("list_parts")
+        for page in paginator.paginate(vaultName=vault, uploadId=upload_id):
+            upload = upload or _upload(page)
+            for raw in page.get("Parts", []):
+                first, last = raw["RangeInBytes"].split("-")
+                parts.append(Part(int(first), int(last), raw["SHA256TreeHash"]))
+        assert upload is not None
+        return upload, parts
+
+    @_paged
+    def list_multipart_uploads(self, vault: str) -> Iterator[MultipartUpload]:
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(vaultName=vault):
+            for raw in page.get("UploadsList", []):
+                yield _upload(raw)
+
+    # Jobs -----------------------------------------------------------------
+
+    @_service_call
+    def initiate_archive_retrieval(
+        self,
+        vault: str,
+        archive_id: str,
+        tier: str = "Standard",
+        byte_range: tuple[int, int] | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Start a retrieval; ``byte_range`` is inclusive and must be MiB aligned."""
+        params: dict[str, Any] = {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier}
+        if byte_range is not None:
+            params["RetrievalByteRange"] = f"{byte_range[0]}-{byte_range[1]}"
+        if description:
+            params["Description"] = description
+        return self._client.initiate_job(vaultName=vault, jobParameters=params)["jobId"]
+
+    @_service_call
+    def initiate_inventory_retrieval(self, vault: str, output_format: str = "JSON") -> str:
+        params = {"Type": "inventory-retrieval", "Format": output_format}
+        return self._client.initiate_job(vaultName=vault, jobParameters=params)["jobId"]
+
+    @_service_call
+    def describe_job(self, vault: str, job_id: str) -> Job:
+        return Job.from_response(self._client.describe_job(vaultName=vault, jobId=job_id))
+
+    @_paged
+    def list_jobs(
+        self, vault: str, completed: bool | None = None, status: str | None = None
+    ) -> Iterator[Job]:
+        params: dict[str, Any] = {"vaultName": vault}
+        if completed is not None:
+            params["completed"] = "true" if completed else "false"
+        if status:
+            params["statuscode"] = status
+        for page in self._client.get_paginator("list_jobs").paginate(**params):
+            for raw in page.get("JobList", []):
+                yield Job.from_response(raw)
+
+    @_service_call
+    def get_job_output(
+        self, vault: str, job_id: str, byte_range: tuple[int, int] | None = None
+    ) -> JobOutput:
+        """Download job output, or the inclusive ``byte_range`` of it."""
+        params: dict[str, Any] = {"vaultName": vault, "jobId": job_id}
+        if byte_range is not None:
+            params["range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        response = self._client.get_job_output(**params)
+        with response["body"] as stream:
+            body = stream.read()
+        return JobOutput(
+            body=body,
+            tree_hash=response.get("checksum"),
+            content_range=response.get("contentRange"),
+            description=response.get("archiveDescription"),
+        )
+
+    def get_inventory(self, vault: str, job_id: str) -> dict[str, Any]:
+        output = self.get_job_output(vault, job_id)
+        try:
+            return json.loads(output.body)
+        except ValueError as error:
+            raise errors.InvalidRequest(f"inventory of {vault} is not valid JSON: {error}") from error
+
+
+def _vault(raw: dict[str, Any]) -> Vault:
+    return Vault(
+        name=raw["VaultName"],
+        created=raw.get("CreationDate", ""),
+        archive_count=raw.get("NumberOfArchives", 0),
+        size=raw.get("SizeInBytes", 0),
+    )
+
+
+def _upload(raw: dict[str, Any]) -> MultipartUpload:
+    return MultipartUpload(
+        upload_id=raw["MultipartUploadId"],
+        part_size=raw["PartSizeInBytes"],
+        description=raw.get("ArchiveDescription") or "",
+        created=raw.get("CreationDate", ""),
+    )
+
+
+def _stash_linear_hash(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """Move our extra parameter out of the API params before botocore validates them."""
+    linear = params.pop(_LINEAR_HASH_KEY, None)
+    if linear:
+        context[_LINEAR_HASH_KEY] = linear
+
+
+def _send_linear_hash(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """Set x-amz-content-sha256 first, so botocore neither hashes the body nor signs it again."""
+    linear = context.get(_LINEAR_HASH_KEY)
+    if linear:
+        params["headers"]["x-amz-content-sha256"] = linear
