@@ -71,3 +71,27 @@ class CrossVault(GlacierFSError):
 
 class NotSupported(GlacierFSError):
     """An operation Glacier cannot express (links, device files, ...)."""
+
+
+class IsADirectory(GlacierFSError):
+    """A file operation on a directory."""
+
+
+class NotADirectory(GlacierFSError):
+    """A directory operation on a file, or a path through a file."""
+
+
+class Busy(GlacierFSError):
+    """The file is being uploaded right now."""
+
+
+class NoAttribute(GlacierFSError):
+    """A known extended attribute this entry does not have (yet)."""
+
+
+class UnknownAttribute(GlacierFSError):
+    """An extended attribute glacierfs never holds."""
+
+
+class RetrievalRequired(GlacierFSError):
+    """The bytes live in Glacier and need a retrieval job to read."""

@@ -196,9 +196,18 @@ class GlacierClient:
         max_connections: int = 16,
         connect_timeout: float = 10,
         read_timeout: float = 120,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
+        """``credentials`` (key id, secret) override the standard AWS chain; the
+        embedded emulator uses them, since it accepts any."""
+        key_id, secret = credentials or (None, None)
         try:
-            session = boto3.Session(profile_name=profile, region_name=region)
+            session = boto3.Session(
+                profile_name=profile,
+                region_name=region,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+            )
         except botocore.exceptions.ProfileNotFound as error:
             raise errors.AccessDenied(str(error)) from error
         self.region = session.region_name or "us-east-1"

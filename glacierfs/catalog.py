@@ -1,0 +1,253 @@
+"""The local catalog: what is in each vault, by name, in SQLite.
+
+Glacier lists nothing cheaply (an inventory is a job of hours), so every
+listing is served from here and costs no request. Renames, times and modes
+live only here: archives are immutable. It belongs in the state directory,
+never the cache: losing it loses names.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from glacierfs import errors
+
+FILE = "file"
+DIRECTORY = "dir"
+
+# Entry states, as user.glacier.state shows them.
+EMPTY = "empty"  # a file of 0 bytes: Glacier refuses empty archives, so only the catalog has it
+UPLOADING = "uploading"
+STORED = "stored"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS vaults (
+    name TEXT PRIMARY KEY,
+    created TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS entries (
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    archive_id TEXT,
+    tree_hash TEXT,
+    created TEXT,
+    PRIMARY KEY (vault, path)
+);
+CREATE INDEX IF NOT EXISTS entries_by_parent ON entries (vault, parent);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    vault: str
+    path: str  # relative to the vault, '/'-separated, never empty
+    kind: str
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    state: str
+    archive_id: str | None = None
+    tree_hash: str | None = None
+    created: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIRECTORY
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def but(self, **changes: object) -> Entry:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parent_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def new_entry(vault: str, path: str, kind: str, mode: int, mtime_ns: int | None = None) -> Entry:
+    return Entry(
+        vault=vault,
+        path=path,
+        kind=kind,
+        size=0,
+        mtime_ns=mtime_ns if mtime_ns is not None else time.time_ns(),
+        mode=mode & 0o7777,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        state=EMPTY if kind == FILE else STORED,
+    )
+
+
+_COLUMNS = "vault, path, kind, size, mtime_ns, mode, uid, gid, state, archive_id, tree_hash, created"
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(*row)
+
+
+class Catalog:
+    """One SQLite connection behind one lock: FUSE calls come from many threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        os.chmod(path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # Vaults ---------------------------------------------------------------
+
+    def vaults(self) -> list[str]:
+        return [row[0] for row in self._all("SELECT name FROM vaults ORDER BY name")]
+
+    def has_vault(self, name: str) -> bool:
+        return bool(self._all("SELECT 1 FROM vaults WHERE name=?", (name,)))
+
+    def set_vaults(self, names: list[str]) -> None:
+        """Make the known vaults exactly ``names``, forgetting what vanished."""
+        with self._transaction() as db:
+            known = {row[0] for row in db.execute("SELECT name FROM vaults")}
+            for gone in known - set(names):
+                db.execute("DELETE FROM vaults WHERE name=?", (gone,))
+                db.execute("DELETE FROM entries WHERE vault=?", (gone,))
+            db.executemany("INSERT OR IGNORE INTO vaults (name) VALUES (?)", [(n,) for n in names])
+
+    def add_vault(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO vaults (name) VALUES (?)", (name,))
+
+    def remove_vault(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM vaults WHERE name=?", (name,))
+            db.execute("DELETE FROM entries WHERE vault=?", (name,))
+
+    # Entries --------------------------------------------------------------
+
+    def get(self, vault: str, path: str) -> Entry | None:
+        rows = self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND path=?", (vault, path))
+        return _entry(rows[0]) if rows else None
+
+    def children(self, vault: str, parent: str) -> list[Entry]:
+        return [
+            _entry(row)
+            for row in self._all(
+                f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND parent=? ORDER BY path",
+                (vault, parent),
+            )
+        ]
+
+    def has_children(self, vault: str, parent: str) -> bool:
+        return bool(self._all("SELECT 1 FROM entries WHERE vault=? AND parent=? LIMIT 1", (vault, parent)))
+
+    def vault_is_empty(self, vault: str) -> bool:
+        return not self._all("SELECT 1 FROM entries WHERE vault=? LIMIT 1", (vault,))
+
+    def put(self, entry: Entry) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    entry.vault, entry.path, entry.kind, entry.size, entry.mtime_ns, entry.mode,
+                    entry.uid, entry.gid, entry.state, entry.archive_id, entry.tree_hash,
+                    entry.created, parent_of(entry.path),
+                ),
+            )
+
+    def delete(self, vault: str, path: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, path))
+
+    def rename(self, vault: str, old: str, new: str) -> None:
+        """Move an entry, and everything under it if it is a directory."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM entries WHERE vault=? AND path=?", (vault, old)).fetchone() is None:
+                raise errors.NotFound(f"{vault}/{old}")
+            db.execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, new))
+            db.execute(
+                "UPDATE entries SET path=?, parent=? WHERE vault=? AND path=?",
+                (new, parent_of(new), vault, old),
+            )
+            prefix = old + "/"
+            rows = db.execute(
+                "SELECT path FROM entries WHERE vault=? AND substr(path, 1, ?)=?",
+                (vault, len(prefix), prefix),
+            ).fetchall()
+            for (path,) in rows:
+                moved = new + path[len(old) :]
+                db.execute(
+                    "UPDATE entries SET path=?, parent=? WHERE vault=? AND path=?",
+                    (moved, parent_of(moved), vault, path),
+                )
+
+    def stored_totals(self) -> tuple[int, int]:
+        """(bytes, files) stored across every vault, for statfs."""
+        rows = self._all("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries WHERE kind='file'")
+        return rows[0][0], rows[0][1]
+
+    # Multipart uploads in progress (so a crash leaves a trail) --------------
+
+    def record_upload(self, upload_id: str, vault: str, path: str, part_size: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
+                (upload_id, vault, path, part_size, time.time()),
+            )
+
+    def forget_upload(self, upload_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
+
+    def uploads(self) -> list[tuple[str, str, str, int]]:
+        """(upload id, vault, path, part size) of uploads not known to have ended."""
+        return [tuple(row) for row in self._all("SELECT upload_id, vault, path, part_size FROM uploads")]  # type: ignore[misc]

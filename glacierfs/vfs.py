@@ -1,0 +1,556 @@
+"""Filesystem semantics over Glacier: vaults, virtual directories, files that
+upload as they are written. Knows nothing of FUSE; raises the project's
+errors, which fs.py turns into errno.
+
+Lock order: a handle's lock, then the VFS lock (``self._lock``), then the
+catalog's own lock. Nothing that talks to Glacier runs under the VFS lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from glacierfs import errors, names
+from glacierfs.catalog import (
+    DIRECTORY,
+    EMPTY,
+    FILE,
+    STORED,
+    UPLOADING,
+    Catalog,
+    Entry,
+    new_entry,
+    parent_of,
+)
+from glacierfs.glacier import GlacierClient
+from glacierfs.writer import Stored, Uploader, Writer
+
+log = logging.getLogger(__name__)
+
+VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
+MAX_COMPONENT = 255
+XATTR_PREFIX = "user.glacier."
+FILE_XATTRS = ("archive-id", "tree-hash", "state", "created")
+
+
+@dataclass(frozen=True)
+class Stat:
+    kind: str
+    size: int
+    mtime_ns: int
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass
+class Handle:
+    vault: str
+    path: str
+    writer: Writer | None = None
+    replaced: Entry | None = None  # the stored file this upload replaces
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def split(path: str) -> tuple[str | None, str]:
+    """'/vault/a/b' -> ('vault', 'a/b'); '/vault' -> ('vault', ''); '/' -> (None, '')."""
+    parts = [part for part in path.split("/") if part]
+    if not parts:
+        return None, ""
+    return parts[0], "/".join(parts[1:])
+
+
+def vault_name_problem(name: str) -> str | None:
+    """Which naming rule ``name`` breaks, or None."""
+    if not 1 <= len(name) <= 255:
+        return f"a vault name has 1 to 255 characters, not {len(name)}"
+    if not VAULT_NAME.fullmatch(name):
+        bad = sorted({char for char in name if not VAULT_NAME.fullmatch(char)})
+        return f"a vault name holds only a-z, A-Z, 0-9, '_', '-' and '.', not {''.join(bad)!r}"
+    return None
+
+
+class GlacierFS:
+    def __init__(
+        self,
+        glacier: GlacierClient,
+        catalog: Catalog,
+        part_size: int,
+        concurrency: int,
+        keep_replaced: bool = False,
+        vault_list_ttl: float = 60.0,
+    ) -> None:
+        self.glacier = glacier
+        self.catalog = catalog
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self.keep_replaced = keep_replaced
+        self.vault_list_ttl = vault_list_ttl
+        self.started_ns = time.time_ns()
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
+        self._lock = threading.RLock()
+        self._handles: dict[int, Handle] = {}
+        self._ids = itertools.count(1)
+        self._vaults_listed_at = 0.0
+
+    def close(self) -> None:
+        for handle_id in list(self._handles):
+            self.release(handle_id)
+        self._executor.shutdown(wait=True)
+
+    # Lookups --------------------------------------------------------------
+
+    def refresh_vaults(self, force: bool = False) -> list[str]:
+        """The vault list from Glacier, at most once per TTL unless forced."""
+        if force or time.monotonic() - self._vaults_listed_at > self.vault_list_ttl:
+            names_now = [vault.name for vault in self.glacier.list_vaults()]
+            self.catalog.set_vaults(names_now)
+            self._vaults_listed_at = time.monotonic()
+        return self.catalog.vaults()
+
+    def _require_vault(self, vault: str) -> None:
+        if self.catalog.has_vault(vault):
+            return
+        if vault_name_problem(vault) is None and vault in self.refresh_vaults():
+            return
+        raise errors.NotFound(f"no vault named {vault!r}")
+
+    def _entry(self, vault: str, path: str) -> Entry:
+        entry = self.catalog.get(vault, path)
+        if entry is None:
+            self._require_vault(vault)
+            raise errors.NotFound(f"{vault}/{path}")
+        return entry
+
+    def _require_parent_dir(self, vault: str, path: str) -> None:
+        self._require_vault(vault)
+        parent = parent_of(path)
+        if parent:
+            entry = self.catalog.get(vault, parent)
+            if entry is None:
+                raise errors.NotFound(f"{vault}/{parent}")
+            if not entry.is_dir:
+                raise errors.NotADirectory(f"{vault}/{parent} is a file")
+
+    def _writing(self, vault: str, path: str) -> Handle | None:
+        with self._lock:
+            for handle in self._handles.values():
+                if handle.vault == vault and handle.path == path and handle.writer and not handle.writer.closed:
+                    return handle
+        return None
+
+    def stat(self, path: str) -> Stat:
+        vault, rel = split(path)
+        if vault is None:
+            return Stat(DIRECTORY, 0, self.started_ns, 0o755, os.getuid(), os.getgid())
+        if not rel:
+            self._require_vault(vault)
+            return Stat(DIRECTORY, 0, self.started_ns, 0o755, os.getuid(), os.getgid())
+        entry = self._entry(vault, rel)
+        size = entry.size
+        writing = self._writing(vault, rel)
+        if writing is not None and writing.writer is not None:
+            size = writing.writer.size
+        return Stat(entry.kind, size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)
+
+    def list_dir(self, path: str) -> list[str]:
+        vault, rel = split(path)
+        if vault is None:
+            return self.refresh_vaults()
+        if rel:
+            entry = self._entry(vault, rel)
+            if not entry.is_dir:
+                raise errors.NotADirectory(path)
+        else:
+            self._require_vault(vault)
+        return [entry.name for entry in self.catalog.children(vault, rel)]
+
+    # Directories and vaults -----------------------------------------------
+
+    def make_dir(self, path: str, mode: int) -> None:
+        vault, rel = split(path)
+        if vault is None:
+            raise errors.AlreadyExists("/")
+        if not rel:
+            problem = vault_name_problem(vault)
+            if problem:
+                raise errors.InvalidName(f"cannot create vault {vault!r}: {problem}")
+            if vault in self.refresh_vaults():
+                raise errors.AlreadyExists(f"vault {vault!r} exists")
+            self.glacier.create_vault(vault)
+            self.catalog.add_vault(vault)
+            log.info("created vault %s", vault)
+            return
+        self._check_component(rel)
+        self._require_parent_dir(vault, rel)
+        if self.catalog.get(vault, rel) is not None:
+            raise errors.AlreadyExists(path)
+        self.catalog.put(new_entry(vault, rel, DIRECTORY, mode))
+
+    def remove_dir(self, path: str) -> None:
+        vault, rel = split(path)
+        if vault is None:
+            raise errors.Busy("the mount's root cannot be removed")
+        if not rel:
+            self._require_vault(vault)
+            if not self.catalog.vault_is_empty(vault):
+                raise errors.NotEmpty(f"vault {vault} still holds files or directories")
+            try:
+                self.glacier.delete_vault(vault)
+            except errors.NotEmpty as error:
+                raise errors.NotEmpty(
+                    f"Glacier refuses to delete vault {vault}: it held archives at its last "
+                    f"inventory or was written since ({error})"
+                ) from error
+            self.catalog.remove_vault(vault)
+            log.info("deleted vault %s", vault)
+            return
+        entry = self._entry(vault, rel)
+        if not entry.is_dir:
+            raise errors.NotADirectory(path)
+        if self.catalog.has_children(vault, rel):
+            raise errors.NotEmpty(path)
+        self.catalog.delete(vault, rel)
+
+    # Files ----------------------------------------------------------------
+
+    def _check_component(self, rel: str) -> None:
+        name = rel.rsplit("/", 1)[-1]
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
+            raise errors.NameTooLong(f"{name[:40]}...: a name has at most {MAX_COMPONENT} bytes")
+
+    def _file_path(self, path: str) -> tuple[str, str]:
+        vault, rel = split(path)
+        if vault is None or not rel:
+            raise errors.NotSupported(
+                f"{path}: only vaults (directories) live at the top of the mount; put files inside a vault"
+            )
+        return vault, rel
+
+    def _new_handle(self, vault: str, rel: str, replaced: Entry | None) -> int:
+        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(rel.rsplit("/", 1)[-1])]))
+        description = names.encode(final, time.time())
+        if not names.fits(final):
+            raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")
+        uploader = Uploader(
+            self.glacier,
+            vault,
+            description,
+            self.part_size,
+            self._executor,
+            self.concurrency,
+            on_initiate=lambda upload_id: self.catalog.record_upload(upload_id, vault, rel, self.part_size),
+            on_end=self.catalog.forget_upload,
+        )
+        handle = Handle(vault, rel, Writer(uploader), replaced)
+        with self._lock:
+            handle_id = next(self._ids)
+            self._handles[handle_id] = handle
+        return handle_id
+
+    def create(self, path: str, mode: int) -> int:
+        vault, rel = self._file_path(path)
+        self._check_component(rel)
+        self._require_parent_dir(vault, rel)
+        if not names.fits(rel):
+            raise errors.NameTooLong(f"{path}: the path does not fit Glacier's 1,024-character description")
+        existing = self.catalog.get(vault, rel)
+        if existing is not None and existing.is_dir:
+            raise errors.IsADirectory(path)
+        if self._writing(vault, rel):
+            raise errors.Busy(f"{path} is being uploaded by another open file")
+        replaced = existing if existing is not None and existing.archive_id else None
+        if existing is None:
+            self.catalog.put(new_entry(vault, rel, FILE, mode).but(state=UPLOADING))
+        return self._new_handle(vault, rel, replaced)
+
+    def open(self, path: str, flags: int) -> int:
+        vault, rel = self._file_path(path)
+        entry = self._entry(vault, rel)
+        if entry.is_dir:
+            raise errors.IsADirectory(path)
+        access = flags & os.O_ACCMODE
+        if access == os.O_RDONLY:
+            if entry.state != EMPTY:
+                raise errors.RetrievalRequired(
+                    f"{path}: reading an archive needs a retrieval job, which this version does not start yet"
+                )
+            with self._lock:
+                handle_id = next(self._ids)
+                self._handles[handle_id] = Handle(vault, rel)
+            return handle_id
+        if self._writing(vault, rel):
+            raise errors.Busy(f"{path} is being uploaded by another open file")
+        if entry.archive_id and not flags & os.O_TRUNC:
+            raise errors.ReadOnly(
+                f"{path} is a stored archive and archives are immutable: open it with O_TRUNC to replace it"
+            )
+        return self._new_handle(vault, rel, entry if entry.archive_id else None)
+
+    def _handle(self, handle_id: int) -> Handle:
+        with self._lock:
+            handle = self._handles.get(handle_id)
+        if handle is None:
+            raise errors.NotFound(f"no open file {handle_id}")
+        return handle
+
+    def read(self, handle_id: int, size: int, offset: int) -> bytes:
+        handle = self._handle(handle_id)
+        if handle.writer is not None:
+            raise errors.ReadOnly(f"{handle.vault}/{handle.path} is open for writing only while it uploads")
+        return b""  # only empty files open for reading so far
+
+    def write(self, handle_id: int, offset: int, data: bytes) -> int:
+        handle = self._handle(handle_id)
+        if handle.writer is None:
+            raise errors.ReadOnly(f"{handle.vault}/{handle.path} was opened for reading")
+        with handle.lock:
+            return handle.writer.write(offset, data)
+
+    def truncate(self, path: str, length: int, handle_id: int | None = None) -> None:
+        if handle_id is not None:
+            handle = self._handle(handle_id)
+            if handle.writer is not None:
+                with handle.lock:
+                    handle.writer.truncate(length)
+                return
+        vault, rel = self._file_path(path)
+        writing = self._writing(vault, rel)
+        if writing is not None and writing.writer is not None:
+            with writing.lock:
+                writing.writer.truncate(length)
+            return
+        entry = self._entry(vault, rel)
+        if entry.is_dir:
+            raise errors.IsADirectory(path)
+        if length == entry.size:
+            return
+        if length == 0:
+            # Truncating a stored file to nothing replaces it with an empty file.
+            self.catalog.put(entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None))
+            self._retire(entry)
+            return
+        raise errors.ReadOnly(f"{path}: archives are immutable; only truncation to 0 or to its own size works")
+
+    def flush(self, handle_id: int) -> None:
+        """Complete the upload, so close() fails if it did not reach Glacier."""
+        self._finish(self._handle(handle_id), final=False)
+
+    def _finish(self, handle: Handle, final: bool) -> None:
+        """Complete the handle's upload. Until the last close (``final``) an empty
+        writer stays open: shells open, dup2 and close a file before writing to it,
+        and a file of 0 bytes needs nothing from Glacier that could fail."""
+        with handle.lock:
+            writer = handle.writer
+            if writer is None or writer.closed or (writer.size == 0 and not final):
+                return
+            try:
+                stored = writer.close()
+            except errors.GlacierFSError as error:
+                self._upload_failed(handle, error)
+                raise
+            except Exception as error:
+                self._upload_failed(handle, error)
+                raise
+            self._upload_done(handle, stored)
+
+    def fsync(self, handle_id: int) -> None:
+        handle = self._handle(handle_id)
+        if handle.writer is not None and not handle.writer.closed:
+            with handle.lock:
+                handle.writer.sync()
+
+    def release(self, handle_id: int) -> None:
+        try:
+            self._finish(self._handle(handle_id), final=True)
+        except Exception as error:  # release() errors reach no program; flush() reported it
+            log.debug("release of handle %s after a failed flush: %s", handle_id, error)
+        with self._lock:
+            self._handles.pop(handle_id, None)
+
+    def _upload_done(self, handle: Handle, stored: Stored | None) -> None:
+        entry = self.catalog.get(handle.vault, handle.path)
+        if entry is None:  # unlinked meanwhile is refused, so this is a race with rename; recreate
+            entry = new_entry(handle.vault, handle.path, FILE, 0o644)
+        if stored is None:
+            entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
+        else:
+            entry = entry.but(
+                size=stored.size,
+                state=STORED,
+                archive_id=stored.archive.archive_id,
+                tree_hash=stored.archive.tree_hash,
+                created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        self.catalog.put(entry)
+        log.info(
+            "stored %s/%s (%d bytes) as archive %s",
+            handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16],
+        )
+        if handle.replaced is not None:
+            self._retire(handle.replaced)
+            handle.replaced = None
+
+    def _upload_failed(self, handle: Handle, error: BaseException) -> None:
+        log.error("upload of %s/%s failed, nothing was stored: %s", handle.vault, handle.path, error)
+        if handle.replaced is not None:
+            self.catalog.put(handle.replaced.but(path=handle.path))
+        else:
+            entry = self.catalog.get(handle.vault, handle.path)
+            if entry is not None and entry.state == UPLOADING:
+                self.catalog.delete(handle.vault, handle.path)
+
+    def _retire(self, entry: Entry) -> None:
+        """Delete the archive of a file that was replaced, unless told to keep it."""
+        if not entry.archive_id:
+            return
+        if self.keep_replaced:
+            log.info("kept archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
+            return
+        try:
+            self.glacier.delete_archive(entry.vault, entry.archive_id)
+            log.info("deleted archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
+        except errors.NotFound:
+            pass
+        except errors.GlacierFSError as error:
+            log.error(
+                "could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
+                entry.archive_id, entry.vault, entry.path, error,
+            )
+
+    def unlink(self, path: str) -> None:
+        vault, rel = self._file_path(path)
+        entry = self._entry(vault, rel)
+        if entry.is_dir:
+            raise errors.IsADirectory(path)
+        if self._writing(vault, rel):
+            raise errors.Busy(f"{path} is being uploaded; close it first")
+        if entry.archive_id:
+            try:
+                self.glacier.delete_archive(vault, entry.archive_id)
+            except errors.NotFound:
+                log.info("archive of %s was already gone from Glacier", path)
+        self.catalog.delete(vault, rel)
+
+    def rename(self, old: str, new: str) -> None:
+        old_vault, old_rel = split(old)
+        new_vault, new_rel = split(new)
+        if old_vault is None or new_vault is None or not old_rel or not new_rel:
+            raise errors.NotSupported(f"{old} -> {new}: vaults cannot be renamed, and files live inside vaults")
+        if old_vault != new_vault:
+            raise errors.CrossVault(f"{old} -> {new}: moving between vaults needs a download and an upload")
+        vault = old_vault
+        source = self._entry(vault, old_rel)
+        if old_rel == new_rel:
+            return
+        if new_rel.startswith(old_rel + "/"):
+            raise errors.InvalidRequest(f"cannot move {old} into itself")
+        self._check_component(new_rel)
+        self._require_parent_dir(vault, new_rel)
+        target = self.catalog.get(vault, new_rel)
+        if target is not None:
+            if target.is_dir and not source.is_dir:
+                raise errors.IsADirectory(new)
+            if source.is_dir and not target.is_dir:
+                raise errors.NotADirectory(new)
+            if target.is_dir and self.catalog.has_children(vault, new_rel):
+                raise errors.NotEmpty(new)
+            if self._writing(vault, new_rel):
+                raise errors.Busy(f"{new} is being uploaded")
+        self.catalog.rename(vault, old_rel, new_rel)
+        with self._lock:
+            for handle in self._handles.values():
+                if handle.vault != vault:
+                    continue
+                if handle.path == old_rel:
+                    handle.path = new_rel
+                elif handle.path.startswith(old_rel + "/"):
+                    handle.path = new_rel + handle.path[len(old_rel) :]
+        if target is not None and not target.is_dir:
+            self._retire(target)
+
+    def set_times(self, path: str, mtime_ns: int) -> None:
+        vault, rel = split(path)
+        if vault is None or not rel:
+            return  # the root and vaults have no times of their own to keep
+        entry = self._entry(vault, rel)
+        self.catalog.put(entry.but(mtime_ns=mtime_ns))
+
+    def set_mode(self, path: str, mode: int) -> None:
+        vault, rel = split(path)
+        if vault is None or not rel:
+            raise errors.NotSupported(f"{path}: the root and vaults keep their mode")
+        entry = self._entry(vault, rel)
+        self.catalog.put(entry.but(mode=stat.S_IMODE(mode)))
+
+    def set_owner(self, path: str, uid: int, gid: int) -> None:
+        vault, rel = split(path)
+        if vault is None or not rel:
+            raise errors.NotSupported(f"{path}: the root and vaults keep their owner")
+        entry = self._entry(vault, rel)
+        self.catalog.put(entry.but(uid=entry.uid if uid < 0 else uid, gid=entry.gid if gid < 0 else gid))
+
+    # Whole mount ------------------------------------------------------------
+
+    def statfs(self) -> dict[str, int]:
+        used, files = self.catalog.stored_totals()
+        block = 4096
+        free_blocks = (1 << 50) // block  # Glacier has no capacity to speak of
+        return {
+            "f_bsize": block,
+            "f_frsize": block,
+            "f_blocks": (used + block - 1) // block + free_blocks,
+            "f_bfree": free_blocks,
+            "f_bavail": free_blocks,
+            "f_files": files + (1 << 32),
+            "f_ffree": 1 << 32,
+            "f_favail": 1 << 32,
+            "f_namemax": MAX_COMPONENT,
+        }
+
+    # Extended attributes -----------------------------------------------------
+
+    def _file_xattrs(self, entry: Entry) -> dict[str, str]:
+        state = entry.state
+        if self._writing(entry.vault, entry.path):
+            state = UPLOADING
+        values = {"state": state}
+        if entry.archive_id:
+            values["archive-id"] = entry.archive_id
+        if entry.tree_hash:
+            values["tree-hash"] = entry.tree_hash
+        if entry.created:
+            values["created"] = entry.created
+        return values
+
+    def xattr_names(self, path: str) -> list[str]:
+        vault, rel = split(path)
+        if vault is None or not rel:
+            self.stat(path)
+            return []
+        entry = self._entry(vault, rel)
+        if entry.is_dir:
+            return []
+        return [XATTR_PREFIX + name for name in self._file_xattrs(entry)]
+
+    def xattr(self, path: str, name: str) -> bytes:
+        if not name.startswith(XATTR_PREFIX) or name[len(XATTR_PREFIX) :] not in FILE_XATTRS:
+            raise errors.UnknownAttribute(name)
+        vault, rel = split(path)
+        if vault is None or not rel:
+            self.stat(path)
+            raise errors.NoAttribute(f"{path} has no {name}")
+        entry = self._entry(vault, rel)
+        value = self._file_xattrs(entry).get(name[len(XATTR_PREFIX) :]) if not entry.is_dir else None
+        if value is None:
+            raise errors.NoAttribute(f"{path} has no {name}")
+        return value.encode()

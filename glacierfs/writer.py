@@ -1,0 +1,300 @@
+"""Streaming upload of one file: a partitioner re-chunks writes into parts, an
+uploader hashes and sends them concurrently and completes the archive.
+
+Memory stays at most part_size x (concurrency + 2): ``concurrency`` parts in
+flight, one filling, one held back. The multipart upload starts only once a
+full part exists *and* more data follows it; a file of one part or less goes
+up in a single UploadArchive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from glacierfs import errors
+from glacierfs.glacier import Archive, GlacierClient
+from glacierfs.treehash import MiB, combine, part_hashes
+
+log = logging.getLogger(__name__)
+
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 64 * MiB  # 10,000 parts of 64 MiB: files up to 625 GiB
+MIN_PART_SIZE = MiB
+MAX_PART_SIZE = 4096 * MiB
+
+
+def check_part_size(part_size: int) -> int:
+    if part_size < MIN_PART_SIZE or part_size > MAX_PART_SIZE or part_size & (part_size - 1):
+        raise errors.InvalidRequest(
+            f"part size {part_size} is not 1 MiB x 2^n between 1 MiB and 4 GiB"
+        )
+    return part_size
+
+
+class Partitioner:
+    """Cuts a stream of sequential writes into parts; knows nothing of Glacier."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self._buffer = bytearray()
+        self._buffer_start = 0  # offset of _buffer[0] in the file
+
+    @property
+    def size(self) -> int:
+        return self._buffer_start + len(self._buffer)
+
+    def write(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
+        """Take ``data`` at ``offset``; return the parts it completed, as (offset, bytes)."""
+        if offset < self.size:
+            if offset < self._buffer_start:
+                raise errors.NotSequential(
+                    f"write at {offset} lands behind byte {self._buffer_start}, which was already sent"
+                )
+            # Rewriting bytes still buffered is fine (some tools rewrite a header).
+            del self._buffer[offset - self._buffer_start :]
+        elif offset > self.size:
+            self._grow_to(offset)
+        self._buffer += data
+        return self._cut()
+
+    def extend(self, length: int) -> list[tuple[int, bytes]]:
+        """Grow the file to ``length`` with zeros (ftruncate, cp --sparse)."""
+        self._grow_to(length)
+        return self._cut()
+
+    def shrink(self, length: int) -> None:
+        if length < self._buffer_start:
+            raise errors.NotSequential(
+                f"cannot truncate to {length}: bytes up to {self._buffer_start} were already sent"
+            )
+        del self._buffer[length - self._buffer_start :]
+
+    def _grow_to(self, length: int) -> None:
+        missing = length - self.size
+        if missing > 0:
+            self._buffer += bytes(missing)
+
+    def _cut(self) -> list[tuple[int, bytes]]:
+        # botocore takes only bytes; the copy replaces the buffer, so a part
+        # exists once in flight and once at most while being cut.
+        parts = []
+        while len(self._buffer) >= self.part_size:
+            if len(self._buffer) == self.part_size:
+                part = bytes(self._buffer)
+                self._buffer = bytearray()
+            else:
+                with memoryview(self._buffer) as view:
+                    part = bytes(view[: self.part_size])
+                del self._buffer[: self.part_size]
+            parts.append((self._buffer_start, part))
+            self._buffer_start += self.part_size
+        return parts
+
+    def tail(self) -> tuple[int, bytes]:
+        """What is left once the stream ends: the last, short part."""
+        tail = bytes(self._buffer)
+        self._buffer = bytearray()
+        return self._buffer_start, tail
+
+
+@dataclass(frozen=True)
+class Stored:
+    archive: Archive
+    size: int
+
+
+class Uploader:
+    """Sends parts of one archive; each part is hashed and uploaded on the executor."""
+
+    def __init__(
+        self,
+        glacier: GlacierClient,
+        vault: str,
+        description: str,
+        part_size: int,
+        executor: Executor,
+        concurrency: int,
+        on_initiate: Callable[[str], None] | None = None,
+        on_end: Callable[[str], None] | None = None,
+    ) -> None:
+        self.glacier = glacier
+        self.vault = vault
+        self.description = description
+        self.part_size = part_size
+        self._executor = executor
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._on_initiate = on_initiate
+        self._on_end = on_end
+        self._held: tuple[int, bytes] | None = None
+        self._upload_id: str | None = None
+        self._hashes: dict[int, bytes] = {}
+        self._futures: list[Future[None]] = []
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def upload_id(self) -> str | None:
+        return self._upload_id
+
+    def check(self) -> None:
+        """Raise the first failure of a part sent earlier, so the writer learns early."""
+        if self._failure is not None:
+            raise self._failure
+
+    def add(self, offset: int, part: bytes) -> None:
+        self.check()
+        if self._upload_id is None:
+            if self._held is None:
+                self._held = (offset, part)  # maybe the whole file: wait and see
+                return
+            self._upload_id = self.glacier.initiate_multipart(self.vault, self.part_size, self.description)
+            log.debug("multipart upload %s started for %s", self._upload_id, self.vault)
+            if self._on_initiate:
+                self._on_initiate(self._upload_id)
+            held, self._held = self._held, None
+            self._send(*held)
+        self._send(offset, part)
+
+    def _send(self, offset: int, part: bytes) -> None:
+        self._slots.acquire()  # back-pressure: the writer waits here
+        try:
+            future = self._executor.submit(self._upload_part, offset, part)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._futures.append(future)
+
+    def _upload_part(self, offset: int, part: bytes) -> None:
+        try:
+            if self._failure is not None:
+                return
+            hashes = part_hashes(part)
+            assert self._upload_id is not None
+            self.glacier.upload_part(self.vault, self._upload_id, offset, part, hashes)
+            with self._lock:
+                self._hashes[offset] = bytes.fromhex(hashes[1])
+        except BaseException as error:  # noqa: BLE001 - handed to the writer thread
+            with self._lock:
+                if self._failure is None:
+                    self._failure = error
+        finally:
+            self._slots.release()
+
+    def wait(self) -> None:
+        """Wait for every part sent so far (fsync); raise the first failure."""
+        for future in self._futures:
+            future.result()
+        self._futures.clear()
+        self.check()
+
+    def finish(self, tail_offset: int, tail: bytes) -> Stored | None:
+        """Send what is left and complete. None for a file of 0 bytes."""
+        try:
+            size = tail_offset + len(tail)
+            if self._upload_id is None and not (self._held and tail):
+                # One part or less: a single request (never over 4 GiB, the part size limit).
+                body = self._held[1] if self._held else tail
+                self._held = None
+                if not body:
+                    return None
+                archive = self.glacier.upload_archive(self.vault, body, self.description, part_hashes(body))
+                return Stored(archive, size)
+            if tail:
+                self.add(tail_offset, tail)
+            self.wait()
+            tree = combine([self._hashes[offset] for offset in sorted(self._hashes)]).hex()
+            archive = self.glacier.complete_multipart(self.vault, self._upload_id, size, tree)
+            self._ended()
+            return Stored(archive, size)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Give up: stop sending, and abort the multipart upload so nothing lingers."""
+        self._held = None
+        if self._failure is None:
+            self._failure = errors.GlacierFSError("upload aborted")
+        for future in self._futures:
+            future.exception()  # wait, so no part arrives after the abort
+        self._futures = []
+        if self._upload_id is not None:
+            try:
+                self.glacier.abort_multipart(self.vault, self._upload_id)
+                log.info("aborted multipart upload %s in %s", self._upload_id, self.vault)
+            except errors.NotFound:
+                pass
+            except errors.GlacierFSError as error:
+                log.error(
+                    "could not abort multipart upload %s in %s (it lingers until Glacier "
+                    "expires it after 24 h): %s", self._upload_id, self.vault, error,
+                )
+                return
+            self._ended()
+
+    def _ended(self) -> None:
+        if self._on_end and self._upload_id:
+            self._on_end(self._upload_id)
+
+
+class Writer:
+    """One file being written: partitioner + uploader, with the part limit enforced."""
+
+    def __init__(self, uploader: Uploader) -> None:
+        self.uploader = uploader
+        self.partitioner = Partitioner(uploader.part_size)
+        self.max_size = uploader.part_size * MAX_PARTS
+        self.closed = False
+
+    @property
+    def size(self) -> int:
+        return self.partitioner.size
+
+    def _check_limit(self, end: int) -> None:
+        if end > self.max_size:
+            self.uploader.abort()
+            self.closed = True
+            raise errors.FileTooLarge(
+                f"{end} bytes is past the largest file {self.max_size} that 10,000 parts of "
+                f"{self.uploader.part_size} bytes allow; remount with a larger --part-size"
+            )
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise errors.GlacierFSError("this file's upload has already ended")
+
+    def write(self, offset: int, data: bytes) -> int:
+        self._ensure_open()
+        self._check_limit(offset + len(data))
+        self.uploader.check()
+        for part in self.partitioner.write(offset, data):
+            self.uploader.add(*part)
+        return len(data)
+
+    def truncate(self, length: int) -> None:
+        self._ensure_open()
+        if length >= self.size:
+            self._check_limit(length)
+            for part in self.partitioner.extend(length):
+                self.uploader.add(*part)
+        else:
+            self.partitioner.shrink(length)
+
+    def sync(self) -> None:
+        self._ensure_open()
+        self.uploader.wait()
+
+    def close(self) -> Stored | None:
+        """Complete the archive; raise if it did not reach Glacier."""
+        self._ensure_open()
+        self.closed = True
+        return self.uploader.finish(*self.partitioner.tail())
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.uploader.abort()

@@ -1,0 +1,143 @@
+"""The partitioner alone, and the uploader against the in-process emulator."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from glacierfs import errors
+from glacierfs.emulator import Emulator
+from glacierfs.glacier import GlacierClient
+from glacierfs.treehash import tree_hash
+from glacierfs.writer import MAX_PARTS, Partitioner, Uploader, Writer, check_part_size
+
+from .conftest import MiB, boto_client
+
+PART = MiB
+
+
+def collect(partitioner: Partitioner, writes: list[tuple[int, bytes]]) -> bytes:
+    out = bytearray()
+    for offset, data in writes:
+        for part_offset, part in partitioner.write(offset, data):
+            assert part_offset == len(out) and len(part) == PART
+            out += part
+    tail_offset, tail = partitioner.tail()
+    assert tail_offset == len(out) and len(tail) < PART
+    return bytes(out + tail)
+
+
+def test_partitioner_cuts_uneven_writes_into_parts() -> None:
+    data = random.Random(1).randbytes(3 * PART + 12345)
+    rng = random.Random(2)
+    writes, offset = [], 0
+    while offset < len(data):
+        step = rng.choice([1, 4096, 131072, PART - 1, PART + 1])
+        writes.append((offset, data[offset : offset + step]))
+        offset += step
+    assert collect(Partitioner(PART), writes) == data
+
+
+def test_partitioner_fills_holes_with_zeros() -> None:
+    result = collect(Partitioner(PART), [(0, b"ab"), (PART + 5, b"cd")])
+    assert result == b"ab" + bytes(PART + 3) + b"cd"
+
+
+def test_partitioner_extend_and_shrink_within_buffer() -> None:
+    partitioner = Partitioner(PART)
+    partitioner.write(0, b"x" * 100)
+    partitioner.shrink(10)
+    partitioner.extend(20)
+    assert partitioner.tail() == (0, b"x" * 10 + bytes(10))
+
+
+def test_partitioner_refuses_writes_behind_sent_data() -> None:
+    partitioner = Partitioner(PART)
+    assert len(partitioner.write(0, bytes(PART + 10))) == 1
+    partitioner.write(PART, b"rewrite of buffered bytes is fine")
+    with pytest.raises(errors.NotSequential):
+        partitioner.write(PART - 1, b"too late")
+    with pytest.raises(errors.NotSequential):
+        partitioner.shrink(PART - 1)
+
+
+@pytest.mark.parametrize("size", [PART * 3, 512 * 1024, 0, PART + 1, 8192 * PART])
+def test_part_size_rule(size: int) -> None:
+    with pytest.raises(errors.InvalidRequest):
+        check_part_size(size)
+
+
+def test_valid_part_sizes() -> None:
+    assert [check_part_size(PART << n) for n in (0, 1, 12)] == [PART, 2 * PART, 4096 * PART]
+
+
+@pytest.fixture
+def glacier(inprocess: Emulator) -> GlacierClient:
+    client = GlacierClient(endpoint_url=inprocess.url, max_attempts=2)
+    client.create_vault("w")
+    return client
+
+
+def new_writer(glacier: GlacierClient, concurrency: int = 2, **hooks) -> Writer:  # type: ignore[no-untyped-def]
+    executor = ThreadPoolExecutor(max_workers=concurrency)
+    return Writer(Uploader(glacier, "w", "desc", PART, executor, concurrency, **hooks))
+
+
+def stored_archives(url: str) -> list[dict]:
+    boto = boto_client(url)
+    job = boto.initiate_job(vaultName="w", jobParameters={"Type": "inventory-retrieval"})
+    return json.loads(boto.get_job_output(vaultName="w", jobId=job["jobId"])["body"].read())["ArchiveList"]
+
+
+@pytest.mark.parametrize("size", [1, PART - 1, PART, PART + 1, 3 * PART + 7])
+def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    started: list[str] = []
+    writer = new_writer(glacier, on_initiate=started.append)
+    for offset in range(0, size, 200_000):
+        writer.write(offset, data[offset : offset + 200_000])
+    stored = writer.close()
+    assert stored is not None and stored.size == size
+    assert stored.archive.tree_hash == tree_hash(data)
+    # One request for a part or less, multipart only once more data follows a full part.
+    assert bool(started) == (size > PART)
+    assert [(a["Size"], a["SHA256TreeHash"]) for a in stored_archives(inprocess.url)] == [(size, tree_hash(data))]
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
+
+
+def test_writer_of_nothing_stores_nothing(glacier: GlacierClient, inprocess: Emulator) -> None:
+    assert new_writer(glacier).close() is None
+    assert stored_archives(inprocess.url) == []
+
+
+def test_failed_part_aborts_upload_and_close_raises(glacier: GlacierClient, inprocess: Emulator) -> None:
+    ended: list[str] = []
+    writer = new_writer(glacier, on_end=ended.append)
+    writer.write(0, bytes(2 * PART + 1))  # multipart is under way
+    inprocess.settings.fault_rate = 1.0
+    with pytest.raises(errors.GlacierFSError):
+        writer.write(2 * PART + 1, bytes(3 * PART))
+        writer.close()
+    inprocess.settings.fault_rate = 0.0
+    writer.abort()
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
+    assert stored_archives(inprocess.url) == []
+
+
+def test_file_past_ten_thousand_parts_is_too_large(glacier: GlacierClient, inprocess: Emulator) -> None:
+    writer = new_writer(glacier)
+    writer.write(0, bytes(2 * PART + 1))
+    with pytest.raises(errors.FileTooLarge):
+        writer.write(MAX_PARTS * PART, b"x")  # the write that crosses the limit
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
+
+
+def test_truncate_grows_with_zeros(glacier: GlacierClient) -> None:
+    writer = new_writer(glacier)
+    writer.write(0, b"head")
+    writer.truncate(PART + 10)
+    stored = writer.close()
+    assert stored is not None and stored.archive.tree_hash == tree_hash(b"head" + bytes(PART + 6))
