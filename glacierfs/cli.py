@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import os
@@ -141,6 +143,12 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
                              "625 GiB; 512M allows 5 TiB, 4G the service's 40 TiB)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="parts uploaded at once per file (default: 4)")
+    parser.add_argument("--max-attempts", type=int, default=5,
+                        help="attempts per Glacier request, with botocore's standard backoff "
+                             "(default: 5; a request that keeps failing gives up after ~8 s on average)")
+    parser.add_argument("--cleanup-interval", type=float, default=30.0, metavar="SECONDS",
+                        help="how often to retry aborting multipart uploads a failure left open "
+                             "(default: 30)")
     parser.add_argument("--keep-replaced", action="store_true",
                         help="keep the old archive when a file is overwritten (default: delete it "
                              "once the new one is stored)")
@@ -177,6 +185,17 @@ def _endpoint_key(args: argparse.Namespace, region: str) -> str:
     return f"{readable}-{digest}"
 
 
+def _steady_heap() -> None:
+    """Pin glibc's mmap threshold at 1 MiB. Part buffers are allocated and freed
+    all the time; with the default dynamic threshold, freed ones are recycled on
+    the heap, which fragments and lets RSS creep past the Writer's bound."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     """Set everything up, mount, and serve until unmounted. ``report`` gets
     'READY' once the mount is up, or the reason it is not."""
@@ -186,6 +205,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     from glacierfs.vfs import GlacierFS
     from glacierfs.writer import check_part_size
 
+    _steady_heap()
     with ExitStack() as stack:
         endpoint = args.endpoint_url
         credentials = None
@@ -207,7 +227,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         except errors.GlacierFSError as error:
             report(f"cannot reach Glacier at {endpoint or 'AWS'}: {error}")
             return 1
-        glacier = GlacierClient(endpoint, args.region, args.profile,
+        glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
                                 max_connections=max(16, args.concurrency * 4), credentials=credentials)
         state_dir = Path(state_dir or default_state_root())
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -215,7 +235,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
-                        keep_replaced=args.keep_replaced)
+                        keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval)
         log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"))
         try:

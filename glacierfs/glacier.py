@@ -191,7 +191,7 @@ class GlacierClient:
         endpoint_url: str | None = None,
         region: str | None = None,
         profile: str | None = None,
-        max_attempts: int = 8,
+        max_attempts: int = 5,
         retry_mode: str = "standard",
         max_connections: int = 16,
         connect_timeout: float = 10,

@@ -88,6 +88,7 @@ class GlacierFS:
         concurrency: int,
         keep_replaced: bool = False,
         vault_list_ttl: float = 60.0,
+        cleanup_interval: float = 30.0,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
@@ -101,11 +102,51 @@ class GlacierFS:
         self._handles: dict[int, Handle] = {}
         self._ids = itertools.count(1)
         self._vaults_listed_at = 0.0
+        self._stopping = threading.Event()
+        self._janitor = threading.Thread(
+            target=self._clean_up_periodically, args=(cleanup_interval,), name="janitor", daemon=True
+        )
+        self._janitor.start()
 
     def close(self) -> None:
         for handle_id in list(self._handles):
             self.release(handle_id)
         self._executor.shutdown(wait=True)
+        self._stopping.set()
+        self._janitor.join()
+        self.abort_abandoned_uploads()
+
+    def _clean_up_periodically(self, interval: float) -> None:
+        while True:
+            try:
+                self.abort_abandoned_uploads()
+            except Exception:  # the janitor must not die; the next round tries again
+                log.exception("cleaning up abandoned uploads failed")
+            if self._stopping.wait(interval):
+                return
+
+    def abort_abandoned_uploads(self) -> None:
+        """Abort multipart uploads the catalog knows of that no open file owns:
+        left by a crash, or by an abort Glacier refused. Until aborted they linger
+        (and the service keeps their parts) for 24 hours."""
+        with self._lock:
+            active = {
+                handle.writer.uploader.upload_id
+                for handle in self._handles.values()
+                if handle.writer is not None and not handle.writer.closed
+            }
+        for upload_id, vault, path, _ in self.catalog.uploads():
+            if upload_id in active:
+                continue
+            try:
+                self.glacier.abort_multipart(vault, upload_id)
+                log.info("aborted abandoned multipart upload of %s/%s", vault, path)
+            except errors.NotFound:
+                pass
+            except errors.GlacierFSError as error:
+                log.warning("abandoned multipart upload of %s/%s not aborted yet: %s", vault, path, error)
+                continue
+            self.catalog.forget_upload(upload_id)
 
     # Lookups --------------------------------------------------------------
 

@@ -2,16 +2,16 @@
 uploader hashes and sends them concurrently and completes the archive.
 
 Memory stays at most part_size x (concurrency + 2): ``concurrency`` parts in
-flight, one filling, one held back. The multipart upload starts only once a
-full part exists *and* more data follows it; a file of one part or less goes
-up in a single UploadArchive.
+flight, one filling, and one being cut from it. The multipart upload starts as
+soon as a full part exists; a file shorter than one part goes up in a single
+UploadArchive.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -36,69 +36,70 @@ def check_part_size(part_size: int) -> int:
 
 
 class Partitioner:
-    """Cuts a stream of sequential writes into parts; knows nothing of Glacier."""
+    """Cuts a stream of sequential writes into parts; knows nothing of Glacier.
+
+    Writes are kept as the chunks they arrived in and joined once per part:
+    botocore takes only ``bytes``, and one join is the only copy a part needs.
+    """
 
     def __init__(self, part_size: int) -> None:
         self.part_size = part_size
-        self._buffer = bytearray()
-        self._buffer_start = 0  # offset of _buffer[0] in the file
+        self._chunks: list[bytes | memoryview] = []
+        self._buffered = 0
+        self._buffer_start = 0  # offset of the first buffered byte in the file
 
     @property
     def size(self) -> int:
-        return self._buffer_start + len(self._buffer)
+        return self._buffer_start + self._buffered
 
-    def write(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
-        """Take ``data`` at ``offset``; return the parts it completed, as (offset, bytes)."""
+    def write(self, offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
+        """Take ``data`` at ``offset``; yield each part it completes, as (offset, bytes)."""
         if offset < self.size:
             if offset < self._buffer_start:
                 raise errors.NotSequential(
                     f"write at {offset} lands behind byte {self._buffer_start}, which was already sent"
                 )
             # Rewriting bytes still buffered is fine (some tools rewrite a header).
-            del self._buffer[offset - self._buffer_start :]
-        elif offset > self.size:
-            self._grow_to(offset)
-        self._buffer += data
-        return self._cut()
+            kept = b"".join(self._chunks)[: offset - self._buffer_start]
+            self._chunks, self._buffered = [kept], len(kept)
+        yield from self.extend(offset)
+        view = memoryview(data)
+        while view:
+            room = self.part_size - self._buffered
+            self._chunks.append(view[:room])
+            self._buffered += min(room, len(view))
+            view = view[room:]
+            if self._buffered == self.part_size:
+                yield self._cut()
 
-    def extend(self, length: int) -> list[tuple[int, bytes]]:
-        """Grow the file to ``length`` with zeros (ftruncate, cp --sparse)."""
-        self._grow_to(length)
-        return self._cut()
+    def extend(self, length: int) -> Iterator[tuple[int, bytes]]:
+        """Grow the file to ``length`` with zeros (a hole, ftruncate, cp --sparse), part by part."""
+        while self.size < length:
+            zeros = min(length - self.size, self.part_size - self._buffered)
+            self._chunks.append(bytes(zeros))
+            self._buffered += zeros
+            if self._buffered == self.part_size:
+                yield self._cut()
 
     def shrink(self, length: int) -> None:
         if length < self._buffer_start:
             raise errors.NotSequential(
                 f"cannot truncate to {length}: bytes up to {self._buffer_start} were already sent"
             )
-        del self._buffer[length - self._buffer_start :]
+        kept = b"".join(self._chunks)[: length - self._buffer_start]
+        self._chunks, self._buffered = [kept], len(kept)
 
-    def _grow_to(self, length: int) -> None:
-        missing = length - self.size
-        if missing > 0:
-            self._buffer += bytes(missing)
-
-    def _cut(self) -> list[tuple[int, bytes]]:
-        # botocore takes only bytes; the copy replaces the buffer, so a part
-        # exists once in flight and once at most while being cut.
-        parts = []
-        while len(self._buffer) >= self.part_size:
-            if len(self._buffer) == self.part_size:
-                part = bytes(self._buffer)
-                self._buffer = bytearray()
-            else:
-                with memoryview(self._buffer) as view:
-                    part = bytes(view[: self.part_size])
-                del self._buffer[: self.part_size]
-            parts.append((self._buffer_start, part))
-            self._buffer_start += self.part_size
-        return parts
+    def _cut(self) -> tuple[int, bytes]:
+        part = (self._buffer_start, b"".join(self._chunks))
+        self._chunks, self._buffered = [], 0
+        self._buffer_start += self.part_size
+        return part
 
     def tail(self) -> tuple[int, bytes]:
         """What is left once the stream ends: the last, short part."""
-        tail = bytes(self._buffer)
-        self._buffer = bytearray()
-        return self._buffer_start, tail
+        offset, tail = self._buffer_start, b"".join(self._chunks)
+        self._chunks, self._buffered = [], 0
+        return offset, tail
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,6 @@ class Uploader:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._on_initiate = on_initiate
         self._on_end = on_end
-        self._held: tuple[int, bytes] | None = None
         self._upload_id: str | None = None
         self._hashes: dict[int, bytes] = {}
         self._futures: list[Future[None]] = []
@@ -145,18 +145,20 @@ class Uploader:
         if self._failure is not None:
             raise self._failure
 
+    def fail(self, error: BaseException) -> None:
+        """Remember a failure met outside the part threads: bytes are lost, so
+        the archive must never be completed."""
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+
     def add(self, offset: int, part: bytes) -> None:
         self.check()
         if self._upload_id is None:
-            if self._held is None:
-                self._held = (offset, part)  # maybe the whole file: wait and see
-                return
             self._upload_id = self.glacier.initiate_multipart(self.vault, self.part_size, self.description)
-            log.debug("multipart upload %s started for %s", self._upload_id, self.vault)
+            log.debug("multipart upload %s started in %s", self._upload_id, self.vault)
             if self._on_initiate:
                 self._on_initiate(self._upload_id)
-            held, self._held = self._held, None
-            self._send(*held)
         self._send(offset, part)
 
     def _send(self, offset: int, part: bytes) -> None:
@@ -194,17 +196,15 @@ class Uploader:
     def finish(self, tail_offset: int, tail: bytes) -> Stored | None:
         """Send what is left and complete. None for a file of 0 bytes."""
         try:
+            self.check()
             size = tail_offset + len(tail)
-            if self._upload_id is None and not (self._held and tail):
-                # One part or less: a single request (never over 4 GiB, the part size limit).
-                body = self._held[1] if self._held else tail
-                self._held = None
-                if not body:
+            if self._upload_id is None:  # shorter than one part: a single request
+                if not tail:
                     return None
-                archive = self.glacier.upload_archive(self.vault, body, self.description, part_hashes(body))
+                archive = self.glacier.upload_archive(self.vault, tail, self.description, part_hashes(tail))
                 return Stored(archive, size)
             if tail:
-                self.add(tail_offset, tail)
+                self._send(tail_offset, tail)
             self.wait()
             tree = combine([self._hashes[offset] for offset in sorted(self._hashes)]).hex()
             archive = self.glacier.complete_multipart(self.vault, self._upload_id, size, tree)
@@ -216,7 +216,6 @@ class Uploader:
 
     def abort(self) -> None:
         """Give up: stop sending, and abort the multipart upload so nothing lingers."""
-        self._held = None
         if self._failure is None:
             self._failure = errors.GlacierFSError("upload aborted")
         for future in self._futures:
@@ -267,20 +266,28 @@ class Writer:
         if self.closed:
             raise errors.GlacierFSError("this file's upload has already ended")
 
+    def _send(self, parts: Iterator[tuple[int, bytes]]) -> None:
+        try:
+            for part in parts:
+                self.uploader.add(*part)
+        except errors.NotSequential:
+            raise  # refused before anything changed: the file is still whole
+        except BaseException as error:
+            self.uploader.fail(error)  # a part may be lost: close() must fail
+            raise
+
     def write(self, offset: int, data: bytes) -> int:
         self._ensure_open()
         self._check_limit(offset + len(data))
         self.uploader.check()
-        for part in self.partitioner.write(offset, data):
-            self.uploader.add(*part)
+        self._send(self.partitioner.write(offset, data))
         return len(data)
 
     def truncate(self, length: int) -> None:
         self._ensure_open()
         if length >= self.size:
             self._check_limit(length)
-            for part in self.partitioner.extend(length):
-                self.uploader.add(*part)
+            self._send(self.partitioner.extend(length))
         else:
             self.partitioner.shrink(length)
 

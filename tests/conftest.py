@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
@@ -25,6 +22,8 @@ os.environ.update(
 
 from glacierfs.emulator import Emulator  # noqa: E402
 
+from .harness import ServedEmulator  # noqa: E402
+
 MiB = 1 << 20
 
 
@@ -41,36 +40,6 @@ def inprocess(emulator: Emulator) -> Iterator[Emulator]:
     emulator.reset()
     yield emulator
     emulator.reset()
-
-
-class ServedEmulator:
-    """``glacierfs emulator`` in a subprocess, stopped by its own PID."""
-
-    def __init__(self, *extra: str, data_dir: Path | None = None) -> None:
-        command = [sys.executable, "-m", "glacierfs", "emulator", "--port", "0", *extra]
-        if data_dir is not None:
-            command += ["--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on" not in line:
-            self.stop()
-            raise RuntimeError(f"emulator did not start: {line!r} {self.process.stderr.read()}")
-        self.url = line.rsplit(" ", 1)[-1].strip()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +80,11 @@ def vault(boto) -> str:  # type: ignore[no-untyped-def]
     name = f"test-vault-{os.getpid()}-{next(_vault_counter)}"
     boto.create_vault(vaultName=name)
     return name
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the item, so fixtures can dump logs of failed tests."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

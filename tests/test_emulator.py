@@ -21,7 +21,8 @@ from botocore.exceptions import ClientError
 from glacierfs.emulator import Emulator
 from glacierfs.treehash import combine, tree_hash
 
-from .conftest import MiB, ServedEmulator, boto_client
+from .conftest import MiB, boto_client
+from .harness import ServedEmulator
 
 
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:

@@ -48,18 +48,33 @@ def test_partitioner_fills_holes_with_zeros() -> None:
 
 def test_partitioner_extend_and_shrink_within_buffer() -> None:
     partitioner = Partitioner(PART)
-    partitioner.write(0, b"x" * 100)
+    list(partitioner.write(0, b"x" * 100))
     partitioner.shrink(10)
-    partitioner.extend(20)
+    assert list(partitioner.extend(20)) == []
     assert partitioner.tail() == (0, b"x" * 10 + bytes(10))
+
+
+def test_partitioner_rewrites_buffered_bytes() -> None:
+    partitioner = Partitioner(PART)
+    list(partitioner.write(0, b"0123456789"))
+    list(partitioner.write(2, b"ab"))
+    list(partitioner.write(4, b"cd"))
+    assert partitioner.tail() == (0, b"01abcd")
+
+
+def test_huge_hole_is_cut_part_by_part() -> None:
+    parts = Partitioner(PART).write(1000 * PART, b"end")
+    first = next(parts)  # a generator: nothing beyond one part is held
+    assert first == (0, bytes(PART))
+    assert sum(1 for _ in parts) == 999
 
 
 def test_partitioner_refuses_writes_behind_sent_data() -> None:
     partitioner = Partitioner(PART)
-    assert len(partitioner.write(0, bytes(PART + 10))) == 1
-    partitioner.write(PART, b"rewrite of buffered bytes is fine")
+    assert len(list(partitioner.write(0, bytes(PART + 10)))) == 1
+    list(partitioner.write(PART, b"rewrite of buffered bytes is fine"))
     with pytest.raises(errors.NotSequential):
-        partitioner.write(PART - 1, b"too late")
+        list(partitioner.write(PART - 1, b"too late"))
     with pytest.raises(errors.NotSequential):
         partitioner.shrink(PART - 1)
 
@@ -102,8 +117,8 @@ def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, 
     stored = writer.close()
     assert stored is not None and stored.size == size
     assert stored.archive.tree_hash == tree_hash(data)
-    # One request for a part or less, multipart only once more data follows a full part.
-    assert bool(started) == (size > PART)
+    # One request for less than a part; multipart as soon as a full part exists.
+    assert bool(started) == (size >= PART)
     assert [(a["Size"], a["SHA256TreeHash"]) for a in stored_archives(inprocess.url)] == [(size, tree_hash(data))]
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
 
@@ -141,3 +156,14 @@ def test_truncate_grows_with_zeros(glacier: GlacierClient) -> None:
     writer.truncate(PART + 10)
     stored = writer.close()
     assert stored is not None and stored.archive.tree_hash == tree_hash(b"head" + bytes(PART + 6))
+
+
+def test_failed_initiate_fails_close_instead_of_storing_the_rest(glacier: GlacierClient, inprocess: Emulator) -> None:
+    writer = new_writer(glacier)
+    inprocess.settings.fault_rate = 1.0
+    with pytest.raises(errors.GlacierFSError):
+        writer.write(0, bytes(PART + 5))  # the first full part starts the multipart upload
+    inprocess.settings.fault_rate = 0.0
+    with pytest.raises(errors.GlacierFSError):
+        writer.close()  # the 5 bytes left are not the file
+    assert stored_archives(inprocess.url) == []

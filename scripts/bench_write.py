@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Write throughput and memory of the mount, measured side by side in one run.
+
+1. Throughput: `cp` of a file (1 GiB by default) into the mount, against plain
+   boto3 uploading the same file in parts of the same size with the same
+   concurrency to the same emulator. Rounds alternate, the median is kept.
+   Target: mount >= 0.9 x direct.
+2. Memory: a fresh mount writes a file of 20 parts; its peak RSS above its RSS
+   when idle is set against the bound part_size x (concurrency + 2) plus a
+   fixed overhead (upload threads, connection pool) of FIXED_OVERHEAD_MIB.
+
+The emulator runs in its own process, so neither side pays for it in its RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+
+from tests.harness import Mount, ServedEmulator  # noqa: E402
+
+MiB = 1 << 20
+FIXED_OVERHEAD_MIB = 24
+
+
+def combine(hex_hashes: list[str]) -> str:
+    level = [bytes.fromhex(h) for h in hex_hashes]
+    while len(level) > 1:
+        level = [
+            hashlib.sha256(level[i] + level[i + 1]).digest() if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+    return level[0].hex()
+
+
+def direct_upload(url: str, vault: str, source: Path, part_size: int, concurrency: int) -> None:
+    """What a user would write with boto3: parts read from the file, botocore hashing them."""
+    client = boto3.client("glacier", endpoint_url=url, region_name="us-east-1",
+                          config=Config(max_pool_connections=concurrency * 2))
+    upload_id = client.initiate_multipart_upload(vaultName=vault, partSize=str(part_size))["uploadId"]
+    size = source.stat().st_size
+
+    def send(offset: int) -> str:
+        with open(source, "rb") as handle:
+            handle.seek(offset)
+            body = handle.read(part_size)
+        response = client.upload_multipart_part(
+            vaultName=vault, uploadId=upload_id, body=body,
+            range=f"bytes {offset}-{offset + len(body) - 1}/*",
+        )
+        return response["checksum"]
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        hashes = list(pool.map(send, range(0, size, part_size)))
+    client.complete_multipart_upload(vaultName=vault, uploadId=upload_id,
+                                     archiveSize=str(size), checksum=combine(hashes))
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found for {pid}")
+
+
+def make_file(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            chunk = min(remaining, 64 * MiB)
+            handle.write(os.urandom(chunk))
+            remaining -= chunk
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--part-mib", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-part-mib", type=int, default=16)
+    args = parser.parse_args()
+    part_size = args.part_mib * MiB
+
+    with tempfile.TemporaryDirectory(prefix="glacierfs-bench-", dir=os.environ.get("BENCH_DIR")) as scratch:
+        work = Path(scratch)
+        source = work / "source.bin"
+        make_file(source, args.size_mib * MiB)
+        emulator = ServedEmulator(data_dir=work / "emulator")
+        try:
+            boto3.client("glacier", endpoint_url=emulator.url, region_name="us-east-1").create_vault(vaultName="bench")
+            mount = Mount(work / "throughput", emulator.url, "--part-size", str(part_size),
+                          "--concurrency", str(args.concurrency))
+            mount_times: list[float] = []
+            direct_times: list[float] = []
+            try:
+                for round_ in range(args.rounds):
+                    start = time.perf_counter()
+                    copied = subprocess.run(["cp", str(source), str(mount.path("bench", f"copy-{round_}"))])
+                    if copied.returncode:
+                        print(mount.log_text()[-5000:], file=sys.stderr)
+                        raise SystemExit(f"cp into the mount failed in round {round_}")
+                    mount_times.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    direct_upload(emulator.url, "bench", source, part_size, args.concurrency)
+                    direct_times.append(time.perf_counter() - start)
+            finally:
+                mount.unmount()
+
+            memory_part = args.memory_part_mib * MiB
+            memory_source = work / "twenty-parts.bin"
+            make_file(memory_source, 20 * memory_part)
+            mount = Mount(work / "memory", emulator.url, "--part-size", str(memory_part),
+                          "--concurrency", str(args.concurrency))
+            try:
+                idle = rss_kib(mount.pid, "VmRSS")
+                subprocess.run(["cp", str(memory_source), str(mount.path("bench", "twenty-parts"))], check=True)
+                peak = rss_kib(mount.pid, "VmHWM")
+            finally:
+                mount.unmount()
+        finally:
+            emulator.stop()
+
+    size_mb = args.size_mib * MiB / 1e6
+    mount_rate = size_mb / statistics.median(mount_times)
+    direct_rate = size_mb / statistics.median(direct_times)
+    ratio = mount_rate / direct_rate
+    bound_kib = memory_part * (args.concurrency + 2) // 1024 + FIXED_OVERHEAD_MIB * 1024
+    grown_kib = peak - idle
+    print(f"write: {args.size_mib} MiB file, part {args.part_mib} MiB, concurrency {args.concurrency}, "
+          f"{args.rounds} alternating rounds, median, {os.cpu_count()} cores")
+    print(f"  cp into the mount          {mount_rate:8.0f} MB/s  ({', '.join(f'{t:.2f}s' for t in mount_times)})")
+    print(f"  plain boto3 multipart      {direct_rate:8.0f} MB/s  ({', '.join(f'{t:.2f}s' for t in direct_times)})")
+    print(f"mount / direct = {ratio:.2f}  (target >= 0.90)")
+    print(f"memory: 20 parts of {args.memory_part_mib} MiB, concurrency {args.concurrency}")
+    print(f"  mount RSS idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB: grew {grown_kib / 1024:.0f} MiB "
+          f"against the bound part x (concurrency + 2) + {FIXED_OVERHEAD_MIB} MiB = {bound_kib / 1024:.0f} MiB")
+    print(f"growth / bound = {grown_kib / bound_kib:.2f}  (target <= 1.00)")
+    return 0 if ratio >= 0.9 and grown_kib <= bound_kib else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The emulator and a real glacierfs mount in subprocesses, for end-to-end tests
+and the benchmarks in scripts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = str(mountpoint)
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        return any(line.split()[4] == target for line in table)
+
+
+class ServedEmulator:
+    """``glacierfs emulator`` in a subprocess, stopped by its own PID."""
+
+    def __init__(self, *extra: str, data_dir: Path | None = None) -> None:
+        command = [sys.executable, "-m", "glacierfs", "emulator", "--port", "0", *extra]
+        if data_dir is not None:
+            command += ["--data-dir", str(data_dir)]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"emulator did not start: {line!r} {self.process.stderr.read()}")
+        self.url = line.rsplit(" ", 1)[-1].strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream:
+                stream.close()
+
+
+def fusermount() -> str:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    assert tool, "fusermount3 is missing: run scripts/setup"
+    return tool
+
+
+class Mount:
+    """``glacierfs mount --foreground`` against ``endpoint``; unmounted and stopped by its own PID."""
+
+    def __init__(self, workdir: Path, endpoint: str, *extra: str, timeout: float = 30) -> None:
+        self.mountpoint = workdir / "mnt"
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.state = workdir / "state"
+        self.log = workdir / "mount.log"
+        command = [
+            sys.executable, "-m", "glacierfs", "mount", str(self.mountpoint), "--foreground",
+            "--endpoint-url", endpoint, "--region", "us-east-1", "--state-dir", str(self.state),
+            "--log-file", str(self.log), *extra,
+        ]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not is_mounted(self.mountpoint):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"glacierfs exited with {self.process.returncode}:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                self.unmount()
+                raise RuntimeError(f"glacierfs did not mount within {timeout}s:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def path(self, *parts: str) -> Path:
+        return self.mountpoint.joinpath(*parts)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def unmount(self) -> None:
+        """fusermount -u, then -uz, then terminate, then kill."""
+        if is_mounted(self.mountpoint):
+            if subprocess.run([fusermount(), "-u", str(self.mountpoint)], capture_output=True).returncode:
+                subprocess.run([fusermount(), "-uz", str(self.mountpoint)], capture_output=True)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def run(*command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, check=check, timeout=300)
