@@ -107,5 +107,40 @@ class Mount:
         return self.process.pid
 
 
+def daemon_pid(mount_output: str) -> int:
+    """The daemon's PID from `glacierfs mount`'s "mounted at ... (pid N)"."""
+    import re
+
+    match = re.search(r"\(pid (\d+)\)", mount_output)
+    assert match, mount_output
+    return int(match[1])
+
+
+def stop_daemon(pid: int, timeout: float = 10) -> bool:
+    """Wait for a daemonized mount (not our child) to exit after its unmount;
+    terminate, then kill it by its PID if it lingers. True if it exited by itself."""
+
+    def alive() -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() > deadline:
+            for signum in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    return False
+                time.sleep(1)
+                if not alive():
+                    break
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def run(*command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, check=check, timeout=300)

@@ -20,7 +20,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.treehash import tree_hash
 
 from .conftest import MiB, boto_client
-from .harness import Mount, run
+from .harness import Mount, daemon_pid, run, stop_daemon
 
 pytestmark = pytest.mark.mount
 
@@ -264,9 +264,80 @@ def test_daemon_mounts_and_umount_unmounts(inprocess: Emulator, tmp_path: Path) 
         assert busy.returncode != 0 and "busy" in busy.stderr
     finally:
         subprocess.run(["glacierfs", "umount", str(tmp_path / "mnt")], check=False, timeout=60)
+        exited = stop_daemon(daemon_pid(result.stdout))
     assert not os.path.ismount(tmp_path / "mnt")
-    pid = int(re.search(r"pid (\d+)", result.stdout)[1])
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text():
-        assert time.monotonic() < deadline, "the daemon outlived its mount"
-        time.sleep(0.05)
+    assert exited, "the daemon outlived its mount"
+
+
+def test_sparse_copy_fills_the_hole_with_zeros(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
+    vault = make_vault(mount)
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as handle:
+        handle.write(b"head")
+        handle.seek(3 * PART)
+        handle.write(b"tail")
+    run("cp", "--sparse=always", sparse, vault / "sparse")
+    expected = b"head" + bytes(3 * PART - 4) + b"tail"
+    assert (vault / "sparse").stat().st_size == len(expected)
+    assert [a["SHA256TreeHash"] for a in inventory(inprocess.url)] == [tree_hash(expected)]
+
+
+def test_rsync_of_a_changed_file_replaces_its_archive(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
+    vault = make_vault(mount)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "doc.txt").write_bytes(b"first version")
+    run("rsync", "-a", f"{source}/", vault)
+    (source / "doc.txt").write_bytes(b"second, longer version")
+    run("rsync", "-a", f"{source}/", vault)
+    listed = inventory(inprocess.url)
+    assert [(decode_description(a["ArchiveDescription"]), a["SHA256TreeHash"]) for a in listed] == [
+        ("doc.txt", tree_hash(b"second, longer version"))
+    ]
+    assert (vault / "doc.txt").stat().st_size == len(b"second, longer version")
+
+
+def test_keep_replaced_keeps_the_old_archive(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, "--keep-replaced")
+    try:
+        vault = make_vault(mount)
+        (vault / "f").write_bytes(b"one")
+        (vault / "f").write_bytes(b"two!")
+        assert sorted(a["Size"] for a in inventory(inprocess.url)) == [3, 4]
+        assert (vault / "f").stat().st_size == 4
+    finally:
+        mount.unmount()
+
+
+def test_daemon_reports_missing_credentials(tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
+    result = subprocess.run(
+        ["glacierfs", "mount", str(tmp_path / "mnt"), "--region", "us-east-1",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode != 0 and "credentials" in result.stderr
+    assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_embedded_emulator_keeps_data_across_remounts(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    command = ["glacierfs", "mount", "--emulator", "--emulator-dir", str(tmp_path / "emu"), str(mnt)]
+    for round_ in range(2):
+        started = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        try:
+            if round_ == 0:
+                (mnt / "vault").mkdir()
+                (mnt / "vault" / "kept.bin").write_bytes(b"k" * 1000)
+            else:
+                assert (mnt / "vault" / "kept.bin").stat().st_size == 1000
+                xattrs = run("getfattr", "-d", mnt / "vault" / "kept.bin").stdout
+                assert 'user.glacier.state="stored"' in xattrs
+        finally:
+            subprocess.run(["glacierfs", "umount", str(mnt)], check=False, timeout=60)
+            assert stop_daemon(daemon_pid(started.stdout))
+    assert (tmp_path / "emu" / "glacier" / "emulator.sqlite").exists()
