@@ -17,10 +17,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from botocore.utils import calculate_sha256, calculate_tree_hash
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glacierfs.treehash import part_hashes, tree_hash
+from botocore.utils import calculate_sha256, calculate_tree_hash  # noqa: E402
+
+from glacierfs.treehash import part_hashes, tree_hash  # noqa: E402
 
 MiB = 1 << 20
 

@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 
+# The CLI of the glacierfs under test, whatever is on PATH.
+GLACIERFS = [sys.executable, "-m", "glacierfs"]
+
+
 def is_mounted(mountpoint: Path) -> bool:
     target = str(mountpoint)
     with open("/proc/self/mountinfo", encoding="utf-8") as table:
@@ -22,7 +26,7 @@ class ServedEmulator:
     """``glacierfs emulator`` in a subprocess, stopped by its own PID."""
 
     def __init__(self, *extra: str, data_dir: Path | None = None) -> None:
-        command = [sys.executable, "-m", "glacierfs", "emulator", "--port", "0", *extra]
+        command = [*GLACIERFS, "emulator", "--port", "0", *extra]
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
         self.process = subprocess.Popen(
@@ -63,7 +67,7 @@ class Mount:
         self.state = workdir / "state"
         self.log = workdir / "mount.log"
         command = [
-            sys.executable, "-m", "glacierfs", "mount", str(self.mountpoint), "--foreground",
+            *GLACIERFS, "mount", str(self.mountpoint), "--foreground",
             "--endpoint-url", endpoint, "--region", "us-east-1", "--state-dir", str(self.state),
             "--log-file", str(self.log), *extra,
         ]

@@ -20,7 +20,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.treehash import tree_hash
 
 from .conftest import MiB, boto_client
-from .harness import Mount, daemon_pid, run, stop_daemon
+from .harness import GLACIERFS, Mount, daemon_pid, run, stop_daemon
 
 pytestmark = pytest.mark.mount
 
@@ -239,7 +239,7 @@ def test_catalog_survives_remount(inprocess: Emulator, tmp_path: Path) -> None:
 def test_daemon_reports_unreachable_endpoint(tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
     result = subprocess.run(
-        ["glacierfs", "mount", str(tmp_path / "mnt"), "--endpoint-url", "http://127.0.0.1:9",
+        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", "http://127.0.0.1:9",
          "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=120,
     )
@@ -250,7 +250,7 @@ def test_daemon_reports_unreachable_endpoint(tmp_path: Path) -> None:
 def test_daemon_mounts_and_umount_unmounts(inprocess: Emulator, tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
     result = subprocess.run(
-        ["glacierfs", "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url,
+        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url,
          "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=60,
     )
@@ -258,12 +258,12 @@ def test_daemon_mounts_and_umount_unmounts(inprocess: Emulator, tmp_path: Path) 
         assert result.returncode == 0, result.stderr
         assert os.path.ismount(tmp_path / "mnt")
         busy = subprocess.run(
-            ["glacierfs", "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url],
+            [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url],
             capture_output=True, text=True, timeout=60,
         )
         assert busy.returncode != 0 and "busy" in busy.stderr
     finally:
-        subprocess.run(["glacierfs", "umount", str(tmp_path / "mnt")], check=False, timeout=60)
+        subprocess.run([*GLACIERFS, "umount", str(tmp_path / "mnt")], check=False, timeout=60)
         exited = stop_daemon(daemon_pid(result.stdout))
     assert not os.path.ismount(tmp_path / "mnt")
     assert exited, "the daemon outlived its mount"
@@ -314,7 +314,7 @@ def test_daemon_reports_missing_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
     result = subprocess.run(
-        ["glacierfs", "mount", str(tmp_path / "mnt"), "--region", "us-east-1",
+        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--region", "us-east-1",
          "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=120, env=env,
     )
@@ -325,7 +325,7 @@ def test_daemon_reports_missing_credentials(tmp_path: Path) -> None:
 def test_embedded_emulator_keeps_data_across_remounts(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    command = ["glacierfs", "mount", "--emulator", "--emulator-dir", str(tmp_path / "emu"), str(mnt)]
+    command = [*GLACIERFS, "mount", "--emulator", "--emulator-dir", str(tmp_path / "emu"), str(mnt)]
     for round_ in range(2):
         started = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
@@ -338,6 +338,6 @@ def test_embedded_emulator_keeps_data_across_remounts(tmp_path: Path) -> None:
                 xattrs = run("getfattr", "-d", mnt / "vault" / "kept.bin").stdout
                 assert 'user.glacier.state="stored"' in xattrs
         finally:
-            subprocess.run(["glacierfs", "umount", str(mnt)], check=False, timeout=60)
+            subprocess.run([*GLACIERFS, "umount", str(mnt)], check=False, timeout=60)
             assert stop_daemon(daemon_pid(started.stdout))
     assert (tmp_path / "emu" / "glacier" / "emulator.sqlite").exists()
