@@ -56,11 +56,61 @@ CREATE TABLE IF NOT EXISTS uploads (
     part_size INTEGER NOT NULL,
     started REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    archive_id TEXT NOT NULL,
+    range_start INTEGER NOT NULL,
+    range_end INTEGER NOT NULL,
+    whole INTEGER NOT NULL,
+    tier TEXT NOT NULL,
+    requested REAL NOT NULL,
+    status TEXT NOT NULL,
+    downloads INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+
+# Retrieval job states, as glacierfs follows them.
+IN_PROGRESS = "InProgress"  # Glacier is preparing the output
+SUCCEEDED = "Succeeded"  # the output is ready to download
+CACHED = "Cached"  # downloaded, verified and in the cache
+FAILED = "Failed"  # Glacier failed the job
+EXPIRED = "Expired"  # the output is no longer downloadable
+UNVERIFIED = "Unverified"  # downloads kept failing verification: never served
+
+JOB_LIFETIME = 24 * 3600  # a job's output stays downloadable at least this long
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    vault: str
+    archive_id: str
+    range_start: int
+    range_end: int  # inclusive, as Glacier writes ranges
+    whole: bool
+    tier: str
+    requested: float
+    status: str
+    downloads: int = 0
+    message: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.range_end - self.range_start + 1
+
+    def but(self, **changes: object) -> JobRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_JOB_COLUMNS = "job_id, vault, archive_id, range_start, range_end, whole, tier, requested, status, downloads, message"
 
 
 @dataclass(frozen=True)
@@ -251,3 +301,27 @@ class Catalog:
     def uploads(self) -> list[tuple[str, str, str, int]]:
         """(upload id, vault, path, part size) of uploads not known to have ended."""
         return [tuple(row) for row in self._all("SELECT upload_id, vault, path, part_size FROM uploads")]  # type: ignore[misc]
+
+    # Retrieval jobs -----------------------------------------------------------
+
+    def put_job(self, job: JobRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job.job_id, job.vault, job.archive_id, job.range_start, job.range_end, int(job.whole),
+                 job.tier, job.requested, job.status, job.downloads, job.message),
+            )
+
+    def _jobs(self, where: str, args: tuple[object, ...]) -> list[JobRecord]:
+        rows = self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY requested", args)
+        return [JobRecord(*row[:5], bool(row[5]), *row[6:]) for row in rows]
+
+    def jobs_for(self, archive_id: str) -> list[JobRecord]:
+        return self._jobs("archive_id=?", (archive_id,))
+
+    def jobs_with_status(self, *statuses: str) -> list[JobRecord]:
+        marks = ",".join("?" * len(statuses))
+        return self._jobs(f"status IN ({marks})", statuses)
+
+    def jobs_since(self, since: float) -> list[JobRecord]:
+        return self._jobs("requested>=?", (since,))

@@ -123,6 +123,7 @@ def default_state_root() -> Path:
 
 
 def add_mount_parser(commands: argparse._SubParsersAction) -> None:
+    from glacierfs.retrieval import TIERS
     from glacierfs.writer import DEFAULT_PART_SIZE
 
     parser = commands.add_parser(
@@ -137,7 +138,28 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--state-dir", type=Path,
                         help="where the catalog lives (default: $XDG_DATA_HOME/glacierfs); "
                              "losing it loses names, so it is never the cache directory")
-    parser.add_argument("--cache-dir", type=Path, help="where retrieved archives are cached")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where retrieved archives are cached (default: $XDG_CACHE_HOME/glacierfs)")
+    parser.add_argument("--cache-size", type=parse_size, default=parse_size("10G"),
+                        help="the cache's size; least recently used archives go first (default: 10G)")
+    parser.add_argument("--tier", choices=TIERS, default="Standard",
+                        help="retrieval tier for reads (default: Standard, 3-5 hours)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="let open() wait this long for a retrieval instead of failing with "
+                             "EAGAIN at once (default: 0)")
+    parser.add_argument("--poll-interval", type=float, metavar="SECONDS",
+                        help="how often to ask Glacier about jobs (default: by tier: Expedited 60, "
+                             "Standard 900, Bulk 1800)")
+    parser.add_argument("--max-retrieval-bytes", type=parse_size, default=parse_size("10G"),
+                        help="cost guard: bytes open() may request per rolling 24 h; past it, "
+                             "open() fails with EDQUOT (default: 10G)")
+    parser.add_argument("--max-retrieval-jobs", type=int, default=50,
+                        help="cost guard: retrieval jobs open() may start per rolling 24 h (default: 50)")
+    parser.add_argument("--ranged-threshold", type=parse_size, default=parse_size("1G"),
+                        help="archives larger than this are read in ranges of --range-size, "
+                             "retrieved as reads reach them (default: 1G)")
+    parser.add_argument("--range-size", type=parse_size, default=parse_size("64M"),
+                        help="size of one ranged retrieval, 1 MiB x 2^n (default: 64M)")
     parser.add_argument("--part-size", type=parse_size, default=DEFAULT_PART_SIZE,
                         help="multipart part size, 1 MiB x 2^n (default: 64M, so files up to "
                              "625 GiB; 512M allows 5 TiB, 4G the service's 40 TiB)")
@@ -169,6 +191,21 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     umount.add_argument("mountpoint")
     umount.set_defaults(run=run_umount)
 
+    retrieve = commands.add_parser(
+        "retrieve", help="thaw every archive under PATHs (bulk retrieval)",
+        description="Start retrieval jobs for every stored archive under the PATHs of a running "
+                    "mount, after showing the count, bytes and tier and asking to confirm.",
+    )
+    retrieve.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    retrieve.add_argument("--tier", choices=TIERS, default="Standard")
+    retrieve.add_argument("--yes", action="store_true", help="do not ask")
+    retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
+    retrieve.set_defaults(run=run_retrieve)
+
+    status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
+    status.add_argument("mountpoint", nargs="?", type=Path)
+    status.set_defaults(run=run_status)
+
 
 def _mountpoint_problem(mountpoint: Path) -> str | None:
     if not mountpoint.is_dir():
@@ -176,6 +213,11 @@ def _mountpoint_problem(mountpoint: Path) -> str | None:
     if os.path.ismount(mountpoint):
         return f"{mountpoint} is already a mount point (busy)"
     return None
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "glacierfs"
 
 
 def _endpoint_key(args: argparse.Namespace, region: str) -> str:
@@ -199,9 +241,11 @@ def _steady_heap() -> None:
 def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     """Set everything up, mount, and serve until unmounted. ``report`` gets
     'READY' once the mount is up, or the reason it is not."""
+    from glacierfs.cache import ContentCache
     from glacierfs.catalog import Catalog
     from glacierfs.fs import GlacierOperations, mount_options, serve
     from glacierfs.glacier import GlacierClient
+    from glacierfs.retrieval import Retriever
     from glacierfs.vfs import GlacierFS
     from glacierfs.writer import check_part_size
 
@@ -219,6 +263,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             stack.callback(emulator.stop)
             credentials = ("emulator", "emulator")
             state_dir = state_dir or root / "state"
+            args.cache_dir = args.cache_dir or root / "cache"
         try:
             part_size = check_part_size(args.part_size)
             probe = GlacierClient(endpoint, args.region, args.profile, max_attempts=2,
@@ -234,8 +279,25 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         catalog = Catalog(state_dir / f"catalog-{_endpoint_key(args, glacier.region)}.sqlite")
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)
+        key = _endpoint_key(args, glacier.region)
+        cache = ContentCache(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key,
+                             args.cache_size)
+        stack.callback(cache.close)
+        try:
+            retriever = Retriever(
+                glacier, catalog, cache, tier=args.tier, poll_interval=args.poll_interval,
+                max_bytes=args.max_retrieval_bytes, max_jobs=args.max_retrieval_jobs,
+                concurrency=max(1, args.concurrency), range_size=args.range_size,
+                ranged_threshold=args.ranged_threshold,
+            )
+        except errors.GlacierFSError as error:
+            report(str(error))
+            return 1
+        retriever.start()
+        stack.callback(retriever.stop)
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
-                        keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval)
+                        keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
+                        retriever=retriever, wait_seconds=args.wait)
         log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"))
         try:
@@ -322,6 +384,138 @@ def run_umount(args: argparse.Namespace) -> int:
         return 1
     result = subprocess.run([tool, "-u", str(args.mountpoint)], check=False)
     return result.returncode
+
+
+def _glacierfs_mounts() -> list[Path]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        mounts = []
+        for line in table:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype == "fuse.glacierfs":
+                mounts.append(Path(fields[4].encode().decode("unicode_escape")))
+        return mounts
+
+
+def _mount_root(path: Path) -> Path | None:
+    path = path.absolute()
+    roots = sorted(_glacierfs_mounts(), key=lambda p: len(str(p)), reverse=True)
+    return next((root for root in roots if path == root or root in path.parents), None)
+
+
+def _files_under(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for folder, _, names in os.walk(path):
+                files.extend(Path(folder) / name for name in sorted(names))
+        else:
+            files.append(path)
+    return files
+
+
+def _state_of(path: Path) -> str:
+    try:
+        return os.getxattr(path, "user.glacier.state").decode()
+    except OSError:
+        return "unknown"
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    for path in args.paths:
+        if _mount_root(path) is None:
+            print(f"glacierfs: {path} is not inside a glacierfs mount", file=sys.stderr)
+            return 1
+    files = _files_under(args.paths)
+    wanted = [path for path in files if _state_of(path) == "stored"]
+    pending = [path for path in files if _state_of(path).startswith("retrieving")]
+    total = sum(path.stat().st_size for path in wanted)
+    print(f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
+          f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty).")
+    if wanted and not args.yes:
+        if not sys.stdin.isatty():
+            print("glacierfs: not confirmed (use --yes to retrieve without asking)", file=sys.stderr)
+            return 1
+        if input("Retrievals cost money. Start them? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("Nothing started.")
+            return 1
+    failed = 0
+    for path in wanted:
+        try:
+            os.setxattr(path, "user.glacier.retrieve", args.tier.encode())
+        except OSError as error:
+            failed += 1
+            print(f"glacierfs: {path}: {error.strerror}", file=sys.stderr)
+    print(f"Started {len(wanted) - failed} retrieval job(s).")
+    if args.wait:
+        return _wait_with_progress(wanted + pending)
+    return 1 if failed else 0
+
+
+def _wait_with_progress(paths: list[Path]) -> int:
+    import time
+
+    sizes = {path: path.stat().st_size for path in paths}
+    total = sum(sizes.values()) or 1
+    while True:
+        states = {path: _state_of(path) for path in paths}
+        done = [path for path, state in states.items() if state == "cached"]
+        failed = [path for path, state in states.items() if state.startswith("failed")]
+        fraction = sum(sizes[path] for path in done) / total
+        bar = "#" * int(fraction * 30)
+        print(f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}",
+              end="", flush=True)
+        if len(done) + len(failed) == len(paths):
+            print()
+            for path in failed:
+                print(f"glacierfs: {path}: {states[path]}", file=sys.stderr)
+            return 1 if failed else 0
+        time.sleep(2)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
+    if not mounts:
+        print("No glacierfs mounts.")
+        return 0
+    code = 0
+    for mount in mounts:
+        try:
+            status = json.loads(os.getxattr(mount, "user.glacier.status"))
+        except OSError as error:
+            print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
+            code = 1
+            continue
+        print(f"{mount}")
+        uploads = status.get("uploads", [])
+        print(f"  uploads in progress: {len(uploads)}")
+        for upload in uploads:
+            print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
+        jobs = status.get("jobs", [])
+        print(f"  retrievals in flight: {len(jobs)}")
+        for job in jobs:
+            age = time.time() - job["requested"]
+            print(f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
+                  f"{job['status']:<10} {age / 60:6.0f} min old")
+        cache = status.get("cache")
+        if cache:
+            print(f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s)")
+        budget = status.get("budget")
+        if budget:
+            print(f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
+                  f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

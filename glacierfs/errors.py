@@ -95,3 +95,11 @@ class UnknownAttribute(GlacierFSError):
 
 class RetrievalRequired(GlacierFSError):
     """The bytes live in Glacier and need a retrieval job to read."""
+
+
+class RetrievalBudgetExceeded(GlacierFSError):
+    """Starting another retrieval would pass the mount's cost guard."""
+
+
+class RetrievalFailed(GlacierFSError):
+    """Glacier failed the job, or its output could not be verified."""

@@ -60,10 +60,14 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.NoAttribute: errno.ENODATA,
     errors.UnknownAttribute: errno.ENOTSUP,
     errors.RetrievalRequired: errno.ENOTSUP,
+    errors.RetrievalBudgetExceeded: errno.EDQUOT,
+    errors.RetrievalFailed: errno.EIO,
     errors.GlacierFSError: errno.EIO,
 }
 # Answers so common that logging them above debug would drown the log.
 QUIET = (errors.NotFound, errors.NoAttribute, errors.UnknownAttribute, errors.AlreadyExists)
+# Expected while Glacier prepares a retrieval: worth a line, not a warning.
+INFO = (errors.JobNotReady,)
 
 
 def errno_of(error: errors.GlacierFSError) -> int:
@@ -84,7 +88,11 @@ def translated(method: F) -> F:
             raise
         except errors.GlacierFSError as error:
             code = errno_of(error)
-            level = logging.DEBUG if isinstance(error, QUIET) else logging.WARNING
+            level = (
+                logging.DEBUG if isinstance(error, QUIET)
+                else logging.INFO if isinstance(error, INFO)
+                else logging.WARNING
+            )
             log.log(level, "%s%r: %s (%s)", method.__name__, args[:1], error, errno.errorcode.get(code, code))
             raise FuseOSError(code) from error
         except Exception:
@@ -159,7 +167,10 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @translated
     def open(self, path: str, fi: Any) -> int:
         fi.fh = self.vfs.open(path, fi.flags)
-        fi.direct_io = 1
+        if self.vfs.keeps_page_cache(fi.fh):
+            fi.keep_cache = 1
+        else:
+            fi.direct_io = 1
         return 0
 
     @overrides(Operations)
@@ -244,7 +255,8 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @overrides(Operations)
     @translated
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        raise errors.UnknownAttribute(f"{name}: glacierfs keeps no extended attributes of its own choosing")
+        self.vfs.set_xattr(path, name, value)
+        return 0
 
     @overrides(Operations)
     @translated

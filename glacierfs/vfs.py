@@ -9,6 +9,7 @@ catalog's own lock. Nothing that talks to Glacier runs under the VFS lock.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from datetime import datetime, timezone
 
 from glacierfs import errors, names
@@ -24,7 +26,9 @@ from glacierfs.catalog import (
     DIRECTORY,
     EMPTY,
     FILE,
+    IN_PROGRESS,
     STORED,
+    SUCCEEDED,
     UPLOADING,
     Catalog,
     Entry,
@@ -32,6 +36,7 @@ from glacierfs.catalog import (
     parent_of,
 )
 from glacierfs.glacier import GlacierClient
+from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
 from glacierfs.writer import Stored, Uploader, Writer
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,8 @@ VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 MAX_COMPONENT = 255
 XATTR_PREFIX = "user.glacier."
 FILE_XATTRS = ("archive-id", "tree-hash", "state", "created")
+STATUS_XATTR = XATTR_PREFIX + "status"  # on the mount's root: JSON for `glacierfs status`
+RETRIEVE_XATTR = XATTR_PREFIX + "retrieve"  # set to a tier: `glacierfs retrieve`
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,16 @@ class Handle:
     writer: Writer | None = None
     replaced: Entry | None = None  # the stored file this upload replaces
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reading: the cached archive, or (large archives) the entry whose blocks are read.
+    reader: BinaryIO | None = None
+    ranged: Entry | None = None
+    blocks: dict[int, BinaryIO] = field(default_factory=dict)
+
+    def close_files(self) -> None:
+        for handle in [self.reader, *self.blocks.values()]:
+            if handle is not None:
+                handle.close()
+        self.reader, self.blocks = None, {}
 
 
 def split(path: str) -> tuple[str | None, str]:
@@ -89,6 +106,8 @@ class GlacierFS:
         keep_replaced: bool = False,
         vault_list_ttl: float = 60.0,
         cleanup_interval: float = 30.0,
+        retriever: Retriever | None = None,
+        wait_seconds: float = 0.0,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
@@ -96,6 +115,8 @@ class GlacierFS:
         self.concurrency = concurrency
         self.keep_replaced = keep_replaced
         self.vault_list_ttl = vault_list_ttl
+        self.retriever = retriever
+        self.wait_seconds = wait_seconds
         self.started_ns = time.time_ns()
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
         self._lock = threading.RLock()
@@ -321,14 +342,7 @@ class GlacierFS:
             raise errors.IsADirectory(path)
         access = flags & os.O_ACCMODE
         if access == os.O_RDONLY:
-            if entry.state != EMPTY:
-                raise errors.RetrievalRequired(
-                    f"{path}: reading an archive needs a retrieval job, which this version does not start yet"
-                )
-            with self._lock:
-                handle_id = next(self._ids)
-                self._handles[handle_id] = Handle(vault, rel)
-            return handle_id
+            return self._add_handle(self._open_for_reading(path, entry))
         if self._writing(vault, rel):
             raise errors.Busy(f"{path} is being uploaded by another open file")
         if entry.archive_id and not flags & os.O_TRUNC:
@@ -336,6 +350,62 @@ class GlacierFS:
                 f"{path} is a stored archive and archives are immutable: open it with O_TRUNC to replace it"
             )
         return self._new_handle(vault, rel, entry if entry.archive_id else None)
+
+    def _add_handle(self, handle: Handle) -> int:
+        with self._lock:
+            handle_id = next(self._ids)
+            self._handles[handle_id] = handle
+        return handle_id
+
+    def _target(self, entry: Entry, offset: int | None = None) -> Target:
+        assert self.retriever is not None and entry.archive_id is not None
+        if offset is None:
+            return self.retriever.whole(entry.vault, entry.archive_id, entry.size, entry.tree_hash)
+        return self.retriever.block(entry.vault, entry.archive_id, entry.size, entry.tree_hash, offset)
+
+    def _open_for_reading(self, path: str, entry: Entry) -> Handle:
+        handle = Handle(entry.vault, entry.path)
+        if entry.state == EMPTY:
+            return handle
+        if not entry.archive_id or self._writing(entry.vault, entry.path):
+            raise errors.Busy(f"{path} is still being uploaded; read it once it is stored")
+        if self.retriever is None:
+            raise errors.RetrievalRequired(f"{path}: this mount reads nothing from Glacier")
+        if self.retriever.is_ranged(entry.size):
+            cached = self.retriever.open_cached(self._target(entry))
+            if cached is None:
+                handle.ranged = entry  # blocks are retrieved as reads reach them
+            handle.reader = cached
+            return handle
+        handle.reader = self._fetch(path, self._target(entry))
+        return handle
+
+    def _fetch(self, path: str, target: Target) -> BinaryIO:
+        """The cached bytes of ``target``, or a job started and EAGAIN (after --wait)."""
+        assert self.retriever is not None
+        cached = self.retriever.open_cached(target)
+        if cached is not None:
+            return cached
+        job = self.retriever.request(target)
+        if self.wait_seconds and self.retriever.wait(target, self.wait_seconds):
+            cached = self.retriever.open_cached(target)
+            if cached is not None:
+                return cached
+        if job is None:  # cached between the look and the request
+            cached = self.retriever.open_cached(target)
+            if cached is not None:
+                return cached
+            job = self.retriever.request(target)
+        assert job is not None
+        raise errors.JobNotReady(
+            f"{path}: bytes {target.first}-{target.last} are being retrieved by job {job.job_id} "
+            f"({job.tier} tier, requested {iso(job.requested)}, usually {EXPECTED[job.tier]}); try again later"
+        )
+
+    def keeps_page_cache(self, handle_id: int) -> bool:
+        """Cached archives are immutable: the kernel may keep their pages."""
+        handle = self._handle(handle_id)
+        return handle.writer is None and handle.ranged is None
 
     def _handle(self, handle_id: int) -> Handle:
         with self._lock:
@@ -348,7 +418,19 @@ class GlacierFS:
         handle = self._handle(handle_id)
         if handle.writer is not None:
             raise errors.ReadOnly(f"{handle.vault}/{handle.path} is open for writing only while it uploads")
-        return b""  # only empty files open for reading so far
+        if handle.reader is not None:
+            return os.pread(handle.reader.fileno(), size, offset)
+        entry = handle.ranged
+        if entry is None or offset >= entry.size:
+            return b""
+        # A large archive: read from the aligned block holding offset, a short read at its end.
+        target = self._target(entry, offset)
+        with handle.lock:
+            block = handle.blocks.get(target.first)
+            if block is None:
+                block = self._fetch(f"{handle.vault}/{handle.path}", target)
+                handle.blocks[target.first] = block
+        return os.pread(block.fileno(), min(size, target.last + 1 - offset), offset - target.first)
 
     def write(self, handle_id: int, offset: int, data: bytes) -> int:
         handle = self._handle(handle_id)
@@ -416,7 +498,9 @@ class GlacierFS:
         except Exception as error:  # release() errors reach no program; flush() reported it
             log.debug("release of handle %s after a failed flush: %s", handle_id, error)
         with self._lock:
-            self._handles.pop(handle_id, None)
+            handle = self._handles.pop(handle_id, None)
+        if handle is not None:
+            handle.close_files()
 
     def _upload_done(self, handle: Handle, stored: Stored | None) -> None:
         entry = self.catalog.get(handle.vault, handle.path)
@@ -564,6 +648,8 @@ class GlacierFS:
         state = entry.state
         if self._writing(entry.vault, entry.path):
             state = UPLOADING
+        elif state == STORED and entry.archive_id and self.retriever is not None:
+            state = self.retriever.describe(entry.archive_id)
         values = {"state": state}
         if entry.archive_id:
             values["archive-id"] = entry.archive_id
@@ -584,6 +670,8 @@ class GlacierFS:
         return [XATTR_PREFIX + name for name in self._file_xattrs(entry)]
 
     def xattr(self, path: str, name: str) -> bytes:
+        if name == STATUS_XATTR and split(path)[0] is None:
+            return json.dumps(self.status()).encode()
         if not name.startswith(XATTR_PREFIX) or name[len(XATTR_PREFIX) :] not in FILE_XATTRS:
             raise errors.UnknownAttribute(name)
         vault, rel = split(path)
@@ -595,3 +683,41 @@ class GlacierFS:
         if value is None:
             raise errors.NoAttribute(f"{path} has no {name}")
         return value.encode()
+
+    def set_xattr(self, path: str, name: str, value: bytes) -> None:
+        """Only ``user.glacier.retrieve`` = TIER, which thaws a file on purpose."""
+        if name != RETRIEVE_XATTR:
+            raise errors.UnknownAttribute(f"{name}: glacierfs keeps no extended attributes of its own choosing")
+        vault, rel = self._file_path(path)
+        entry = self._entry(vault, rel)
+        if entry.is_dir or not entry.archive_id:
+            return  # nothing in Glacier to retrieve
+        if self.retriever is None:
+            raise errors.RetrievalRequired(f"{path}: this mount reads nothing from Glacier")
+        tier = value.decode(errors="replace").strip() or self.retriever.tier
+        if tier not in EXPECTED:
+            raise errors.InvalidRequest(f"{tier!r} is not a tier: Expedited, Standard or Bulk")
+        self.retriever.request(self._target(entry), explicit=True, tier=tier)
+
+    def status(self) -> dict[str, object]:
+        """What `glacierfs status` shows: uploads, jobs in flight, cache, budget."""
+        with self._lock:
+            writing = [h for h in self._handles.values() if h.writer is not None and not h.writer.closed]
+        uploads = [
+            {"path": f"{h.vault}/{h.path}", "bytes": h.writer.size, "parts_sent": h.writer.uploader.parts_done}
+            for h in writing
+            if h.writer is not None
+        ]
+        result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size}
+        if self.retriever is not None:
+            result["jobs"] = [
+                {"job_id": job.job_id, "vault": job.vault, "archive_id": job.archive_id, "tier": job.tier,
+                 "bytes": job.size, "requested": job.requested, "status": job.status}
+                for job in self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
+            ]
+            used, entries = self.retriever.cache.usage()
+            result["cache"] = {"bytes": used, "entries": entries, "limit": self.retriever.cache.size_limit}
+            bytes_left, jobs_left = self.retriever.budget_left()
+            result["budget"] = {"bytes_left": bytes_left, "jobs_left": jobs_left,
+                                "max_bytes": self.retriever.max_bytes, "max_jobs": self.retriever.max_jobs}
+        return result

@@ -140,6 +140,10 @@ class Uploader:
     def upload_id(self) -> str | None:
         return self._upload_id
 
+    @property
+    def parts_done(self) -> int:
+        return len(self._hashes)
+
     def check(self) -> None:
         """Raise the first failure of a part sent earlier, so the writer learns early."""
         if self._failure is not None:

@@ -13,7 +13,7 @@ from types import TracebackType
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from .backend import EmulatorSettings, close_store, open_store, reset, settings
+from .backend import EmulatorSettings, calls, close_store, open_store, reset, settings
 from .responses import install
 
 __all__ = ["Emulator", "EmulatorSettings", "settings"]
@@ -37,6 +37,7 @@ class Emulator:
         self.port = port
         self.data_dir = Path(data_dir) if data_dir else None
         self.settings: EmulatorSettings = settings
+        self.calls = calls  # requests answered, by operation name
         self._initial = EmulatorSettings(
             job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms
         )

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +60,8 @@ class EmulatorSettings:
 
 
 settings = EmulatorSettings()
+# Requests answered, by operation name: lets a test count InitiateJob calls.
+calls: Counter[str] = Counter()
 _store: Store | None = None
 _store_lock = threading.Lock()
 
@@ -700,6 +703,7 @@ emulated_backends = BackendDict(EmulatedGlacierBackend, "glacier")
 
 def reset() -> None:
     """Forget every vault: used between tests sharing one emulator."""
+    calls.clear()
     store = current_store()
     with store.transaction() as db:
         for table in ("vaults", "archives", "uploads", "parts", "jobs"):

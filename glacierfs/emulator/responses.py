@@ -21,6 +21,7 @@ from moto.glacier.responses import GlacierResponse
 
 from .backend import (
     EmulatedGlacierBackend,
+    calls,
     check_page,
     emulated_backends,
     invalid,
@@ -72,6 +73,10 @@ class EmulatorResponse(GlacierResponse):
         log.info("emulator: answering %s %s with %s %s on purpose", request.method, request.path, status, code)
         body = json.dumps({"code": code, "message": "Injected fault", "type": "Server"})
         return status, {"content-type": "application/json", "x-amzn-errortype": code}, body
+
+    def call_action(self) -> TYPE_RESPONSE:
+        calls[self._get_action()] += 1
+        return super().call_action()
 
     # Helpers --------------------------------------------------------------
 
