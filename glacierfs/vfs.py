@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 MAX_COMPONENT = 255
+READ_AHEAD = 16 << 20  # a cached archive is prefetched this far ahead of its reader
 XATTR_PREFIX = "user.glacier."
 FILE_XATTRS = ("archive-id", "tree-hash", "state", "created")
 STATUS_XATTR = XATTR_PREFIX + "status"  # on the mount's root: JSON for `glacierfs status`
@@ -415,22 +416,34 @@ class GlacierFS:
         return handle
 
     def read(self, handle_id: int, size: int, offset: int) -> bytes:
+        buffer = bytearray(size)
+        return bytes(buffer[: self.read_into(handle_id, memoryview(buffer), offset)])
+
+    def read_into(self, handle_id: int, buffer: memoryview, offset: int) -> int:
+        """Read into ``buffer`` at ``offset``; the count read (short only at the end
+        of the file, or of a block of a large archive)."""
         handle = self._handle(handle_id)
         if handle.writer is not None:
             raise errors.ReadOnly(f"{handle.vault}/{handle.path} is open for writing only while it uploads")
         if handle.reader is not None:
-            return os.pread(handle.reader.fileno(), size, offset)
+            fd = handle.reader.fileno()
+            # FUSE asks in 128 KiB pieces, one after another: each time a read enters
+            # a new READ_AHEAD step, have the disk fetch the two steps after it meanwhile.
+            if offset == 0 or offset // READ_AHEAD != (offset + len(buffer)) // READ_AHEAD:
+                os.posix_fadvise(fd, (offset // READ_AHEAD + 1) * READ_AHEAD, 2 * READ_AHEAD, os.POSIX_FADV_WILLNEED)
+            return os.preadv(fd, [buffer], offset)
         entry = handle.ranged
         if entry is None or offset >= entry.size:
-            return b""
-        # A large archive: read from the aligned block holding offset, a short read at its end.
+            return 0
+        # A large archive: read from the aligned block holding offset.
         target = self._target(entry, offset)
         with handle.lock:
             block = handle.blocks.get(target.first)
             if block is None:
                 block = self._fetch(f"{handle.vault}/{handle.path}", target)
                 handle.blocks[target.first] = block
-        return os.pread(block.fileno(), min(size, target.last + 1 - offset), offset - target.first)
+        wanted = min(len(buffer), target.last + 1 - offset)
+        return os.preadv(block.fileno(), [buffer[:wanted]], offset - target.first)
 
     def write(self, handle_id: int, offset: int, data: bytes) -> int:
         handle = self._handle(handle_id)
