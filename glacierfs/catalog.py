@@ -70,6 +70,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
+CREATE TABLE IF NOT EXISTS inventories (
+    vault TEXT PRIMARY KEY,
+    job_id TEXT,
+    requested REAL,
+    inventory_date REAL
+);
+CREATE TABLE IF NOT EXISTS deleted (
+    archive_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    deleted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    archive_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    created REAL NOT NULL,
+    size INTEGER NOT NULL,
+    tree_hash TEXT,
+    applied INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -111,6 +130,15 @@ class JobRecord:
 
 
 _JOB_COLUMNS = "job_id, vault, archive_id, range_start, range_end, whole, tier, requested, status, downloads, message"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    archive_id: str
+    created: float
+    size: int
+    tree_hash: str | None
+    applied: bool
 
 
 @dataclass(frozen=True)
@@ -325,3 +353,86 @@ class Catalog:
 
     def jobs_since(self, since: float) -> list[JobRecord]:
         return self._jobs("requested>=?", (since,))
+
+    # Inventories, deletions, manifests ----------------------------------------
+
+    def inventory(self, vault: str) -> tuple[str | None, float | None, float | None] | None:
+        """(pending job id, requested, date of the last inventory applied), or None if never asked."""
+        rows = self._all("SELECT job_id, requested, inventory_date FROM inventories WHERE vault=?", (vault,))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def set_inventory(self, vault: str, job_id: str | None, requested: float | None, inventory_date: float | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO inventories (vault, job_id, requested, inventory_date) VALUES (?,?,?,?)",
+                (vault, job_id, requested, inventory_date),
+            )
+
+    def pending_inventories(self) -> list[tuple[str, str]]:
+        """(vault, job id) of inventory jobs not yet applied."""
+        return [tuple(r) for r in self._all("SELECT vault, job_id FROM inventories WHERE job_id IS NOT NULL")]  # type: ignore[misc]
+
+    def record_deleted(self, vault: str, archive_id: str) -> None:
+        """Remember an archive glacierfs deleted: inventories keep listing it for a while."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO deleted (archive_id, vault, deleted) VALUES (?,?,?)",
+                (archive_id, vault, time.time()),
+            )
+
+    def deleted_ids(self, vault: str) -> set[str]:
+        return {row[0] for row in self._all("SELECT archive_id FROM deleted WHERE vault=?", (vault,))}
+
+    def archive_paths(self, vault: str) -> dict[str, Entry]:
+        return {
+            entry.archive_id: entry
+            for entry in (
+                _entry(row)
+                for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND archive_id IS NOT NULL", (vault,))
+            )
+            if entry.archive_id
+        }
+
+    def kinds(self, vault: str) -> dict[str, str]:
+        """Every path of the vault and whether it is a file or a directory."""
+        return {row[0]: row[1] for row in self._all("SELECT path, kind FROM entries WHERE vault=?", (vault,))}
+
+    def entries(self, vault: str) -> list[Entry]:
+        return [_entry(row) for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? ORDER BY path", (vault,))]
+
+    def put_many(self, entries: list[Entry]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (e.vault, e.path, e.kind, e.size, e.mtime_ns, e.mode, e.uid, e.gid, e.state,
+                     e.archive_id, e.tree_hash, e.created, parent_of(e.path))
+                    for e in entries
+                ],
+            )
+
+    def add_manifest(
+        self, vault: str, archive_id: str, created: float, size: int, tree_hash: str | None, applied: bool = False
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO manifests (archive_id, vault, created, size, tree_hash, applied) "
+                "VALUES (?,?,?,?,?,?)",
+                (archive_id, vault, created, size, tree_hash, int(applied)),
+            )
+
+    def manifests(self, vault: str) -> list[Manifest]:
+        """The vault's manifests, oldest first."""
+        rows = self._all(
+            "SELECT archive_id, created, size, tree_hash, applied FROM manifests WHERE vault=? ORDER BY created",
+            (vault,),
+        )
+        return [Manifest(row[0], row[1], row[2], row[3], bool(row[4])) for row in rows]
+
+    def mark_manifest_applied(self, archive_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE manifests SET applied=1 WHERE archive_id=?", (archive_id,))
+
+    def forget_manifest(self, archive_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM manifests WHERE archive_id=?", (archive_id,))

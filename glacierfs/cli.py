@@ -165,6 +165,10 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
                              "625 GiB; 512M allows 5 TiB, 4G the service's 40 TiB)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="parts uploaded at once per file (default: 4)")
+    parser.add_argument("--inventory-max-age", type=float, default=24 * 3600, metavar="SECONDS",
+                        help="ask for a new inventory of a vault when the last is older (default: 86400)")
+    parser.add_argument("--manifest-delay", type=float, default=60.0, metavar="SECONDS",
+                        help="write a vault's manifest once its changes have settled this long (default: 60)")
     parser.add_argument("--max-attempts", type=int, default=5,
                         help="attempts per Glacier request, with botocore's standard backoff "
                              "(default: 5; a request that keeps failing gives up after ~8 s on average)")
@@ -201,6 +205,10 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     retrieve.add_argument("--yes", action="store_true", help="do not ask")
     retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
     retrieve.set_defaults(run=run_retrieve)
+
+    refresh = commands.add_parser("refresh", help="ask for a new inventory of each VAULTPATH")
+    refresh.add_argument("vaults", nargs="+", type=Path, metavar="VAULTPATH")
+    refresh.set_defaults(run=run_refresh)
 
     status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
     status.add_argument("mountpoint", nargs="?", type=Path)
@@ -245,6 +253,8 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     from glacierfs.catalog import Catalog
     from glacierfs.fs import GlacierOperations, mount_options, serve
     from glacierfs.glacier import GlacierClient
+    from glacierfs.inventory import Inventories
+    from glacierfs.manifest import ManifestKeeper
     from glacierfs.retrieval import Retriever
     from glacierfs.vfs import GlacierFS
     from glacierfs.writer import check_part_size
@@ -295,9 +305,16 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             return 1
         retriever.start()
         stack.callback(retriever.stop)
+        inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
+                                  poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
+        inventories.start()
+        stack.callback(inventories.stop)
+        manifests = ManifestKeeper(glacier, catalog, delay=args.manifest_delay)
+        manifests.start()
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
                         keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
-                        retriever=retriever, wait_seconds=args.wait)
+                        retriever=retriever, wait_seconds=args.wait,
+                        inventories=inventories, manifests=manifests)
         log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"))
         try:
@@ -479,6 +496,23 @@ def _wait_with_progress(paths: list[Path]) -> int:
                 print(f"glacierfs: {path}: {states[path]}", file=sys.stderr)
             return 1 if failed else 0
         time.sleep(2)
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    code = 0
+    for vault in args.vaults:
+        root = _mount_root(vault)
+        if root is None or vault.absolute().parent != root:
+            print(f"glacierfs: {vault} is not a vault of a glacierfs mount", file=sys.stderr)
+            code = 1
+            continue
+        try:
+            os.setxattr(vault, "user.glacier.refresh", b"1")
+            print(f"{vault}: {os.getxattr(vault, 'user.glacier.inventory').decode()}")
+        except OSError as error:
+            print(f"glacierfs: {vault}: {error.strerror}", file=sys.stderr)
+            code = 1
+    return code
 
 
 def run_status(args: argparse.Namespace) -> int:

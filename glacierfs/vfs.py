@@ -36,6 +36,8 @@ from glacierfs.catalog import (
     parent_of,
 )
 from glacierfs.glacier import GlacierClient
+from glacierfs.inventory import Inventories
+from glacierfs.manifest import ManifestKeeper
 from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
 from glacierfs.writer import Stored, Uploader, Writer
 
@@ -48,6 +50,8 @@ XATTR_PREFIX = "user.glacier."
 FILE_XATTRS = ("archive-id", "tree-hash", "state", "created")
 STATUS_XATTR = XATTR_PREFIX + "status"  # on the mount's root: JSON for `glacierfs status`
 RETRIEVE_XATTR = XATTR_PREFIX + "retrieve"  # set to a tier: `glacierfs retrieve`
+INVENTORY_XATTR = XATTR_PREFIX + "inventory"  # on a vault: pending job, or the inventory's date
+REFRESH_XATTR = XATTR_PREFIX + "refresh"  # set on a vault: `glacierfs refresh`
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class GlacierFS:
         cleanup_interval: float = 30.0,
         retriever: Retriever | None = None,
         wait_seconds: float = 0.0,
+        inventories: Inventories | None = None,
+        manifests: ManifestKeeper | None = None,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
@@ -118,6 +124,8 @@ class GlacierFS:
         self.vault_list_ttl = vault_list_ttl
         self.retriever = retriever
         self.wait_seconds = wait_seconds
+        self.inventories = inventories
+        self.manifests = manifests
         self.started_ns = time.time_ns()
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
         self._lock = threading.RLock()
@@ -137,6 +145,8 @@ class GlacierFS:
         self._stopping.set()
         self._janitor.join()
         self.abort_abandoned_uploads()
+        if self.manifests is not None:
+            self.manifests.stop()  # writes the manifests of vaults changed since the last one
 
     def _clean_up_periodically(self, interval: float) -> None:
         while True:
@@ -181,11 +191,20 @@ class GlacierFS:
         return self.catalog.vaults()
 
     def _require_vault(self, vault: str) -> None:
-        if self.catalog.has_vault(vault):
-            return
-        if vault_name_problem(vault) is None and vault in self.refresh_vaults():
-            return
-        raise errors.NotFound(f"no vault named {vault!r}")
+        if not self.catalog.has_vault(vault) and not (
+            vault_name_problem(vault) is None and vault in self.refresh_vaults()
+        ):
+            raise errors.NotFound(f"no vault named {vault!r}")
+        if self.inventories is not None:
+            try:
+                self.inventories.seen(vault)
+            except errors.GlacierFSError:
+                pass  # logged; the vault shows what the catalog knows meanwhile
+
+    def _changed(self, vault: str) -> None:
+        """The vault's tree changed: its manifest is due once changes settle."""
+        if self.manifests is not None:
+            self.manifests.changed(vault)
 
     def _entry(self, vault: str, path: str) -> Entry:
         entry = self.catalog.get(vault, path)
@@ -251,6 +270,8 @@ class GlacierFS:
                 raise errors.AlreadyExists(f"vault {vault!r} exists")
             self.glacier.create_vault(vault)
             self.catalog.add_vault(vault)
+            if self.inventories is not None:
+                self.inventories.created_here(vault)
             log.info("created vault %s", vault)
             return
         self._check_component(rel)
@@ -258,6 +279,7 @@ class GlacierFS:
         if self.catalog.get(vault, rel) is not None:
             raise errors.AlreadyExists(path)
         self.catalog.put(new_entry(vault, rel, DIRECTORY, mode))
+        self._changed(vault)
 
     def remove_dir(self, path: str) -> None:
         vault, rel = split(path)
@@ -283,6 +305,7 @@ class GlacierFS:
         if self.catalog.has_children(vault, rel):
             raise errors.NotEmpty(path)
         self.catalog.delete(vault, rel)
+        self._changed(vault)
 
     # Files ----------------------------------------------------------------
 
@@ -473,6 +496,7 @@ class GlacierFS:
         if length == 0:
             # Truncating a stored file to nothing replaces it with an empty file.
             self.catalog.put(entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None))
+            self._changed(vault)
             self._retire(entry)
             return
         raise errors.ReadOnly(f"{path}: archives are immutable; only truncation to 0 or to its own size works")
@@ -530,6 +554,7 @@ class GlacierFS:
                 created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
         self.catalog.put(entry)
+        self._changed(handle.vault)
         log.info(
             "stored %s/%s (%d bytes) as archive %s",
             handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16],
@@ -555,7 +580,7 @@ class GlacierFS:
             log.info("kept archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
             return
         try:
-            self.glacier.delete_archive(entry.vault, entry.archive_id)
+            self._delete_archive(entry)
             log.info("deleted archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
         except errors.NotFound:
             pass
@@ -574,10 +599,17 @@ class GlacierFS:
             raise errors.Busy(f"{path} is being uploaded; close it first")
         if entry.archive_id:
             try:
-                self.glacier.delete_archive(vault, entry.archive_id)
+                self._delete_archive(entry)
             except errors.NotFound:
                 log.info("archive of %s was already gone from Glacier", path)
         self.catalog.delete(vault, rel)
+        self._changed(vault)
+
+    def _delete_archive(self, entry: Entry) -> None:
+        """DeleteArchive, remembered so that inventories (which lag) do not bring it back."""
+        assert entry.archive_id is not None
+        self.catalog.record_deleted(entry.vault, entry.archive_id)
+        self.glacier.delete_archive(entry.vault, entry.archive_id)
 
     def rename(self, old: str, new: str) -> None:
         old_vault, old_rel = split(old)
@@ -613,6 +645,7 @@ class GlacierFS:
                     handle.path = new_rel
                 elif handle.path.startswith(old_rel + "/"):
                     handle.path = new_rel + handle.path[len(old_rel) :]
+        self._changed(vault)
         if target is not None and not target.is_dir:
             self._retire(target)
 
@@ -622,6 +655,7 @@ class GlacierFS:
             return  # the root and vaults have no times of their own to keep
         entry = self._entry(vault, rel)
         self.catalog.put(entry.but(mtime_ns=mtime_ns))
+        self._changed(vault)
 
     def set_mode(self, path: str, mode: int) -> None:
         vault, rel = split(path)
@@ -629,6 +663,7 @@ class GlacierFS:
             raise errors.NotSupported(f"{path}: the root and vaults keep their mode")
         entry = self._entry(vault, rel)
         self.catalog.put(entry.but(mode=stat.S_IMODE(mode)))
+        self._changed(vault)
 
     def set_owner(self, path: str, uid: int, gid: int) -> None:
         vault, rel = split(path)
@@ -636,6 +671,7 @@ class GlacierFS:
             raise errors.NotSupported(f"{path}: the root and vaults keep their owner")
         entry = self._entry(vault, rel)
         self.catalog.put(entry.but(uid=entry.uid if uid < 0 else uid, gid=entry.gid if gid < 0 else gid))
+        self._changed(vault)
 
     # Whole mount ------------------------------------------------------------
 
@@ -674,6 +710,9 @@ class GlacierFS:
 
     def xattr_names(self, path: str) -> list[str]:
         vault, rel = split(path)
+        if vault is not None and not rel and self.inventories is not None:
+            self._require_vault(vault)
+            return [INVENTORY_XATTR]
         if vault is None or not rel:
             self.stat(path)
             return []
@@ -685,9 +724,14 @@ class GlacierFS:
     def xattr(self, path: str, name: str) -> bytes:
         if name == STATUS_XATTR and split(path)[0] is None:
             return json.dumps(self.status()).encode()
-        if not name.startswith(XATTR_PREFIX) or name[len(XATTR_PREFIX) :] not in FILE_XATTRS:
+        if name != INVENTORY_XATTR and (
+            not name.startswith(XATTR_PREFIX) or name[len(XATTR_PREFIX) :] not in FILE_XATTRS
+        ):
             raise errors.UnknownAttribute(name)
         vault, rel = split(path)
+        if vault is not None and not rel and name == INVENTORY_XATTR and self.inventories is not None:
+            self._require_vault(vault)
+            return self.inventories.describe(vault).encode()
         if vault is None or not rel:
             self.stat(path)
             raise errors.NoAttribute(f"{path} has no {name}")
@@ -698,7 +742,13 @@ class GlacierFS:
         return value.encode()
 
     def set_xattr(self, path: str, name: str, value: bytes) -> None:
-        """Only ``user.glacier.retrieve`` = TIER, which thaws a file on purpose."""
+        """Only the commands: ``user.glacier.retrieve`` = TIER on a file thaws it;
+        ``user.glacier.refresh`` on a vault asks for a new inventory."""
+        vault, rel = split(path)
+        if name == REFRESH_XATTR and vault is not None and not rel and self.inventories is not None:
+            self._require_vault(vault)
+            self.inventories.refresh(vault, force=True)
+            return
         if name != RETRIEVE_XATTR:
             raise errors.UnknownAttribute(f"{name}: glacierfs keeps no extended attributes of its own choosing")
         vault, rel = self._file_path(path)

@@ -1,0 +1,195 @@
+"""Existing vaults: inventories reconciled with the catalog, names from every
+format, the lag rules, and recovery of the tree from the manifest."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from glacierfs.catalog import STORED, Catalog, new_entry
+from glacierfs.emulator import Emulator
+from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
+from glacierfs import names
+
+from .conftest import MiB, boto_client
+from .harness import GLACIERFS, Mount, run
+
+FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")
+
+
+def wait_for(condition, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def inventory_applied(vault: Path) -> bool:
+    try:
+        value = os.getxattr(vault, "user.glacier.inventory").decode()
+    except OSError:
+        return False
+    return not value.startswith("pending") and value != "none"
+
+
+def tree(root: Path) -> dict[str, tuple[str, int, int, int]]:
+    """path -> (kind, size, mtime in seconds, mode) of everything under root."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            info = path.stat()
+            kind = "dir" if path.is_dir() else "file"
+            found[str(path.relative_to(root))] = (kind, 0 if kind == "dir" else info.st_size,
+                                                   int(info.st_mtime), info.st_mode & 0o777)
+    return found
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def mt2(fields: dict) -> str:
+    return "mt2 " + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
+
+@pytest.mark.mount
+def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="legacy")
+
+    def upload(description: str, data: bytes) -> str:
+        return boto.upload_archive(vaultName="legacy", archiveDescription=description, body=data)["archiveId"]
+
+    upload(names.encode("photos/2019/beach.jpg", 1_560_000_000), b"jpeg" * 100)
+    upload(f"<ArchiveMetadata><Path>{b64('old/fastglacier-v1.doc')}</Path></ArchiveMetadata>", b"v1")
+    upload(mt2({"filename": "mt/aws.tar", "mtime": "20190102T030405Z"}), b"tarball")
+    upload(json.dumps({"Path": "C:\\backup\\cloudberry.txt", "UTCDateModified": "20170101T000000Z", "Flags": 0}), b"cb")
+    upload(json.dumps({"path": "/qnap/share.bin", "type": "file"}), b"qnap")
+    upload("glacier-cli-name.txt", b"plain")
+    upload("../../escape/attempt", b"hostile")
+    empty_id = upload("", b"no name at all")
+    broken_id = upload("<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>", b"broken")
+    upload(names.encode("dup.txt", 1_500_000_000), b"older")
+    time.sleep(1.1)  # creation dates have a resolution of a second
+    upload(names.encode("dup.txt", 1_600_000_000), b"newest!")
+
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("legacy")
+        listing = os.listdir(vault)  # first look: asks for an inventory
+        pending = os.getxattr(vault, "user.glacier.inventory").decode()
+        assert pending.startswith("pending job=") or inventory_applied(vault), (pending, listing)
+        wait_for(lambda: inventory_applied(vault), what="the inventory")
+        found = tree(vault)
+        files = {p: v[1] for p, v in found.items() if v[0] == "file"}
+        dup_older = [p for p in files if p.startswith("dup.txt.older-")]
+        assert files == {
+            "photos/2019/beach.jpg": 400, "old/fastglacier-v1.doc": 2, "mt/aws.tar": 7,
+            "C:/backup/cloudberry.txt": 2, "qnap/share.bin": 4, "glacier-cli-name.txt": 5,
+            "escape/attempt": 7, f"{UNNAMED}/{empty_id}": 14, f"{UNNAMED}/{broken_id}": 6,
+            "dup.txt": 7, dup_older[0]: 5,
+        }
+        assert found["photos/2019/beach.jpg"][2] == 1_560_000_000
+        assert found["mt/aws.tar"][2] == 1_546_398_245
+        assert found["dup.txt"][2] == 1_600_000_000
+        # Reading one of them works end to end.
+        def read_mt() -> bytes | None:
+            try:
+                return (vault / "mt" / "aws.tar").read_bytes()
+            except OSError:
+                return None
+        assert wait_for(read_mt, what="the retrieval") == b"tarball"
+    finally:
+        mount.unmount()
+
+
+@pytest.mark.mount
+def test_inventory_lag_rules(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="lag")
+    start = time.time()
+    boto.upload_archive(vaultName="lag", archiveDescription=names.encode("x.txt", 0), body=b"x")
+    boto.upload_archive(vaultName="lag", archiveDescription=names.encode("y.txt", 0), body=b"y")
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("lag")
+        os.listdir(vault)
+        wait_for(lambda: inventory_applied(vault), what="the first inventory")
+        assert sorted(os.listdir(vault)) == ["x.txt", "y.txt"]
+        time.sleep(1.0)
+        (vault / "y.txt").unlink()  # glacierfs deletes y...
+        (vault / "z.txt").write_bytes(b"z")  # ...and uploads z after the next inventory's date
+        # The next inventory describes the vault as it was just after x and y were uploaded.
+        inprocess.settings.inventory_lag = time.time() - start - 0.5
+        refreshed = run(*GLACIERFS, "refresh", vault).stdout
+        assert "pending job=" in refreshed or inventory_applied(vault)
+        wait_for(lambda: mount.log_text().count("inventory of vault lag dated") == 2, what="the second inventory")
+        assert sorted(os.listdir(vault)) == ["x.txt", "z.txt"]  # y stays hidden, z stays listed
+    finally:
+        mount.unmount()
+
+
+def test_entry_missing_from_a_later_inventory_is_flagged(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    old = new_entry("v", "old.bin", "file", 0o644).but(state=STORED, archive_id="A" * 138, size=3,
+                                                        created="2020-01-01T00:00:00Z")
+    recent = new_entry("v", "recent.bin", "file", 0o644).but(state=STORED, archive_id="B" * 138, size=3,
+                                                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    catalog.put_many([old, recent])
+    inventories = Inventories(None, catalog, None)  # type: ignore[arg-type]
+    added, flagged = inventories.reconcile("v", iter([]), time.time())
+    assert (added, flagged) == (0, 1)
+    assert catalog.get("v", "old.bin").state == MISSING  # flagged, not dropped
+    assert catalog.get("v", "recent.bin").state == STORED  # the inventory lags its upload
+
+
+def test_streaming_parse_of_a_large_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.json"
+    with open(path, "w") as out:
+        out.write('{"VaultARN":"arn","InventoryDate":"2026-01-01T00:00:00Z","ArchiveList":[')
+        out.write(",".join(json.dumps({"ArchiveId": f"id{i}", "ArchiveDescription": f'f{i} "q" ] {{',
+                                       "CreationDate": "2025-01-01T00:00:00Z", "Size": i, "SHA256TreeHash": "00"})
+                           for i in range(20_000)))
+        out.write("]}")
+    items = iter_archives(path, block=4096)  # blocks far smaller than the file
+    assert sum(1 for _ in items) == 20_000
+    assert next(iter_archives(path, block=100))["ArchiveId"] == "id0"
+
+
+@pytest.mark.mount
+def test_fresh_catalog_restores_the_tree_from_the_manifest(inprocess: Emulator, tmp_path: Path) -> None:
+    first = Mount(tmp_path / "old-machine", inprocess.url, *FAST)
+    try:
+        vault = first.path("kept")
+        vault.mkdir()
+        (vault / "docs").mkdir()
+        (vault / "docs" / "report.txt").write_bytes(b"report " * 1000)
+        (vault / "draft.txt").write_bytes(b"draft")
+        os.rename(vault / "draft.txt", vault / "docs" / "final.txt")  # the description still says draft.txt
+        (vault / "empty-dir" / "nested").mkdir(parents=True)
+        (vault / "empty-file").write_bytes(b"")
+        os.chmod(vault / "docs" / "report.txt", 0o600)
+        os.utime(vault / "docs" / "final.txt", (1_234_567_890, 1_234_567_890))
+        expected = tree(vault)
+        wait_for(lambda: "stored the manifest of vault kept" in first.log_text(), what="the manifest")
+    finally:
+        first.unmount()
+    second = Mount(tmp_path / "new-machine", inprocess.url, *FAST)  # an empty catalog
+    try:
+        vault = second.path("kept")
+        os.listdir(vault)
+        wait_for(lambda: "restored vault kept from its manifest" in second.log_text(), what="the restore")
+        assert tree(vault) == expected
+        assert ".glacierfs" not in os.listdir(vault)
+    finally:
+        second.unmount()

@@ -1,0 +1,85 @@
+"""Descriptions: every format in the wild decoded, hostile ones contained."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glacierfs import names
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def mt(version: str, fields: dict) -> str:
+    raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    if version == "mt1":
+        raw = raw.decode("latin-1").encode()  # UTF-8 encoded twice
+    return f"{version} " + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+CASES = [
+    (names.encode("dir/ü file.txt", 1_600_000_000), "dir/ü file.txt", 1_600_000_000),
+    (f"<m><v>3</v><p>{b64('a/b.txt')}</p><lm>20200101T000000Z</lm><ce>c:e:0123</ce></m>", "a/b.txt", 1_577_836_800),
+    (f"<ArchiveMetadata><Path>{b64('old/v1.doc')}</Path></ArchiveMetadata>", "old/v1.doc", None),
+    (mt("mt2", {"mtime": "20190102T030405Z", "filename": "photos/ñ.jpg"}), "photos/ñ.jpg", 1_546_398_245),
+    (mt("mt1", {"filename": "docs/ü.pdf", "mtime": "20180101T000000Z"}), "docs/ü.pdf", 1_514_764_800),
+    (json.dumps({"Path": "C:\\Users\\me\\f.txt", "UTCDateModified": "20170101T000000Z", "Flags": 0}), "C:/Users/me/f.txt", 1_483_228_800),
+    (json.dumps({"path": "/share/x.bin", "type": "file"}), "share/x.bin", None),
+    ("glacier-cli name.tar", "glacier-cli name.tar", None),
+]
+
+
+@pytest.mark.parametrize(("description", "path", "mtime"), CASES)
+def test_every_format_decodes(description: str, path: str, mtime: float | None) -> None:
+    decoded = names.decode(description)
+    assert decoded is not None and decoded.path == path and decoded.mtime == mtime
+
+
+@pytest.mark.parametrize("description", [
+    "", "   ", "..", "/./../", "<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>",
+    "<ArchiveMetadata><Path>%%%</Path></ArchiveMetadata>", "{not json", '{"Other": 1}',
+    "mt2 ***", "mt1 e30", "mt2 MA", "mt2 WzFd", f"<m><v>4</v><p>{base64.b64encode(bytes([0xFF, 0xFE])).decode()}</p><lm>20200101T000000Z</lm></m>",
+])
+def test_broken_or_empty_descriptions_name_nothing(description: str) -> None:
+    assert names.decode(description) is None
+
+
+@pytest.mark.parametrize(("hostile", "expected"), [
+    ("../../etc/passwd", "etc/passwd"),
+    ("a/./b//c/../d", "a/b/c/d"),
+    ("dos\\style\\path.txt", "dos/style/path.txt"),
+    ("nul\x00and\x07bell/\x1bx", "nulandbell/x"),
+    ("/absolute/path", "absolute/path"),
+    ("x" * 300 + "/y", "x" * 255 + "/y"),
+])
+def test_hostile_paths_are_contained(hostile: str, expected: str) -> None:
+    assert names.sanitize(hostile) == expected
+    decoded = names.decode(names.encode(hostile, 0))
+    assert decoded is not None and decoded.path == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.text().map(lambda t: names.encode(t, 0)),
+                 st.text().map(lambda t: "mt2 " + base64.urlsafe_b64encode(t.encode()).decode()),
+                 st.binary().map(lambda b: "<m><v>4</v><p>" + base64.b64encode(b).decode() + "</p><lm>20200101T000000Z</lm></m>")))
+def test_no_description_escapes_its_vault(description: str) -> None:
+    decoded = names.decode(description)
+    if decoded is None:
+        return
+    parts = decoded.path.split("/")
+    assert decoded.path and not decoded.path.startswith("/")
+    assert all(part not in ("", ".", "..") for part in parts)
+    assert all(ord(char) >= 0x20 and ord(char) != 0x7F and char != "\\" for char in decoded.path)
+    assert all(len(part.encode("utf-8", "surrogateescape")) <= 255 for part in parts)
+
+
+def test_rsync_temporary_names_map_to_their_final_name() -> None:
+    assert names.likely_final_name(".report.pdf.Ab12Cd") == "report.pdf"
+    assert names.likely_final_name(".hidden") == ".hidden"
+    assert names.likely_final_name("plain.txt") == "plain.txt"
