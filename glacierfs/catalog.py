@@ -48,7 +48,10 @@ CREATE TABLE IF NOT EXISTS entries (
     created TEXT,
     PRIMARY KEY (vault, path)
 );
-CREATE INDEX IF NOT EXISTS entries_by_parent ON entries (vault, parent);
+-- Serves both the filter and the order of a listing; on (vault, parent) alone
+-- SQLite prefers walking the primary key to skip the sort: the whole vault.
+DROP INDEX IF EXISTS entries_by_parent;
+CREATE INDEX IF NOT EXISTS entries_in_directory ON entries (vault, parent, path);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
     vault TEXT NOT NULL,
@@ -262,6 +265,17 @@ class Catalog:
             for row in self._all(
                 f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND parent=? ORDER BY path",
                 (vault, parent),
+            )
+        ]
+
+    def child_names(self, vault: str, parent: str) -> list[str]:
+        """Names in a directory, from the index alone: what a listing needs."""
+        start = len(parent) + 2 if parent else 1
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT substr(path, ?) FROM entries WHERE vault=? AND parent=? ORDER BY path",
+                (start, vault, parent),
             )
         ]
 

@@ -305,16 +305,15 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             return 1
         retriever.start()
         stack.callback(retriever.stop)
-        inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
-                                  poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
-        inventories.start()
-        stack.callback(inventories.stop)
         manifests = ManifestKeeper(glacier, catalog, delay=args.manifest_delay)
-        manifests.start()
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
                         keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
-                        retriever=retriever, wait_seconds=args.wait,
-                        inventories=inventories, manifests=manifests)
+                        retriever=retriever, wait_seconds=args.wait, manifests=manifests)
+        vfs.inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
+                                      poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
+        vfs.inventories.start()
+        stack.callback(vfs.inventories.stop)
+        manifests.start()
         log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"))
         try:

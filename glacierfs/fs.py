@@ -181,7 +181,7 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     @translated
     def read_into(self, path: str, buffer: memoryview, offset: int, fi: Any) -> int:
-        """read() into libfuse's own buffer (see _ZeroCopyFUSE)."""
+        """read() into libfuse's own buffer (see _GlacierFUSE)."""
         return self.vfs.read_into(fi.fh, buffer, offset)
 
     @overrides(Operations)
@@ -288,16 +288,19 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 def mount_options(allow_other: bool) -> dict[str, Any]:
     """Options measured to make large writes and `ls -l` cheap (see README).
 
-    Attribute and entry timeouts let the kernel answer repeated lookups itself;
-    threads let uploads of several files run at once.
+    Attribute and entry timeouts let the kernel answer repeated lookups itself
+    (changes made through the mount reach the kernel at once; a rename that a
+    manifest restores may show the old name for up to 30 s). libfuse's
+    high-level API does not pass cache_readdir on, so listings always reach us.
+    Threads let uploads of several files run at once.
     """
     options: dict[str, Any] = {
         "foreground": True,
         "nothreads": False,
         "fsname": "glacierfs",
         "subtype": "glacierfs",
-        "attr_timeout": 1.0,
-        "entry_timeout": 1.0,
+        "attr_timeout": 30.0,
+        "entry_timeout": 30.0,
         "default_permissions": True,
     }
     if allow_other:
@@ -305,10 +308,10 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
     return options
 
 
-class _ZeroCopyFUSE(FUSE):  # type: ignore[misc]
+class _GlacierFUSE(FUSE):  # type: ignore[misc]
     """The binding's read() takes bytes from the handler and copies them into
     libfuse's buffer; reading straight into that buffer saves an allocation and a
-    copy per request, which is most of the cost of reading a cached archive."""
+    copy per request, most of the cost of reading a cached archive."""
 
     def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         target = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
@@ -318,4 +321,4 @@ class _ZeroCopyFUSE(FUSE):  # type: ignore[misc]
 
 def serve(operations: GlacierOperations, mountpoint: str, **options: Any) -> None:
     """Mount and serve until unmounted."""
-    _ZeroCopyFUSE(operations, mountpoint, raw_fi=True, **options)
+    _GlacierFUSE(operations, mountpoint, raw_fi=True, **options)

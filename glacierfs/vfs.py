@@ -254,7 +254,7 @@ class GlacierFS:
                 raise errors.NotADirectory(path)
         else:
             self._require_vault(vault)
-        return [entry.name for entry in self.catalog.children(vault, rel)]
+        return self.catalog.child_names(vault, rel)
 
     # Directories and vaults -----------------------------------------------
 
