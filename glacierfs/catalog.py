@@ -9,15 +9,13 @@ never the cache: losing it loses names.
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from glacierfs import errors
+from glacierfs.sqlitedb import LockedDatabase
 
 FILE = "file"
 DIRECTORY = "dir"
@@ -192,7 +190,7 @@ def new_entry(vault: str, path: str, kind: str, mode: int, mtime_ns: int | None 
 _COLUMNS = "vault, path, kind, size, mtime_ns, mode, uid, gid, state, archive_id, tree_hash, created"
 
 
-def _entry(row: sqlite3.Row) -> Entry:
+def _entry(row: Any) -> Entry:
     return Entry(*row)
 
 
@@ -201,31 +199,17 @@ class Catalog:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._store = LockedDatabase(path, SCHEMA)
         os.chmod(path, 0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        return self._store.query(sql, args)
 
-    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
+        self._store.execute(sql, args)
 
     # Vaults ---------------------------------------------------------------
 
@@ -237,7 +221,7 @@ class Catalog:
 
     def set_vaults(self, names: list[str]) -> None:
         """Make the known vaults exactly ``names``, forgetting what vanished."""
-        with self._transaction() as db:
+        with self._store.transaction() as db:
             known = {row[0] for row in db.execute("SELECT name FROM vaults")}
             for gone in known - set(names):
                 db.execute("DELETE FROM vaults WHERE name=?", (gone,))
@@ -245,11 +229,10 @@ class Catalog:
             db.executemany("INSERT OR IGNORE INTO vaults (name) VALUES (?)", [(n,) for n in names])
 
     def add_vault(self, name: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO vaults (name) VALUES (?)", (name,))
+        self._execute("INSERT OR IGNORE INTO vaults (name) VALUES (?)", (name,))
 
     def remove_vault(self, name: str) -> None:
-        with self._transaction() as db:
+        with self._store.transaction() as db:
             db.execute("DELETE FROM vaults WHERE name=?", (name,))
             db.execute("DELETE FROM entries WHERE vault=?", (name,))
 
@@ -286,8 +269,7 @@ class Catalog:
         return not self._all("SELECT 1 FROM entries WHERE vault=? LIMIT 1", (vault,))
 
     def put(self, entry: Entry) -> None:
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     entry.vault, entry.path, entry.kind, entry.size, entry.mtime_ns, entry.mode,
@@ -297,12 +279,11 @@ class Catalog:
             )
 
     def delete(self, vault: str, path: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, path))
+        self._execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, path))
 
     def rename(self, vault: str, old: str, new: str) -> None:
         """Move an entry, and everything under it if it is a directory."""
-        with self._transaction() as db:
+        with self._store.transaction() as db:
             if db.execute("SELECT 1 FROM entries WHERE vault=? AND path=?", (vault, old)).fetchone() is None:
                 raise errors.NotFound(f"{vault}/{old}")
             db.execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, new))
@@ -330,15 +311,13 @@ class Catalog:
     # Multipart uploads in progress (so a crash leaves a trail) --------------
 
     def record_upload(self, upload_id: str, vault: str, path: str, part_size: int) -> None:
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
                 (upload_id, vault, path, part_size, time.time()),
             )
 
     def forget_upload(self, upload_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
+        self._execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
     def uploads(self) -> list[tuple[str, str, str, int]]:
         """(upload id, vault, path, part size) of uploads not known to have ended."""
@@ -347,8 +326,7 @@ class Catalog:
     # Retrieval jobs -----------------------------------------------------------
 
     def put_job(self, job: JobRecord) -> None:
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.vault, job.archive_id, job.range_start, job.range_end, int(job.whole),
                  job.tier, job.requested, job.status, job.downloads, job.message),
@@ -376,8 +354,7 @@ class Catalog:
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
     def set_inventory(self, vault: str, job_id: str | None, requested: float | None, inventory_date: float | None) -> None:
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 "INSERT OR REPLACE INTO inventories (vault, job_id, requested, inventory_date) VALUES (?,?,?,?)",
                 (vault, job_id, requested, inventory_date),
             )
@@ -388,8 +365,7 @@ class Catalog:
 
     def record_deleted(self, vault: str, archive_id: str) -> None:
         """Remember an archive glacierfs deleted: inventories keep listing it for a while."""
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 "INSERT OR REPLACE INTO deleted (archive_id, vault, deleted) VALUES (?,?,?)",
                 (archive_id, vault, time.time()),
             )
@@ -415,7 +391,7 @@ class Catalog:
         return [_entry(row) for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? ORDER BY path", (vault,))]
 
     def put_many(self, entries: list[Entry]) -> None:
-        with self._transaction() as db:
+        with self._store.transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -428,8 +404,7 @@ class Catalog:
     def add_manifest(
         self, vault: str, archive_id: str, created: float, size: int, tree_hash: str | None, applied: bool = False
     ) -> None:
-        with self._lock:
-            self._db.execute(
+        self._execute(
                 "INSERT OR IGNORE INTO manifests (archive_id, vault, created, size, tree_hash, applied) "
                 "VALUES (?,?,?,?,?,?)",
                 (archive_id, vault, created, size, tree_hash, int(applied)),
@@ -444,9 +419,7 @@ class Catalog:
         return [Manifest(row[0], row[1], row[2], row[3], bool(row[4])) for row in rows]
 
     def mark_manifest_applied(self, archive_id: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE manifests SET applied=1 WHERE archive_id=?", (archive_id,))
+        self._execute("UPDATE manifests SET applied=1 WHERE archive_id=?", (archive_id,))
 
     def forget_manifest(self, archive_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM manifests WHERE archive_id=?", (archive_id,))
+        self._execute("DELETE FROM manifests WHERE archive_id=?", (archive_id,))

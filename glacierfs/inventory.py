@@ -24,6 +24,7 @@ from typing import Any
 from glacierfs import errors, manifest, names
 from glacierfs.catalog import DIRECTORY, FILE, STORED, Catalog, Entry, new_entry, parent_of
 from glacierfs.glacier import GlacierClient
+from glacierfs.periodic import Periodic
 from glacierfs.retrieval import Retriever
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,13 @@ class Inventories:
         self.scratch_dir = scratch_dir
         self._checked: set[str] = set()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inventory", daemon=True)
+        self._follower = Periodic("inventory", poll_interval, self.poll_once)
 
     def start(self) -> None:
-        self._thread.start()
+        self._follower.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._follower.stop()
 
     # Asking ------------------------------------------------------------------
 
@@ -132,7 +128,7 @@ class Inventories:
         if known is not None:
             job_id, _, dated = known
             if job_id or (dated and time.time() - dated < self.max_age):
-                self._wake.set()
+                self._follower.wake()
                 return
         self.refresh(vault)
 
@@ -150,7 +146,7 @@ class Inventories:
             raise
         self.catalog.set_inventory(vault, job_id, time.time(), previous[2] if previous else None)
         log.info("requested an inventory of vault %s (job %s)", vault, job_id[:16])
-        self._wake.set()
+        self._follower.wake()
         return job_id
 
     def _recent_job(self, vault: str, applied_date: float | None) -> str | None:
@@ -172,15 +168,6 @@ class Inventories:
         return datetime.fromtimestamp(dated or 0, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # Following ----------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.poll_once()
-            except Exception:  # the thread must not die; the next round tries again
-                log.exception("following inventories failed")
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
 
     def poll_once(self) -> None:
         for vault, job_id in self.catalog.pending_inventories():

@@ -22,6 +22,7 @@ from typing import Any
 from glacierfs import errors, names
 from glacierfs.catalog import DIRECTORY, EMPTY, FILE, Catalog, Entry, new_entry, parent_of
 from glacierfs.glacier import GlacierClient
+from glacierfs.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,14 @@ class ManifestKeeper:
         self.delay = delay
         self._changed: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="manifest", daemon=True)
+        self._writer = Periodic("manifest", min(1.0, max(delay / 4, 0.05)), self._write_settled)
 
     def start(self) -> None:
-        self._thread.start()
+        self._writer.start()
 
     def stop(self) -> None:
         """Write what is pending (unmount) and stop."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._writer.stop()
         for vault in list(self._changed):
             self.write(vault)
 
@@ -150,13 +148,12 @@ class ManifestKeeper:
         with self._lock:
             self._changed[vault] = time.monotonic()
 
-    def _run(self) -> None:
-        while not self._stopping.wait(min(1.0, max(self.delay / 4, 0.05))):
-            now = time.monotonic()
-            with self._lock:
-                settled = [v for v, at in self._changed.items() if now - at >= self.delay]
-            for vault in settled:
-                self.write(vault)
+    def _write_settled(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            settled = [v for v, at in self._changed.items() if now - at >= self.delay]
+        for vault in settled:
+            self.write(vault)
 
     def write(self, vault: str) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ from glacierfs.catalog import (
     JobRecord,
 )
 from glacierfs.glacier import GlacierClient, Job
+from glacierfs.periodic import Periodic
 from glacierfs.treehash import MiB, combine, tree_hash_bytes
 
 log = logging.getLogger(__name__)
@@ -117,18 +118,13 @@ class Retriever:
         self._downloading: set[str] = set()
         self._request_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._state = threading.Condition()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._poller = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
+        self._poller = Periodic("poller", self.poll_interval, self.poll_once)
 
     def start(self) -> None:
         self._poller.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._poller.is_alive():
-            self._poller.join()
+        self._poller.stop()
         self._jobs.shutdown(wait=True)
         self._chunks.shutdown(wait=True)
 
@@ -182,7 +178,7 @@ class Retriever:
                     "requested retrieval job %s for archive %s bytes %d-%d (%s tier, usually %s)",
                     job_id[:16], target.archive_id[:16], target.first, target.last, tier, EXPECTED[tier],
                 )
-        self._wake.set()
+        self._poller.wake()
         return job
 
     def _covers(self, job: JobRecord, target: Target) -> bool:
@@ -277,15 +273,6 @@ class Retriever:
         return "stored"
 
     # Following jobs -----------------------------------------------------------
-
-    def _poll_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.poll_once()
-            except Exception:  # the poller must not die; the next round tries again
-                log.exception("polling retrieval jobs failed")
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
 
     def poll_once(self) -> None:
         active = self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)

@@ -38,6 +38,7 @@ from glacierfs.catalog import (
 from glacierfs.glacier import GlacierClient
 from glacierfs.inventory import Inventories
 from glacierfs.manifest import ManifestKeeper
+from glacierfs.periodic import Periodic
 from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
 from glacierfs.writer import Stored, Uploader, Writer
 
@@ -132,30 +133,17 @@ class GlacierFS:
         self._handles: dict[int, Handle] = {}
         self._ids = itertools.count(1)
         self._vaults_listed_at = 0.0
-        self._stopping = threading.Event()
-        self._janitor = threading.Thread(
-            target=self._clean_up_periodically, args=(cleanup_interval,), name="janitor", daemon=True
-        )
+        self._janitor = Periodic("janitor", cleanup_interval, self.abort_abandoned_uploads)
         self._janitor.start()
 
     def close(self) -> None:
         for handle_id in list(self._handles):
             self.release(handle_id)
         self._executor.shutdown(wait=True)
-        self._stopping.set()
-        self._janitor.join()
+        self._janitor.stop()
         self.abort_abandoned_uploads()
         if self.manifests is not None:
             self.manifests.stop()  # writes the manifests of vaults changed since the last one
-
-    def _clean_up_periodically(self, interval: float) -> None:
-        while True:
-            try:
-                self.abort_abandoned_uploads()
-            except Exception:  # the janitor must not die; the next round tries again
-                log.exception("cleaning up abandoned uploads failed")
-            if self._stopping.wait(interval):
-                return
 
     def abort_abandoned_uploads(self) -> None:
         """Abort multipart uploads the catalog knows of that no open file owns:

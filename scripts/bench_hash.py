@@ -17,15 +17,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import MiB
 
 from botocore.utils import calculate_sha256, calculate_tree_hash  # noqa: E402
 
 from glacierfs.treehash import part_hashes, tree_hash  # noqa: E402
-
-MiB = 1 << 20
 
 
 def timed(function: Callable[[], object]) -> float:

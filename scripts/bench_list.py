@@ -19,14 +19,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+from benchlib import drop_page_cache, scratch
 
 import boto3  # noqa: E402
 
@@ -81,8 +77,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="glacierfs-bench-", dir=os.environ.get("BENCH_DIR")) as scratch:
-        work = Path(scratch)
+    with scratch() as directory:
+        work = Path(directory)
         inventory = work / "inventory.json"
         write_inventory(inventory, args.archives)
         emulator = ServedEmulator(data_dir=work / "emulator")
@@ -109,8 +105,7 @@ def main() -> int:
             first = {"mount": [], "local": []}
             second = {"mount": [], "local": []}
             for _ in range(args.rounds):
-                subprocess.run(["sync"], check=True)
-                Path("/proc/sys/vm/drop_caches").write_text("2\n") if os.geteuid() == 0 else None
+                drop_page_cache(2)  # dentries and inodes: the first listing starts cold
                 first["mount"].append(ls_l(vault))
                 second["mount"].append(ls_l(vault))
                 first["local"].append(ls_l(local))

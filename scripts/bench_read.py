@@ -18,27 +18,12 @@ import errno
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+from benchlib import MiB, drop_page_cache, scratch, write_random_file
 
 from tests.harness import Mount, ServedEmulator, run  # noqa: E402
-
-MiB = 1 << 20
-
-
-def drop_page_cache() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def read_all(path: Path, block: int = MiB) -> float:
@@ -76,13 +61,10 @@ def main() -> int:
     args = parser.parse_args()
     size = args.size_mib * MiB
 
-    with tempfile.TemporaryDirectory(prefix="glacierfs-bench-", dir=os.environ.get("BENCH_DIR")) as scratch:
-        work = Path(scratch)
+    with scratch() as directory:
+        work = Path(directory)
         source = work / "source.bin"
-        with open(source, "wb") as handle:
-            for _ in range(args.size_mib // 64):
-                handle.write(os.urandom(64 * MiB))
-            handle.write(os.urandom(size % (64 * MiB)))
+        write_random_file(source, size)
         emulator = ServedEmulator(data_dir=work / "emulator")
         mount = Mount(work, emulator.url, "--poll-interval", "0.5", "--cache-dir", str(work / "cache"),
                       "--cache-size", f"{2 * args.size_mib + 64}M", "--ranged-threshold", f"{2 * args.size_mib}M",

@@ -20,22 +20,17 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+from benchlib import MiB, scratch, write_random_file
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 from tests.harness import Mount, ServedEmulator  # noqa: E402
 
-MiB = 1 << 20
 FIXED_OVERHEAD_MIB = 24
 
 
@@ -79,15 +74,6 @@ def rss_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not found for {pid}")
 
 
-def make_file(path: Path, size: int) -> None:
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            chunk = min(remaining, 64 * MiB)
-            handle.write(os.urandom(chunk))
-            remaining -= chunk
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -98,10 +84,10 @@ def main() -> int:
     args = parser.parse_args()
     part_size = args.part_mib * MiB
 
-    with tempfile.TemporaryDirectory(prefix="glacierfs-bench-", dir=os.environ.get("BENCH_DIR")) as scratch:
-        work = Path(scratch)
+    with scratch() as directory:
+        work = Path(directory)
         source = work / "source.bin"
-        make_file(source, args.size_mib * MiB)
+        write_random_file(source, args.size_mib * MiB)
         emulator = ServedEmulator(data_dir=work / "emulator")
         try:
             boto3.client("glacier", endpoint_url=emulator.url, region_name="us-east-1").create_vault(vaultName="bench")
@@ -125,7 +111,7 @@ def main() -> int:
 
             memory_part = args.memory_part_mib * MiB
             memory_source = work / "twenty-parts.bin"
-            make_file(memory_source, 20 * memory_part)
+            write_random_file(memory_source, 20 * memory_part)
             mount = Mount(work / "memory", emulator.url, "--part-size", str(memory_part),
                           "--concurrency", str(args.concurrency))
             try:

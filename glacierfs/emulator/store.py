@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from glacierfs.sqlitedb import LockedDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vaults (
@@ -77,48 +75,14 @@ class VaultRow:
     created: float
 
 
-class Store:
-    """Thread-safe: one connection, one lock, short transactions."""
+class Store(LockedDatabase):
+    """Metadata in SQLite (thread-safe), blobs as files beside it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         for sub in ("archives", "uploads", "jobs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.root / "emulator.sqlite", check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def query_one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+        super().__init__(self.root / "emulator.sqlite", SCHEMA, row_factory=sqlite3.Row)
 
     # Blob files -----------------------------------------------------------
 
