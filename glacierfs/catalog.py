@@ -303,6 +303,14 @@ class Catalog:
                     (moved, parent_of(moved), vault, path),
                 )
 
+    def drop_unfinished(self) -> list[Entry]:
+        """Forget entries whose upload never completed (the mount died while
+        writing them); the files they replaced, if any, kept their own rows."""
+        with self._store.transaction() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM entries WHERE state=?", (UPLOADING,)).fetchall()
+            db.execute("DELETE FROM entries WHERE state=?", (UPLOADING,))
+        return [_entry(row) for row in rows]
+
     def stored_totals(self) -> tuple[int, int]:
         """(bytes, files) stored across every vault, for statfs."""
         rows = self._all("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries WHERE kind='file'")

@@ -260,6 +260,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     from glacierfs.writer import check_part_size
 
     _steady_heap()
+    os.umask(0o077)  # the catalog, logs and cached archives are the user's alone
     with ExitStack() as stack:
         endpoint = args.endpoint_url
         credentials = None

@@ -133,6 +133,10 @@ class GlacierFS:
         self._handles: dict[int, Handle] = {}
         self._ids = itertools.count(1)
         self._vaults_listed_at = 0.0
+        for entry in catalog.drop_unfinished():
+            log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored",
+                        entry.vault, entry.path)
+        # The janitor's first round aborts the multipart uploads such a stop left open.
         self._janitor = Periodic("janitor", cleanup_interval, self.abort_abandoned_uploads)
         self._janitor.start()
 

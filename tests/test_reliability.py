@@ -1,0 +1,135 @@
+"""When things go wrong: a crash mid-upload, an endpoint that goes away,
+secrets and permissions. Each checked on a real mount, with plain boto3."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from glacierfs.emulator import Emulator
+
+from .conftest import MiB, boto_client
+from .harness import Mount, ServedEmulator, fusermount, is_mounted
+
+pytestmark = pytest.mark.mount
+
+FAST = ("--poll-interval", "0.2", "--part-size", str(MiB), "--cleanup-interval", "0.5")
+
+
+def wait_for(condition, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_kill_9_during_a_multipart_upload(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    (mount.path("v")).mkdir()
+    (mount.path("v", "stored.bin")).write_bytes(b"s" * 1000)
+    inprocess.settings.job_delay = 60
+    with pytest.raises(OSError) as excinfo:
+        open(mount.path("v", "stored.bin"), "rb").close()
+    assert excinfo.value.errno == errno.EAGAIN
+    handle = open(mount.path("v", "half.bin"), "wb")
+    handle.write(bytes(3 * MiB + 5))
+    handle.flush()
+    wait_for(lambda: boto_client(inprocess.url).list_multipart_uploads(vaultName="v")["UploadsList"],
+             what="the multipart upload to start")
+    os.kill(mount.pid, signal.SIGKILL)
+    mount.process.wait()
+    try:
+        handle.close()
+    except OSError:
+        pass  # the mount it wrote to is gone
+    subprocess.run([fusermount(), "-uz", str(mount.mountpoint)], check=False)
+    assert not is_mounted(mount.mountpoint)
+    catalog = next(mount.state.glob("catalog-*.sqlite"))
+    assert sqlite3.connect(catalog).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    again = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        assert sorted(os.listdir(again.path("v"))) == ["stored.bin"]  # half.bin was never stored
+        wait_for(lambda: not boto_client(inprocess.url).list_multipart_uploads(vaultName="v")["UploadsList"],
+                 what="the orphaned upload to be aborted")
+        with pytest.raises(OSError) as excinfo:
+            open(again.path("v", "stored.bin"), "rb").close()
+        assert excinfo.value.errno == errno.EAGAIN
+        assert inprocess.calls["InitiateJob"] == 1  # the job from before the crash, reused
+        assert "was being uploaded when glacierfs stopped" in again.log_text()
+    finally:
+        again.unmount()
+    assert sqlite3.connect(catalog).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_endpoint_gone_during_reads_and_listing(tmp_path: Path) -> None:
+    server = ServedEmulator(data_dir=tmp_path / "glacier")
+    mount = Mount(tmp_path, server.url, *FAST, "--max-attempts", "3")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "f").write_bytes(b"content")
+        server.stop()
+        start = time.monotonic()
+        for action in (lambda: open(mount.path("v", "f"), "rb"), lambda: mount.path("v", "f").write_bytes(b"x"),
+                       lambda: os.listdir(mount.path("no-such-vault"))):
+            with pytest.raises(OSError) as excinfo:
+                action()
+            assert excinfo.value.errno in (errno.EIO, errno.ENOENT)
+        assert time.monotonic() - start < 60  # a clear answer, never a hang
+        assert "unreachable" in mount.log_text()
+        assert os.listdir(mount.path("v")) == ["f"]  # the catalog still serves listings
+    finally:
+        mount.unmount()
+        server.stop()
+
+
+def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inprocess: Emulator) -> None:
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "AKIAGLACIERFSSECRETID",
+        "AWS_SECRET_ACCESS_KEY": "glacierfs-test-secret-key-never-logged",
+        "AWS_SESSION_TOKEN": "glacierfs-test-session-token-never-logged",
+    }
+    saved = {name: os.environ.get(name) for name in secrets}
+    os.environ.update(secrets)
+    try:
+        mount = Mount(tmp_path, inprocess.url, *FAST, "--debug", "--cache-dir", str(tmp_path / "cache"))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "f").write_bytes(b"x" * (2 * MiB + 1))
+        wait_for(lambda: _read_or_none(mount.path("v", "f")), what="the retrieval")
+        options = next(line for line in open("/proc/self/mountinfo") if f" {mount.mountpoint} " in line)
+        assert "allow_other" not in options  # private to its user
+    finally:
+        mount.unmount()
+    log = mount.log_text()
+    assert "DEBUG" in log
+    for value in secrets.values():
+        assert value not in log
+    assert "Signature=" not in log and "Credential=" not in log
+    for root in (mount.state, tmp_path / "cache"):
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700, root
+        for path in root.rglob("*"):
+            private = 0o700 if path.is_dir() else 0o600
+            assert stat.S_IMODE(path.stat().st_mode) & ~private == 0, path
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
