@@ -103,3 +103,7 @@ class RetrievalBudgetExceeded(GlacierFSError):
 
 class RetrievalFailed(GlacierFSError):
     """Glacier failed the job, or its output could not be verified."""
+
+
+class CacheFull(GlacierFSError):
+    """The cache directory's disk is full: retrieved bytes have nowhere to go."""

@@ -63,6 +63,7 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.RetrievalRequired: errno.ENOTSUP,
     errors.RetrievalBudgetExceeded: errno.EDQUOT,
     errors.RetrievalFailed: errno.EIO,
+    errors.CacheFull: errno.ENOSPC,
     errors.GlacierFSError: errno.EIO,
 }
 # Answers so common that logging them above debug would drown the log.

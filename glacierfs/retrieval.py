@@ -12,8 +12,10 @@ No request to Glacier is made while holding ``self._state``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -47,6 +49,7 @@ TIERS = ("Expedited", "Standard", "Bulk")
 EXPECTED = {"Expedited": "1-5 minutes", "Standard": "3-5 hours", "Bulk": "5-12 hours"}
 # Poll about ten times per usual wait, never more than once a minute for real tiers.
 DEFAULT_POLL = {"Expedited": 60.0, "Standard": 900.0, "Bulk": 1800.0}
+NO_SPACE = "no space left in the cache directory"
 MAX_DOWNLOADS = 3  # attempts to download one job's output before it is Unverified
 CHUNK_ATTEMPTS = 2  # a chunk that fails its tree hash is fetched once more
 
@@ -195,6 +198,12 @@ class Retriever:
             if job.status in (IN_PROGRESS, SUCCEEDED) and self._covers(job, target):
                 if job.status == SUCCEEDED and job.requested < fresh_after:
                     continue  # the output may have expired; the poller will tell
+                if job.message.startswith(NO_SPACE):
+                    self._poller.wake()  # perhaps there is room now
+                    raise errors.CacheFull(
+                        f"archive {target.archive_id[:16]} is retrieved (job {job.job_id[:16]}) but the "
+                        f"cache directory is full: free space there, or lower --cache-size"
+                    )
                 return job
             if job.status == UNVERIFIED and self._covers(job, target):
                 raise errors.RetrievalFailed(
@@ -314,11 +323,10 @@ class Retriever:
 
     def _download(self, job: JobRecord, listed: Job) -> None:
         """Fetch the output in aligned chunks, verify each and the whole, then cache it."""
-        scratch = self.cache.scratch_file()
+        scratch: Path | None = None
         try:
+            scratch = self.cache.scratch_file()
             expected = listed.archive_tree_hash if job.whole else listed.tree_hash
-            if job.whole and listed.archive_tree_hash is None:
-                expected = None
             hashes = self._fetch_chunks(job, scratch)
             whole = combine(hashes).hex()
             if expected and whole != expected:
@@ -327,13 +335,19 @@ class Retriever:
             self._set(job.but(status=CACHED, message=""))
             log.info("retrieved archive %s bytes %d-%d (job %s), verified and cached",
                      job.archive_id[:16], job.range_start, job.range_end, job.job_id[:16])
-        except Exception as error:  # noqa: BLE001 - recorded on the job, readers get EIO
-            downloads = job.downloads + 1
-            status = UNVERIFIED if downloads >= MAX_DOWNLOADS or isinstance(error, errors.ChecksumMismatch) else SUCCEEDED
-            self._set(job.but(status=status, downloads=downloads, message=str(error)[:300]))
+        except Exception as error:  # noqa: BLE001 - recorded on the job; readers learn of it
+            if _disk_full(error):
+                # Not the job's fault: keep it, and try again once there is room.
+                self._set(job.but(message=f"{NO_SPACE}: {error}"))
+            else:
+                downloads = job.downloads + 1
+                failed_for_good = downloads >= MAX_DOWNLOADS or isinstance(error, errors.ChecksumMismatch)
+                self._set(job.but(status=UNVERIFIED if failed_for_good else SUCCEEDED,
+                                  downloads=downloads, message=str(error)[:300]))
             log.error("download of job %s (archive %s) failed, nothing was cached: %s",
                       job.job_id[:16], job.archive_id[:16], error)
-            scratch.unlink(missing_ok=True)
+            if scratch is not None:
+                scratch.unlink(missing_ok=True)
         finally:
             with self._state:
                 self._downloading.discard(job.job_id)
@@ -365,6 +379,13 @@ class Retriever:
             log.warning("job %s bytes %d-%d failed verification (attempt %d): %s",
                         job.job_id[:16], start, stop - 1, attempt, problem)
         raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job.job_id[:16]}: {problem}")
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC from our own writes, or diskcache's SQLite saying the same."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
 
 
 def _epoch(created: str) -> float:

@@ -133,3 +133,35 @@ def _read_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(inprocess: Emulator, tmp_path: Path) -> None:
+    cache = tmp_path / "small-cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(cache))
+        try:
+            mount.path("v").mkdir()
+            big = bytes(range(256)) * (6 * MiB // 256)
+            mount.path("v", "big").write_bytes(big)
+            mount.path("v", "small").write_bytes(b"fits")
+
+            def open_errno(name: str) -> int | None:
+                try:
+                    return len(mount.path("v", name).read_bytes()) and None
+                except OSError as error:
+                    return error.errno
+
+            assert open_errno("big") == errno.EAGAIN
+            assert wait_for(lambda: open_errno("big") == errno.ENOSPC, what="ENOSPC")
+            assert "the cache directory is full" in mount.log_text()
+            # Everything else still works: listing, writing, reading what fits.
+            mount.path("v", "new").write_bytes(b"still writable")
+            assert sorted(os.listdir(mount.path("v"))) == ["big", "new", "small"]
+            assert wait_for(lambda: _read_or_none(mount.path("v", "small"))) == b"fits"
+        finally:
+            mount.unmount()
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
