@@ -153,14 +153,16 @@ class GlacierFS:
         """Abort multipart uploads the catalog knows of that no open file owns:
         left by a crash, or by an abort Glacier refused. Until aborted they linger
         (and the service keeps their parts) for 24 hours."""
+        # Read the catalog first: an upload started after this read is not looked at,
+        # and one read here belongs to an open file until that file is released,
+        # completion included.
+        recorded = self.catalog.uploads()
         with self._lock:
-            active = {
-                handle.writer.uploader.upload_id
-                for handle in self._handles.values()
-                if handle.writer is not None and not handle.writer.closed
+            owned = {
+                handle.writer.uploader.upload_id for handle in self._handles.values() if handle.writer is not None
             }
-        for upload_id, vault, path, _ in self.catalog.uploads():
-            if upload_id in active:
+        for upload_id, vault, path, _ in recorded:
+            if upload_id in owned:
                 continue
             try:
                 self.glacier.abort_multipart(vault, upload_id)
