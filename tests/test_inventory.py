@@ -193,3 +193,22 @@ def test_fresh_catalog_restores_the_tree_from_the_manifest(inprocess: Emulator, 
         assert ".glacierfs" not in os.listdir(vault)
     finally:
         second.unmount()
+
+
+def test_malformed_inventories_are_refused_or_skipped_never_crash(tmp_path: Path) -> None:
+    from glacierfs import errors
+
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"InventoryDate":"2026-01-01T00:00:00Z","ArchiveList":[{"ArchiveId":"a","Size":1},{"Archi')
+    with pytest.raises(errors.InvalidRequest):
+        list(iter_archives(truncated))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text('{"ArchiveList":[1, "two", null, {"Size": 5}, {"ArchiveId": ""}, '
+                       '{"ArchiveId": "ok", "Size": -4, "ArchiveDescription": 7, "CreationDate": "yesterday"}]}')
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    added, _ = Inventories(None, catalog, None).reconcile("v", iter_archives(garbage), time.time())  # type: ignore[arg-type]
+    assert added == 1
+    (entry,) = [e for e in catalog.entries("v") if e.archive_id]
+    assert (entry.path, entry.size) == (f"{UNNAMED}/ok", 0)
+    assert list(iter_archives(tmp_path / "garbage.json"))[0] == {"Size": 5}  # only objects are items

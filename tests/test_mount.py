@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import stat
 import subprocess
 import tarfile
 import time
@@ -197,6 +198,19 @@ def refused_uploads_fail_cp(mount: Mount, inprocess: Emulator, tmp_path: Path) -
     assert "nothing was stored" in mount.log_text()
 
 
+def rewrite_behind(path: Path) -> None:
+    """Write two parts and a bit, then go back to the start: the first part is sent."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, bytes(2 * PART + 1))
+        os.pwrite(fd, b"back", 0)
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def test_bad_input_gets_clear_errnos(mount: Mount, tmp_path: Path) -> None:
     vault = make_vault(mount)
     make_vault(mount, "other")
@@ -210,13 +224,18 @@ def test_bad_input_gets_clear_errnos(mount: Mount, tmp_path: Path) -> None:
         (lambda: open(vault / "f", "ab").write(b"more"), errno.EPERM),
         (lambda: vault.rmdir(), errno.ENOTEMPTY),
         (lambda: (vault / ("n" * 256)).write_bytes(b"x"), errno.ENAMETOOLONG),
+        (lambda: os.mknod(vault / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 3)), errno.EPERM),
+        (lambda: os.mkfifo(vault / "fifo"), errno.EPERM),
+        (lambda: rewrite_behind(vault / "seq"), errno.EPERM),
     ]
     for action, expected in cases:
         with pytest.raises(OSError) as excinfo:
             action()
         assert excinfo.value.errno == expected, (action, excinfo.value)
-    assert "vault name holds only" in mount.log_text()
+    log = mount.log_text()
+    assert "vault name holds only" in log and "already sent" in log and "keeps only regular files" in log
     assert (vault / "f").stat().st_size == 7
+    assert mount.process.poll() is None  # and the mount is still serving
 
 
 def test_catalog_survives_remount(inprocess: Emulator, tmp_path: Path) -> None:

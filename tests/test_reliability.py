@@ -165,3 +165,35 @@ def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(inprocess: Emu
             mount.unmount()
     finally:
         subprocess.run(["umount", str(cache)], check=False)
+
+
+def test_truncated_job_output_is_never_served(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="t")
+    boto.upload_archive(vaultName="t", archiveDescription="listed-later.txt", body=b"later")
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        mount.path("v").mkdir()
+        data = bytes(range(256)) * 8192  # 2 MiB
+        mount.path("v", "f").write_bytes(data)
+        inprocess.settings.truncate_outputs = 1000  # archive output and inventories alike
+        with pytest.raises(OSError):
+            mount.path("v", "f").read_bytes()  # starts the job
+        code = wait_for(lambda: _errno_of_read(mount.path("v", "f")) not in (errno.EAGAIN, None) and
+                        _errno_of_read(mount.path("v", "f")), what="the verdict")
+        assert code == errno.EIO
+        # Short inventory responses are followed by requests for the rest: the listing is whole.
+        os.listdir(mount.path("t"))
+        assert wait_for(lambda: os.listdir(mount.path("t")), what="the inventory") == ["listed-later.txt"]
+        inprocess.settings.truncate_outputs = 0
+        assert mount.process.poll() is None
+    finally:
+        mount.unmount()
+
+
+def _errno_of_read(path: Path) -> int | None:
+    try:
+        path.read_bytes()
+    except OSError as error:
+        return error.errno
+    return None

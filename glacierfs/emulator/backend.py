@@ -57,6 +57,8 @@ class EmulatorSettings:
     inventory_lag: float = 0.0
     # Flip one byte in this many of the next archive job outputs served.
     corrupt_outputs: int = 0
+    # Serve only the first half of this many of the next job outputs (archive or inventory).
+    truncate_outputs: int = 0
 
 
 settings = EmulatorSettings()
@@ -679,7 +681,7 @@ class EmulatedGlacierBackend(GlacierBackend):
         if job["action"] == "InventoryRetrieval":
             body = self.store.read_at(self.store.job_output_path(job_id), first, last - first + 1)
             headers["Content-Type"] = "text/csv" if job["format"] == "CSV" else "application/json"
-            return status, headers, body
+            return status, headers, _maybe_truncated(body, job_id)
         archive = self._archive(vault, job["archive_id"])
         offset = job["range_start"] or 0
         body = self.store.read_at(self.store.archive_path(archive["id"]), offset + first, last - first + 1)
@@ -695,7 +697,15 @@ class EmulatedGlacierBackend(GlacierBackend):
             flipped[len(flipped) // 2] ^= 0xFF
             body = bytes(flipped)
             log.warning("emulator: corrupted one byte of the output of job %s on purpose", job_id)
-        return status, headers, body
+        return status, headers, _maybe_truncated(body, job_id)
+
+
+def _maybe_truncated(body: bytes, job_id: str) -> bytes:
+    if settings.truncate_outputs > 0 and len(body) > 1:
+        settings.truncate_outputs -= 1
+        log.warning("emulator: truncated the output of job %s on purpose", job_id)
+        return body[: len(body) // 2]
+    return body
 
 
 emulated_backends = BackendDict(EmulatedGlacierBackend, "glacier")
