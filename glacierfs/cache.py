@@ -1,9 +1,16 @@
-"""Retrieved content on local disk, in diskcache, least recently used first out.
+"""Retrieved content on local disk: diskcache stores it, least recently used
+goes first.
 
 Only verified bytes are put here. Readers get an open file and read by offset,
 so no archive is loaded into memory; a reader keeps its file open, so an
 archive that is open stays readable even if eviction takes its entry (its
 space comes back when the last reader closes it).
+
+diskcache's own culling removes up to ten items whenever the cache is over its
+limit — with archives of gigabytes that can throw out the archive just
+retrieved, and the next open would pay for it again. So diskcache only stores
+(no culling), and a small index here keeps the order of use and evicts one
+item at a time, never the one just added.
 """
 
 from __future__ import annotations
@@ -11,12 +18,24 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
 import diskcache
 
+from glacierfs.sqlitedb import LockedDatabase
+
 log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS used (
+    key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS used_by_age ON used (last_used);
+"""
 
 
 def content_key(archive_id: str, start: int | None) -> str:
@@ -31,23 +50,41 @@ class ContentCache:
         self.size_limit = size_limit
         self._cache = diskcache.Cache(
             str(directory / "content"),
-            size_limit=size_limit,
-            eviction_policy="least-recently-used",
+            size_limit=1 << 62,  # eviction is ours (see above)
+            eviction_policy="none",
+            cull_limit=0,
             disk_min_file_size=0,  # every value is a file: read by offset, never whole
         )
+        self._index = LockedDatabase(directory / "lru.sqlite", SCHEMA)
         self._scratch = directory / "incoming"
         self._scratch.mkdir(exist_ok=True, mode=0o700)
+        self._reconcile_index()
 
     def close(self) -> None:
         self._cache.close()
+        self._index.close()
+
+    def _reconcile_index(self) -> None:
+        """After a crash the index and the store may disagree; the store wins."""
+        stored = set(self._cache.iterkeys())
+        indexed = {row[0] for row in self._index.query("SELECT key FROM used")}
+        for key in indexed - stored:
+            self._index.execute("DELETE FROM used WHERE key=?", (key,))
+        for key in stored - indexed:
+            handle = self._cache.get(key, read=True)
+            if handle is None:
+                continue
+            with handle:
+                size = os.fstat(handle.fileno()).st_size
+            self._index.execute("INSERT INTO used (key, size, last_used) VALUES (?,?,0)", (key, size))
 
     def open(self, archive_id: str, start: int | None = None) -> BinaryIO | None:
-        """An open file of the cached bytes, or None. Counts as a use for LRU."""
-        handle = self._cache.get(content_key(archive_id, start), read=True)
+        """An open file of the cached bytes, or None. Counts as a use."""
+        key = content_key(archive_id, start)
+        handle = self._cache.get(key, read=True)
+        if handle is not None:
+            self._index.execute("UPDATE used SET last_used=? WHERE key=?", (time.time(), key))
         return handle  # type: ignore[no-any-return]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._cache
 
     def has(self, archive_id: str, start: int | None = None) -> bool:
         return content_key(archive_id, start) in self._cache
@@ -59,11 +96,30 @@ class ContentCache:
         return Path(name)
 
     def adopt(self, archive_id: str, start: int | None, path: Path) -> None:
-        """Move verified bytes from ``path`` into the cache (may evict others)."""
+        """Move verified bytes from ``path`` into the cache, then make room."""
+        key = content_key(archive_id, start)
+        size = path.stat().st_size
         with open(path, "rb") as source:
-            self._cache.set(content_key(archive_id, start), source, read=True)
+            self._cache.set(key, source, read=True)
         path.unlink()
+        self._index.execute(
+            "INSERT OR REPLACE INTO used (key, size, last_used) VALUES (?,?,?)", (key, size, time.time())
+        )
+        self._evict(keep=key)
+
+    def _evict(self, keep: str) -> None:
+        """Least recently used first, one at a time, until the cache fits its limit."""
+        while self.usage()[0] > self.size_limit:
+            row = self._index.query_one(
+                "SELECT key FROM used WHERE key<>? ORDER BY last_used LIMIT 1", (keep,)
+            )
+            if row is None:
+                return  # only the newest is left: a cache may hold one archive over its limit
+            self._cache.delete(row[0])
+            self._index.execute("DELETE FROM used WHERE key=?", (row[0],))
+            log.info("evicted %s from the cache", row[0][:16])
 
     def usage(self) -> tuple[int, int]:
         """(bytes, entries) held."""
-        return self._cache.volume(), len(self._cache)
+        total, count = self._index.query_one("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM used")
+        return total, count

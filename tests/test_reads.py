@@ -197,6 +197,8 @@ def test_eviction_never_takes_an_open_archive(inprocess: Emulator, tmp_path: Pat
                 assert read_when_ready(paths[name]) == files[name]
             assert state(paths["a"]) != "cached"  # evicted from the cache...
             assert first + held.read() == files["a"]  # ...yet its reader reads on
+        assert state(paths["c"]) == "cached"  # the newest stays
+        assert inprocess.calls["InitiateJob"] == 3  # and nothing was paid for twice
     finally:
         mount.unmount()
 

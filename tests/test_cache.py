@@ -1,0 +1,45 @@
+"""The content cache: least recently used first out, one at a time, never the newest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from glacierfs.cache import ContentCache
+
+MiB = 1 << 20
+
+
+def add(cache: ContentCache, key: str, size: int) -> None:
+    path = cache.scratch_file()
+    path.write_bytes(os.urandom(size))
+    cache.adopt(key, None, path)
+
+
+def test_eviction_takes_just_enough_and_never_the_newest(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, 5 * MiB)
+    for key in ("a", "b", "c"):
+        add(cache, key, MiB)
+    assert [cache.has(k) for k in "abc"] == [True, True, True]
+    handle = cache.open("a")  # a is now the most recently used
+    assert handle is not None
+    add(cache, "d", 3 * MiB)  # 6 MiB: b, the least recently used, goes; nothing else
+    assert [cache.has(k) for k in "abcd"] == [True, False, True, True]
+    add(cache, "huge", 8 * MiB)  # larger than the limit: everything else goes, it stays
+    assert [cache.has(k) for k in ("a", "c", "d", "huge")] == [False, False, False, True]
+    assert handle.read() and len(handle.read()) == 0  # the open reader still had its bytes
+    handle.close()
+    assert cache.usage() == (8 * MiB, 1)
+    cache.close()
+
+
+def test_order_of_use_survives_a_restart(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, 3 * MiB)
+    for key in ("old", "new"):
+        add(cache, key, MiB)
+    cache.open("old").close()  # type: ignore[union-attr]
+    cache.close()
+    again = ContentCache(tmp_path, 3 * MiB)
+    add(again, "third", 2 * MiB)
+    assert [again.has(k) for k in ("old", "new", "third")] == [True, False, True]
+    again.close()
