@@ -16,7 +16,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
 from glacierfs import names
 
-from .conftest import MiB, boto_client
+from .conftest import boto_client
 from .harness import GLACIERFS, Mount, run
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")

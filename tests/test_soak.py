@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import filecmp
 import json
-import os
 import random
 import re
 import threading
