@@ -223,6 +223,15 @@ def _mountpoint_problem(mountpoint: Path) -> str | None:
     return None
 
 
+def state_dir_for(args: argparse.Namespace) -> Path:
+    """Where the catalog and a daemon's log live (a temporary emulator aside)."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    if args.emulator and args.emulator_dir:
+        return Path(args.emulator_dir) / "state"
+    return default_state_root()
+
+
 def default_cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "glacierfs"
@@ -264,7 +273,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     with ExitStack() as stack:
         endpoint = args.endpoint_url
         credentials = None
-        state_dir = args.state_dir
+        state_dir = state_dir_for(args)
         if args.emulator:
             from glacierfs.emulator import Emulator
 
@@ -273,7 +282,8 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             endpoint = emulator.start()
             stack.callback(emulator.stop)
             credentials = ("emulator", "emulator")
-            state_dir = state_dir or root / "state"
+            if not (args.state_dir or args.emulator_dir):
+                state_dir = root / "state"  # a throwaway emulator gets a throwaway catalog
             args.cache_dir = args.cache_dir or root / "cache"
         try:
             part_size = check_part_size(args.part_size)
@@ -285,7 +295,6 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             return 1
         glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
                                 max_connections=max(16, args.concurrency * 4), credentials=credentials)
-        state_dir = Path(state_dir or default_state_root())
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         catalog = Catalog(state_dir / f"catalog-{_endpoint_key(args, glacier.region)}.sqlite")
         stack.callback(catalog.close)
@@ -355,10 +364,7 @@ def _daemonize(args: argparse.Namespace) -> int:
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
-        log_file = args.log_file or (
-            (args.state_dir or (args.emulator_dir / "state" if args.emulator and args.emulator_dir else None)
-             or default_state_root()) / "glacierfs.log"
-        )
+        log_file = args.log_file or state_dir_for(args) / "glacierfs.log"
         setup_logging(args.debug, log_file)
         # libfuse writes to stderr; keep that in the log, off the user's terminal.
         log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
