@@ -242,15 +242,6 @@ class Catalog:
         rows = self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND path=?", (vault, path))
         return _entry(rows[0]) if rows else None
 
-    def children(self, vault: str, parent: str) -> list[Entry]:
-        return [
-            _entry(row)
-            for row in self._all(
-                f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND parent=? ORDER BY path",
-                (vault, parent),
-            )
-        ]
-
     def child_names(self, vault: str, parent: str) -> list[str]:
         """Names in a directory, from the index alone: what a listing needs."""
         start = len(parent) + 2 if parent else 1

@@ -50,7 +50,3 @@ class LockedDatabase:
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
             return self._db.execute(sql, args)
-
-    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        with self.transaction() as db:
-            db.executemany(sql, rows)

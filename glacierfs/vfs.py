@@ -509,9 +509,6 @@ class GlacierFS:
                 return
             try:
                 stored = writer.close()
-            except errors.GlacierFSError as error:
-                self._upload_failed(handle, error)
-                raise
             except Exception as error:
                 self._upload_failed(handle, error)
                 raise
