@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -64,6 +65,13 @@ def boto_client(url: str, attempts: int = 1) -> "boto3.client":
         region_name="us-east-1",
         config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
     )
+
+
+def archives(url: str, vault: str) -> list[dict]:
+    """What the vault holds by an inventory job, asked with plain boto3 (job delay 0)."""
+    client = boto_client(url)
+    job = client.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    return json.loads(client.get_job_output(vaultName=vault, jobId=job["jobId"])["body"].read())["ArchiveList"]
 
 
 @pytest.fixture

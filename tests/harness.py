@@ -3,6 +3,7 @@ and the benchmarks in scripts/."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -144,6 +145,43 @@ def stop_daemon(pid: int, timeout: float = 10) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def wait_for(condition, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def read_when_ready(path: Path, timeout: float = 20) -> bytes:
+    """Read a file whose retrieval may still be running (EAGAIN)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            if error.errno != errno.EAGAIN or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def read_errno(path: Path) -> int | None:
+    """The errno reading ``path`` fails with, or None if it reads."""
+    try:
+        path.read_bytes()
+    except OSError as error:
+        return error.errno
+    return None
+
+
+def read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def run(*command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ in-process emulator."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from pathlib import Path
@@ -18,7 +17,7 @@ from glacierfs.glacier import GlacierClient
 from glacierfs.treehash import tree_hash
 from glacierfs.vfs import GlacierFS
 
-from .conftest import MiB, boto_client
+from .conftest import MiB, archives
 
 
 class FileInfo:
@@ -55,12 +54,6 @@ def errno_of(call) -> int:  # type: ignore[no-untyped-def]
     return excinfo.value.errno
 
 
-def archives(url: str, vault: str = "vault") -> list[dict]:
-    boto = boto_client(url)
-    job = boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
-    return json.loads(boto.get_job_output(vaultName=vault, jobId=job["jobId"])["body"].read())["ArchiveList"]
-
-
 def test_every_project_error_has_an_errno() -> None:
     from glacierfs import errors
 
@@ -86,7 +79,7 @@ def test_written_file_is_stored_with_attributes(ops: GlacierOperations, inproces
     assert attrs["st_size"] == len(data) and stat.S_ISREG(attrs["st_mode"])
     assert ops.getxattr("/vault/a.bin", "user.glacier.state") == b"stored"
     assert ops.getxattr("/vault/a.bin", "user.glacier.tree-hash") == tree_hash(data).encode()
-    listed = archives(inprocess.url)
+    listed = archives(inprocess.url, "vault")
     assert [(a["ArchiveId"].encode(), a["Size"]) for a in listed] == [
         (ops.getxattr("/vault/a.bin", "user.glacier.archive-id"), len(data))
     ]
@@ -105,7 +98,7 @@ def test_unknown_xattr_is_enotsup_and_absent_one_enodata(ops: GlacierOperations)
 def test_empty_file_lives_in_catalog_only(ops: GlacierOperations, inprocess: Emulator) -> None:
     write_file(ops, "/vault/empty", b"")
     assert ops.getattr("/vault/empty")["st_size"] == 0
-    assert archives(inprocess.url) == []
+    assert archives(inprocess.url, "vault") == []
 
 
 def test_dup_then_close_before_writing_still_uploads(ops: GlacierOperations) -> None:
@@ -147,7 +140,7 @@ def test_overwrite_replaces_and_deletes_old_archive(ops: GlacierOperations, inpr
     ops.write("/vault/f", b"new content", 0, fi)
     ops.flush("/vault/f", fi)
     ops.release("/vault/f", fi)
-    assert [a["Size"] for a in archives(inprocess.url)] == [len(b"new content")]
+    assert [a["Size"] for a in archives(inprocess.url, "vault")] == [len(b"new content")]
 
 
 def test_failed_upload_keeps_the_old_file(ops: GlacierOperations, inprocess: Emulator) -> None:
@@ -187,7 +180,7 @@ def test_directories_rename_and_remove(ops: GlacierOperations, inprocess: Emulat
     ops.unlink("/vault/c/b/f")
     ops.rmdir("/vault/c/b")
     ops.rmdir("/vault/c")
-    assert archives(inprocess.url) == []
+    assert archives(inprocess.url, "vault") == []
 
 
 def test_rename_across_vaults_is_exdev(ops: GlacierOperations) -> None:
@@ -200,7 +193,7 @@ def test_rename_over_file_deletes_its_archive(ops: GlacierOperations, inprocess:
     write_file(ops, "/vault/.target.AbC123", b"new")
     write_file(ops, "/vault/target", b"old!")
     ops.rename("/vault/.target.AbC123", "/vault/target")
-    assert [a["Size"] for a in archives(inprocess.url)] == [3]
+    assert [a["Size"] for a in archives(inprocess.url, "vault")] == [3]
 
 
 def test_links_and_devices_are_refused(ops: GlacierOperations) -> None:

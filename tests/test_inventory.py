@@ -17,19 +17,9 @@ from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
 from glacierfs import names
 
 from .conftest import boto_client
-from .harness import GLACIERFS, Mount, run
+from .harness import GLACIERFS, Mount, read_or_none, run, wait_for
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")
-
-
-def wait_for(condition, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def inventory_applied(vault: Path) -> bool:
@@ -102,12 +92,7 @@ def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_
         assert found["mt/aws.tar"][2] == 1_546_398_245
         assert found["dup.txt"][2] == 1_600_000_000
         # Reading one of them works end to end.
-        def read_mt() -> bytes | None:
-            try:
-                return (vault / "mt" / "aws.tar").read_bytes()
-            except OSError:
-                return None
-        assert wait_for(read_mt, what="the retrieval") == b"tarball"
+        assert wait_for(lambda: read_or_none(vault / "mt" / "aws.tar"), what="the retrieval") == b"tarball"
     finally:
         mount.unmount()
 

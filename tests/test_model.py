@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from glacierfs.emulator import Emulator
 
 from .conftest import MiB
-from .harness import Mount
+from .harness import Mount, read_when_ready
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
 
 PATHS = ["a", "b", "d", "d/x", "d/y", "e", "e/z"]
 _runs = itertools.count()
-
-
-def read_when_ready(path: Path, timeout: float = 20) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            if error.errno != errno.EAGAIN or time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
 
 
 def attempt(action) -> int | None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import json
 import os
 import random
 import re
@@ -20,7 +19,7 @@ import pytest
 from glacierfs.emulator import Emulator
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, boto_client
+from .conftest import MiB, archives, boto_client
 from .harness import GLACIERFS, Mount, daemon_pid, run, stop_daemon
 
 pytestmark = pytest.mark.mount
@@ -41,12 +40,6 @@ def make_vault(mount: Mount, name: str = "vault") -> Path:
     path = mount.path(name)
     path.mkdir()
     return path
-
-
-def inventory(url: str, vault: str = "vault") -> list[dict]:
-    boto = boto_client(url)
-    job = boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
-    return json.loads(boto.get_job_output(vaultName=vault, jobId=job["jobId"])["body"].read())["ArchiveList"]
 
 
 def decode_description(description: str) -> str:
@@ -79,7 +72,7 @@ def make_tree(root: Path, seed: int = 0) -> dict[str, bytes]:
 
 def assert_stored(url: str, files: dict[str, bytes], prefix: str = "") -> None:
     """Each non-empty file is one archive: size, tree hash of the source, description that names it."""
-    listed = inventory(url)
+    listed = archives(url, "vault")
     expected = sorted((prefix + rel, len(data), tree_hash(data)) for rel, data in files.items() if data)
     got = sorted((decode_description(a["ArchiveDescription"]), a["Size"], a["SHA256TreeHash"]) for a in listed)
     assert got == expected
@@ -134,12 +127,12 @@ def test_posix_tools(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
     assert 'user.glacier.state="stored"' in xattrs
     assert f'user.glacier.tree-hash="{tree_hash(data)}"' in xattrs
     archive_id = re.search(r'user.glacier.archive-id="([^"]+)"', xattrs)[1]
-    assert [a["ArchiveId"] for a in inventory(inprocess.url)] == [archive_id]
+    assert [a["ArchiveId"] for a in archives(inprocess.url, "vault")] == [archive_id]
     run("cp", tmp_path / "f.bin", vault / "a/b/other.bin")
     run("rm", vault / "a/moved.bin")
     run("rm", "-r", vault / "a")
     assert list(vault.iterdir()) == []
-    assert inventory(inprocess.url) == []
+    assert archives(inprocess.url, "vault") == []
     run("rmdir", vault)
     assert not vault.exists()
     assert boto_client(inprocess.url).list_vaults()["VaultList"] == []
@@ -189,7 +182,7 @@ def refused_uploads_fail_cp(mount: Mount, inprocess: Emulator, tmp_path: Path) -
         assert excinfo.value.errno == errno.EIO
     inprocess.settings.fault_rate = 0.0
     assert list(vault.iterdir()) == []
-    assert inventory(inprocess.url) == []
+    assert archives(inprocess.url, "vault") == []
     # The abort was refused too; the janitor retries it once Glacier answers again.
     deadline = time.monotonic() + 20
     while boto_client(inprocess.url).list_multipart_uploads(vaultName="vault")["UploadsList"]:
@@ -298,7 +291,7 @@ def test_sparse_copy_fills_the_hole_with_zeros(mount: Mount, inprocess: Emulator
     run("cp", "--sparse=always", sparse, vault / "sparse")
     expected = b"head" + bytes(3 * PART - 4) + b"tail"
     assert (vault / "sparse").stat().st_size == len(expected)
-    assert [a["SHA256TreeHash"] for a in inventory(inprocess.url)] == [tree_hash(expected)]
+    assert [a["SHA256TreeHash"] for a in archives(inprocess.url, "vault")] == [tree_hash(expected)]
 
 
 def test_rsync_of_a_changed_file_replaces_its_archive(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
@@ -309,7 +302,7 @@ def test_rsync_of_a_changed_file_replaces_its_archive(mount: Mount, inprocess: E
     run("rsync", "-a", f"{source}/", vault)
     (source / "doc.txt").write_bytes(b"second, longer version")
     run("rsync", "-a", f"{source}/", vault)
-    listed = inventory(inprocess.url)
+    listed = archives(inprocess.url, "vault")
     assert [(decode_description(a["ArchiveDescription"]), a["SHA256TreeHash"]) for a in listed] == [
         ("doc.txt", tree_hash(b"second, longer version"))
     ]
@@ -322,7 +315,7 @@ def test_keep_replaced_keeps_the_old_archive(inprocess: Emulator, tmp_path: Path
         vault = make_vault(mount)
         (vault / "f").write_bytes(b"one")
         (vault / "f").write_bytes(b"two!")
-        assert sorted(a["Size"] for a in inventory(inprocess.url)) == [3, 4]
+        assert sorted(a["Size"] for a in archives(inprocess.url, "vault")) == [3, 4]
         assert (vault / "f").stat().st_size == 4
     finally:
         mount.unmount()

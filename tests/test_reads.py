@@ -16,7 +16,7 @@ import pytest
 from glacierfs.emulator import Emulator
 
 from .conftest import MiB, boto_client
-from .harness import GLACIERFS, Mount, run
+from .harness import GLACIERFS, Mount, read_errno, read_when_ready, run
 
 pytestmark = pytest.mark.mount
 
@@ -34,26 +34,6 @@ def put(mount: Mount, tmp_path: Path, name: str, data: bytes, vault: str = "v") 
     source.write_bytes(data)
     run("cp", source, mount.path(vault, name))
     return mount.path(vault, name)
-
-
-def read_errno(path: Path) -> int | None:
-    try:
-        with open(path, "rb") as handle:
-            handle.read()
-    except OSError as error:
-        return error.errno
-    return None
-
-
-def read_when_ready(path: Path, timeout: float = 20) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            if error.errno != errno.EAGAIN or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def state(path: Path) -> str:

@@ -17,19 +17,11 @@ import pytest
 from glacierfs.emulator import Emulator
 
 from .conftest import MiB, boto_client
-from .harness import Mount, ServedEmulator, fusermount, is_mounted
+from .harness import Mount, ServedEmulator, fusermount, is_mounted, read_errno, read_or_none, wait_for
 
 pytestmark = pytest.mark.mount
 
 FAST = ("--poll-interval", "0.2", "--part-size", str(MiB), "--cleanup-interval", "0.5")
-
-
-def wait_for(condition, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def test_kill_9_during_a_multipart_upload(inprocess: Emulator, tmp_path: Path) -> None:
@@ -111,7 +103,7 @@ def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inpro
     try:
         mount.path("v").mkdir()
         mount.path("v", "f").write_bytes(b"x" * (2 * MiB + 1))
-        wait_for(lambda: _read_or_none(mount.path("v", "f")), what="the retrieval")
+        wait_for(lambda: read_or_none(mount.path("v", "f")), what="the retrieval")
         options = next(line for line in open("/proc/self/mountinfo") if f" {mount.mountpoint} " in line)
         assert "allow_other" not in options  # private to its user
     finally:
@@ -126,13 +118,6 @@ def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inpro
         for path in root.rglob("*"):
             private = 0o700 if path.is_dir() else 0o600
             assert stat.S_IMODE(path.stat().st_mode) & ~private == 0, path
-
-
-def _read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -160,7 +145,7 @@ def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(inprocess: Emu
             # Everything else still works: listing, writing, reading what fits.
             mount.path("v", "new").write_bytes(b"still writable")
             assert sorted(os.listdir(mount.path("v"))) == ["big", "new", "small"]
-            assert wait_for(lambda: _read_or_none(mount.path("v", "small"))) == b"fits"
+            assert wait_for(lambda: read_or_none(mount.path("v", "small"))) == b"fits"
         finally:
             mount.unmount()
     finally:
@@ -179,8 +164,8 @@ def test_truncated_job_output_is_never_served(inprocess: Emulator, tmp_path: Pat
         inprocess.settings.truncate_outputs = 1000  # archive output and inventories alike
         with pytest.raises(OSError):
             mount.path("v", "f").read_bytes()  # starts the job
-        code = wait_for(lambda: _errno_of_read(mount.path("v", "f")) not in (errno.EAGAIN, None) and
-                        _errno_of_read(mount.path("v", "f")), what="the verdict")
+        code = wait_for(lambda: read_errno(mount.path("v", "f")) not in (errno.EAGAIN, None) and
+                        read_errno(mount.path("v", "f")), what="the verdict")
         assert code == errno.EIO
         # Short inventory responses are followed by requests for the rest: the listing is whole.
         os.listdir(mount.path("t"))
@@ -190,10 +175,3 @@ def test_truncated_job_output_is_never_served(inprocess: Emulator, tmp_path: Pat
     finally:
         mount.unmount()
 
-
-def _errno_of_read(path: Path) -> int | None:
-    try:
-        path.read_bytes()
-    except OSError as error:
-        return error.errno
-    return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import filecmp
-import json
 import random
 import re
 import threading
@@ -17,7 +16,7 @@ import pytest
 from glacierfs.emulator import Emulator
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, boto_client
+from .conftest import MiB, archives, boto_client
 from .harness import GLACIERFS, Mount, run
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
@@ -58,11 +57,8 @@ def test_transient_faults_lose_nothing(inprocess: Emulator, tmp_path: Path) -> N
     finally:
         inprocess.settings.fault_rate = 0.0
         mount.unmount()
-    boto = boto_client(inprocess.url)
-    job = boto.initiate_job(vaultName="vault", jobParameters={"Type": "inventory-retrieval"})
-    listed = json.loads(boto.get_job_output(vaultName="vault", jobId=job["jobId"])["body"].read())["ArchiveList"]
     by_path = {}
-    for archive in listed:
+    for archive in archives(inprocess.url, "vault"):
         match = re.fullmatch(r"<m><v>4</v><p>([^<]+)</p>.*", archive["ArchiveDescription"])
         if match:
             import base64
@@ -71,7 +67,7 @@ def test_transient_faults_lose_nothing(inprocess: Emulator, tmp_path: Path) -> N
     for top in ("copied", "synced"):
         for rel, data in files.items():
             assert by_path.get(f"{top}/{rel}") == tree_hash(data), f"{top}/{rel}"
-    assert boto.list_multipart_uploads(vaultName="vault")["UploadsList"] == []
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="vault")["UploadsList"] == []
 
 
 def test_writers_and_readers_at_once(inprocess: Emulator, tmp_path: Path) -> None:

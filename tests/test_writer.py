@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +13,7 @@ from glacierfs.glacier import GlacierClient
 from glacierfs.treehash import tree_hash
 from glacierfs.writer import MAX_PARTS, Partitioner, Uploader, Writer, check_part_size
 
-from .conftest import MiB, boto_client
+from .conftest import MiB, archives, boto_client
 
 PART = MiB
 
@@ -101,12 +100,6 @@ def new_writer(glacier: GlacierClient, concurrency: int = 2, **hooks) -> Writer:
     return Writer(Uploader(glacier, "w", "desc", PART, executor, concurrency, **hooks))
 
 
-def stored_archives(url: str) -> list[dict]:
-    boto = boto_client(url)
-    job = boto.initiate_job(vaultName="w", jobParameters={"Type": "inventory-retrieval"})
-    return json.loads(boto.get_job_output(vaultName="w", jobId=job["jobId"])["body"].read())["ArchiveList"]
-
-
 @pytest.mark.parametrize("size", [1, PART - 1, PART, PART + 1, 3 * PART + 7])
 def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, size: int) -> None:
     data = random.Random(size).randbytes(size)
@@ -119,13 +112,13 @@ def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, 
     assert stored.archive.tree_hash == tree_hash(data)
     # One request for less than a part; multipart as soon as a full part exists.
     assert bool(started) == (size >= PART)
-    assert [(a["Size"], a["SHA256TreeHash"]) for a in stored_archives(inprocess.url)] == [(size, tree_hash(data))]
+    assert [(a["Size"], a["SHA256TreeHash"]) for a in archives(inprocess.url, "w")] == [(size, tree_hash(data))]
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
 
 
 def test_writer_of_nothing_stores_nothing(glacier: GlacierClient, inprocess: Emulator) -> None:
     assert new_writer(glacier).close() is None
-    assert stored_archives(inprocess.url) == []
+    assert archives(inprocess.url, "w") == []
 
 
 def test_failed_part_aborts_upload_and_close_raises(glacier: GlacierClient, inprocess: Emulator) -> None:
@@ -139,7 +132,7 @@ def test_failed_part_aborts_upload_and_close_raises(glacier: GlacierClient, inpr
     inprocess.settings.fault_rate = 0.0
     writer.abort()
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
-    assert stored_archives(inprocess.url) == []
+    assert archives(inprocess.url, "w") == []
 
 
 def test_file_past_ten_thousand_parts_is_too_large(glacier: GlacierClient, inprocess: Emulator) -> None:
@@ -166,4 +159,4 @@ def test_failed_initiate_fails_close_instead_of_storing_the_rest(glacier: Glacie
     inprocess.settings.fault_rate = 0.0
     with pytest.raises(errors.GlacierFSError):
         writer.close()  # the 5 bytes left are not the file
-    assert stored_archives(inprocess.url) == []
+    assert archives(inprocess.url, "w") == []
