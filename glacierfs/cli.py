@@ -550,7 +550,8 @@ def run_status(args: argparse.Namespace) -> int:
                   f"{job['status']:<10} {age / 60:6.0f} min old")
         cache = status.get("cache")
         if cache:
-            print(f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s)")
+            print(f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
+                  f"read by {cache['read_by']}")
         budget = status.get("budget")
         if budget:
             print(f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "

@@ -127,6 +127,7 @@ class GlacierFS:
         self.wait_seconds = wait_seconds
         self.inventories = inventories
         self.manifests = manifests
+        self.kernel_reads = False  # fs.py: the kernel reads cached archives itself (FUSE passthrough)
         self.started_ns = time.time_ns()
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
         self._lock = threading.RLock()
@@ -424,6 +425,12 @@ class GlacierFS:
         """Cached archives are immutable: the kernel may keep their pages."""
         handle = self._handle(handle_id)
         return handle.writer is None and handle.ranged is None
+
+    def cached_fd(self, handle_id: int) -> int | None:
+        """The descriptor of the whole archive's cache file, for the kernel to read
+        itself; None unless the handle reads one."""
+        handle = self._handle(handle_id)
+        return handle.reader.fileno() if handle.reader is not None else None
 
     def _handle(self, handle_id: int) -> Handle:
         with self._lock:
@@ -770,7 +777,8 @@ class GlacierFS:
                 for job in self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
             ]
             used, entries = self.retriever.cache.usage()
-            result["cache"] = {"bytes": used, "entries": entries, "limit": self.retriever.cache.size_limit}
+            result["cache"] = {"bytes": used, "entries": entries, "limit": self.retriever.cache.size_limit,
+                               "read_by": "the kernel (FUSE passthrough)" if self.kernel_reads else "glacierfs"}
             bytes_left, jobs_left = self.retriever.budget_left()
             result["budget"] = {"bytes_left": bytes_left, "jobs_left": jobs_left,
                                 "max_bytes": self.retriever.max_bytes, "max_jobs": self.retriever.max_jobs}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import random
 import subprocess
@@ -238,3 +239,31 @@ def test_retrieve_and_status_commands(mount: Mount, inprocess: Emulator, tmp_pat
         assert mount.path("v", rel).read_bytes() == data
     status = run(*GLACIERFS, "status", mount.mountpoint).stdout
     assert "uploads in progress: 0" in status and "cache:" in status and "retrieval budget left" in status
+
+
+def test_cached_archives_are_read_by_the_kernel(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
+    """FUSE passthrough (root, libfuse >= 3.17 from scripts/setup): overlapping
+    opens share one backing file, mmap works, and a reopen after the last close
+    gets a fresh one."""
+    if os.geteuid() != 0:
+        pytest.skip("FUSE passthrough needs CAP_SYS_ADMIN")
+    data = random_bytes(5 * MiB + 3, 5)
+    path = put(mount, tmp_path, "p.bin", data)
+    assert read_when_ready(path) == data
+    assert "read by the kernel (FUSE passthrough)" in run(*GLACIERFS, "status", mount.mountpoint).stdout
+    with open(path, "rb") as first, open(path, "rb") as second:
+        assert first.read(MiB) == data[:MiB]
+        second.seek(4 * MiB)
+        assert second.read() == data[4 * MiB:]
+        with mmap.mmap(first.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            assert mapped[MiB: 2 * MiB] == data[MiB: 2 * MiB]
+    results: list[bytes] = []
+    readers = [threading.Thread(target=lambda: results.append(path.read_bytes())) for _ in range(6)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert results == [data] * 6
+    assert path.read_bytes() == data
+    assert "FUSE passthrough refused" not in mount.log_text()
+    assert "Traceback" not in mount.log_text()
