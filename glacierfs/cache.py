@@ -25,6 +25,7 @@ from typing import BinaryIO
 import diskcache
 
 from glacierfs.sqlitedb import LockedDatabase
+from glacierfs.treehash import MiB, TreeHasher
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +124,68 @@ class ContentCache:
         """(bytes, entries) held."""
         total, count = self._index.query_one("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM used")
         return total, count
+
+
+class Incoming:
+    """A copy of an archive being uploaded, written beside the cache part by part
+    (--cache-writes), so that reading one's own upload back costs no retrieval.
+
+    Best effort: a copy that fails, or that would not fit the cache, is dropped,
+    never the upload. It enters the cache only once Glacier has stored the
+    archive and the copy's tree hash, read back from disk, matches Glacier's.
+    """
+
+    def __init__(self, cache: ContentCache) -> None:
+        self._cache = cache
+        self.path = cache.scratch_file()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self._fd is None:
+            return
+        if offset + len(data) > self._cache.size_limit:
+            log.info("not keeping a copy of this upload: it is larger than the cache (--cache-size)")
+            self.discard()
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as error:
+            log.warning("not keeping a copy of this upload in the cache: %s", error)
+            self.discard()
+
+    def keep(self, archive_id: str, size: int, tree_hash: str) -> None:
+        """Adopt the copy as the cached bytes of the stored ``archive_id``."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        try:
+            copied = _file_tree_hash(self.path, size)
+            if copied != tree_hash:
+                log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
+                          archive_id[:16], copied, tree_hash)
+                self.path.unlink(missing_ok=True)
+                return
+            self._cache.adopt(archive_id, None, self.path)
+        except OSError as error:
+            log.warning("could not keep the copy of archive %s in the cache: %s", archive_id[:16], error)
+            self.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)
+
+
+def _file_tree_hash(path: Path, size: int) -> str | None:
+    """The tree hash of ``path``; None unless it holds exactly ``size`` bytes."""
+    hasher = TreeHasher()
+    buffer = bytearray(8 * MiB)
+    with open(path, "rb", buffering=0) as source:
+        while count := source.readinto(buffer):
+            hasher.update(memoryview(buffer)[:count])
+    return hasher.hexdigest() if hasher.size == size else None

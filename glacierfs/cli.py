@@ -178,6 +178,9 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-replaced", action="store_true",
                         help="keep the old archive when a file is overwritten (default: delete it "
                              "once the new one is stored)")
+    parser.add_argument("--cache-writes", action="store_true",
+                        help="keep a copy of what is written in the cache, so reading it back costs no "
+                             "retrieval (default: off; the copy is checked against Glacier's tree hash)")
     parser.add_argument("--allow-other", action="store_true",
                         help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
     parser.add_argument("--foreground", action="store_true", help="stay in the foreground, log to stderr")
@@ -318,7 +321,8 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         manifests = ManifestKeeper(glacier, catalog, delay=args.manifest_delay)
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
                         keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
-                        retriever=retriever, wait_seconds=args.wait, manifests=manifests)
+                        retriever=retriever, wait_seconds=args.wait, manifests=manifests,
+                        cache_writes=args.cache_writes)
         vfs.inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
                                       poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
         vfs.inventories.start()

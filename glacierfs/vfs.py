@@ -22,6 +22,7 @@ from typing import BinaryIO
 from datetime import datetime, timezone
 
 from glacierfs import errors, names
+from glacierfs.cache import Incoming
 from glacierfs.catalog import (
     DIRECTORY,
     EMPTY,
@@ -76,12 +77,17 @@ class Handle:
     reader: BinaryIO | None = None
     ranged: Entry | None = None
     blocks: dict[int, BinaryIO] = field(default_factory=dict)
+    # Writing with --cache-writes: the copy that becomes the cached archive.
+    copy: Incoming | None = None
 
     def close_files(self) -> None:
         for handle in [self.reader, *self.blocks.values()]:
             if handle is not None:
                 handle.close()
         self.reader, self.blocks = None, {}
+        if self.copy is not None:
+            self.copy.discard()
+            self.copy = None
 
 
 def split(path: str) -> tuple[str | None, str]:
@@ -116,6 +122,7 @@ class GlacierFS:
         wait_seconds: float = 0.0,
         inventories: Inventories | None = None,
         manifests: ManifestKeeper | None = None,
+        cache_writes: bool = False,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
@@ -127,6 +134,7 @@ class GlacierFS:
         self.wait_seconds = wait_seconds
         self.inventories = inventories
         self.manifests = manifests
+        self.cache_writes = cache_writes and retriever is not None
         self.kernel_reads = False  # fs.py: the kernel reads cached archives itself (FUSE passthrough)
         self.started_ns = time.time_ns()
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
@@ -332,7 +340,8 @@ class GlacierFS:
             on_initiate=lambda upload_id: self.catalog.record_upload(upload_id, vault, rel, self.part_size),
             on_end=self.catalog.forget_upload,
         )
-        handle = Handle(vault, rel, Writer(uploader), replaced)
+        copy = Incoming(self.retriever.cache) if self.cache_writes and self.retriever is not None else None
+        handle = Handle(vault, rel, Writer(uploader, tee=copy.write if copy else None), replaced, copy=copy)
         with self._lock:
             handle_id = next(self._ids)
             self._handles[handle_id] = handle
@@ -553,6 +562,9 @@ class GlacierFS:
             )
         self.catalog.put(entry)
         self._changed(handle.vault)
+        if handle.copy is not None and stored is not None:
+            handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
+            handle.copy = None
         log.info(
             "stored %s/%s (%d bytes) as archive %s",
             handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16],

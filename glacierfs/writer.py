@@ -245,10 +245,12 @@ class Uploader:
 
 
 class Writer:
-    """One file being written: partitioner + uploader, with the part limit enforced."""
+    """One file being written: partitioner + uploader, with the part limit enforced.
+    ``tee`` sees every part, in order, just before it is sent."""
 
-    def __init__(self, uploader: Uploader) -> None:
+    def __init__(self, uploader: Uploader, tee: Callable[[int, bytes], None] | None = None) -> None:
         self.uploader = uploader
+        self._tee = tee
         self.partitioner = Partitioner(uploader.part_size)
         self.max_size = uploader.part_size * MAX_PARTS
         self.closed = False
@@ -272,8 +274,10 @@ class Writer:
 
     def _send(self, parts: Iterator[tuple[int, bytes]]) -> None:
         try:
-            for part in parts:
-                self.uploader.add(*part)
+            for offset, part in parts:
+                if self._tee is not None:
+                    self._tee(offset, part)
+                self.uploader.add(offset, part)
         except errors.NotSequential:
             raise  # refused before anything changed: the file is still whole
         except BaseException as error:
@@ -303,7 +307,10 @@ class Writer:
         """Complete the archive; raise if it did not reach Glacier."""
         self._ensure_open()
         self.closed = True
-        return self.uploader.finish(*self.partitioner.tail())
+        offset, tail = self.partitioner.tail()
+        if tail and self._tee is not None:
+            self._tee(offset, tail)
+        return self.uploader.finish(offset, tail)
 
     def abort(self) -> None:
         if not self.closed:

@@ -241,6 +241,43 @@ def test_retrieve_and_status_commands(mount: Mount, inprocess: Emulator, tmp_pat
     assert "uploads in progress: 0" in status and "cache:" in status and "retrieval budget left" in status
 
 
+def test_cache_writes_reads_own_uploads_back_without_a_job(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-writes", "--cache-size", "8M",
+                  "--cache-dir", str(tmp_path / "cached"))
+    try:
+        multipart = random_bytes(3 * MiB + 11, 1)
+        single = random_bytes(MiB // 2, 2)
+        for name, data in (("multi.bin", multipart), ("single.bin", single), ("empty", b"")):
+            assert put(mount, tmp_path, name, data).read_bytes() == data
+            assert state(mount.path("v", name)) == ("cached" if data else "empty")
+        assert "in 2 item(s)" in run(*GLACIERFS, "status", mount.mountpoint).stdout
+        # Larger than the cache: no copy is kept, so reading it back needs a job.
+        big = put(mount, tmp_path, "big.bin", random_bytes(9 * MiB, 3))
+        assert inprocess.calls["InitiateJob"] == 0
+        assert read_errno(big) == errno.EAGAIN
+        assert inprocess.calls["InitiateJob"] == 1
+        assert "not keeping a copy of this upload: it is larger than the cache" in mount.log_text()
+    finally:
+        mount.unmount()
+
+
+def test_cache_writes_keeps_nothing_of_a_failed_upload(inprocess: Emulator, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cached"
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-writes", "--cache-dir", str(cache_dir))
+    try:
+        mount.path("v").mkdir()
+        source = tmp_path / "src"
+        source.write_bytes(random_bytes(3 * MiB, 4))
+        inprocess.settings.fault_rate = 1.0
+        assert run("cp", source, mount.path("v", "f"), check=False).returncode != 0
+        inprocess.settings.fault_rate = 0.0
+        assert not mount.path("v", "f").exists()
+        assert list((cache_dir / "incoming").iterdir()) == []
+        assert "in 0 item(s)" in run(*GLACIERFS, "status", mount.mountpoint).stdout
+    finally:
+        mount.unmount()
+
+
 def test_cached_archives_are_read_by_the_kernel(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
     """FUSE passthrough (root, libfuse >= 3.17 from scripts/setup): overlapping
     opens share one backing file, mmap works, and a reopen after the last close
