@@ -153,9 +153,10 @@ class Passthrough:
 
     def negotiate(self, conn: Any) -> None:
         """Ask for passthrough while the connection is set up (init)."""
-        if (fuse.fuse_version_major, fuse.fuse_version_minor) < (3, 17):
+        version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
+        if version < (3, 17):
             log.info("reads of cached archives pass through this process: libfuse %d.%d has no passthrough "
-                     "(scripts/setup builds 3.17)", fuse.fuse_version_major, fuse.fuse_version_minor)
+                     "(scripts/setup builds 3.17)", *version)
             return
         if not conn.capable_ext & FUSE_CAP_PASSTHROUGH:
             log.info("reads of cached archives pass through this process: the kernel offers no FUSE passthrough")
@@ -208,7 +209,7 @@ class Passthrough:
             del self._ids[key]
             try:
                 fcntl.ioctl(self._device, FUSE_DEV_IOC_BACKING_CLOSE, bytearray(struct.pack("I", known[0])))
-            except (OSError, TypeError) as error:  # TypeError: the device went with the mount
+            except OSError as error:
                 log.warning("could not close FUSE backing id %d: %s", known[0], error)
 
 
@@ -245,9 +246,14 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     @overrides(Operations)
     def init_with_config(self, conn: Any, config: Any) -> None:
+        """mfusepy calls this, and not init(), once the connection is set up."""
         if conn is not None:
             self.passthrough.negotiate(conn)
             self.vfs.kernel_reads = self.passthrough.enabled
+        self.init("/")
+
+    @overrides(Operations)
+    def init(self, path: str) -> None:
         if self._on_ready:
             self._on_ready()
 
