@@ -181,6 +181,9 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-writes", action="store_true",
                         help="keep a copy of what is written in the cache, so reading it back costs no "
                              "retrieval (default: off; the copy is checked against Glacier's tree hash)")
+    parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
+                        help="serve reads of cached archives from glacierfs even where the kernel could "
+                             "read the cache's files itself (FUSE passthrough)")
     parser.add_argument("--allow-other", action="store_true",
                         help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
     parser.add_argument("--foreground", action="store_true", help="stay in the foreground, log to stderr")
@@ -329,7 +332,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         stack.callback(vfs.inventories.stop)
         manifests.start()
         log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
-        operations = GlacierOperations(vfs, on_ready=lambda: report("READY"))
+        operations = GlacierOperations(vfs, on_ready=lambda: report("READY"), passthrough=args.passthrough)
         try:
             serve(operations, str(args.mountpoint), **mount_options(args.allow_other))
         except RuntimeError as error:

@@ -141,7 +141,8 @@ class Passthrough:
     cache file and closed with its last reader.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: bool = True) -> None:
+        self.wanted = wanted
         self._device: int | None = None
         self._lock = threading.Lock()
         self._ids: dict[tuple[int, int], list[int]] = {}  # cache file -> [backing id, readers]
@@ -153,6 +154,9 @@ class Passthrough:
 
     def negotiate(self, conn: Any) -> None:
         """Ask for passthrough while the connection is set up (init)."""
+        if not self.wanted:
+            log.info("reads of cached archives pass through this process: --no-passthrough")
+            return
         version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
         if version < (3, 17):
             log.info("reads of cached archives pass through this process: libfuse %d.%d has no passthrough "
@@ -239,10 +243,12 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     use_ns = True
 
-    def __init__(self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True
+    ) -> None:
         self.vfs = vfs
         self._on_ready = on_ready
-        self.passthrough = Passthrough()
+        self.passthrough = Passthrough(wanted=passthrough)
 
     @overrides(Operations)
     def init_with_config(self, conn: Any, config: Any) -> None:

@@ -278,29 +278,35 @@ def test_cache_writes_keeps_nothing_of_a_failed_upload(inprocess: Emulator, tmp_
         mount.unmount()
 
 
-def test_cached_archives_are_read_by_the_kernel(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
-    """FUSE passthrough (root, libfuse >= 3.17 from scripts/setup): overlapping
-    opens share one backing file, mmap works, and a reopen after the last close
-    gets a fresh one."""
-    if os.geteuid() != 0:
+@pytest.mark.parametrize("kernel", [True, False], ids=["passthrough", "daemon"])
+def test_cached_archives_read_by_either_path(inprocess: Emulator, tmp_path: Path, kernel: bool) -> None:
+    """FUSE passthrough (root, libfuse >= 3.17 from scripts/setup) and the daemon's
+    own path: overlapping opens (which share one backing file), mmap, concurrent
+    readers and a reopen after the last close all read the right bytes."""
+    if kernel and os.geteuid() != 0:
         pytest.skip("FUSE passthrough needs CAP_SYS_ADMIN")
-    data = random_bytes(5 * MiB + 3, 5)
-    path = put(mount, tmp_path, "p.bin", data)
-    assert read_when_ready(path) == data
-    assert "read by the kernel (FUSE passthrough)" in run(*GLACIERFS, "status", mount.mountpoint).stdout
-    with open(path, "rb") as first, open(path, "rb") as second:
-        assert first.read(MiB) == data[:MiB]
-        second.seek(4 * MiB)
-        assert second.read() == data[4 * MiB:]
-        with mmap.mmap(first.fileno(), 0, prot=mmap.PROT_READ) as mapped:
-            assert mapped[MiB: 2 * MiB] == data[MiB: 2 * MiB]
-    results: list[bytes] = []
-    readers = [threading.Thread(target=lambda: results.append(path.read_bytes())) for _ in range(6)]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    assert results == [data] * 6
-    assert path.read_bytes() == data
-    assert "FUSE passthrough refused" not in mount.log_text()
-    assert "Traceback" not in mount.log_text()
+    mount = Mount(tmp_path, inprocess.url, *FAST, *([] if kernel else ["--no-passthrough"]))
+    try:
+        data = random_bytes(5 * MiB + 3, 5)
+        path = put(mount, tmp_path, "p.bin", data)
+        assert read_when_ready(path) == data
+        read_by = "the kernel (FUSE passthrough)" if kernel else "glacierfs"
+        assert f"read by {read_by}" in run(*GLACIERFS, "status", mount.mountpoint).stdout
+        with open(path, "rb") as first, open(path, "rb") as second:
+            assert first.read(MiB) == data[:MiB]
+            second.seek(4 * MiB)
+            assert second.read() == data[4 * MiB:]
+            with mmap.mmap(first.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+                assert mapped[MiB: 2 * MiB] == data[MiB: 2 * MiB]
+        results: list[bytes] = []
+        readers = [threading.Thread(target=lambda: results.append(path.read_bytes())) for _ in range(6)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        assert results == [data] * 6
+        assert path.read_bytes() == data
+        assert "FUSE passthrough refused" not in mount.log_text()
+        assert "Traceback" not in mount.log_text()
+    finally:
+        mount.unmount()
