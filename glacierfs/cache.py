@@ -137,8 +137,14 @@ class Incoming:
 
     def __init__(self, cache: ContentCache) -> None:
         self._cache = cache
-        self.path = cache.scratch_file()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY)
+        self.path: Path | None = None
+        self._fd: int | None = None
+        try:
+            self.path = cache.scratch_file()
+            self._fd = os.open(self.path, os.O_WRONLY)
+        except OSError as error:
+            log.warning("not keeping a copy of this upload in the cache: %s", error)
+            self.discard()
 
     def write(self, offset: int, data: bytes) -> None:
         if self._fd is None:
@@ -158,27 +164,29 @@ class Incoming:
 
     def keep(self, archive_id: str, size: int, tree_hash: str) -> None:
         """Adopt the copy as the cached bytes of the stored ``archive_id``."""
-        if self._fd is None:
+        if self._fd is None or self.path is None:
             return
         os.close(self._fd)
         self._fd = None
         try:
             copied = _file_tree_hash(self.path, size)
-            if copied != tree_hash:
+            if copied == tree_hash:
+                self._cache.adopt(archive_id, None, self.path)
+            else:
                 log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
                           archive_id[:16], copied, tree_hash)
-                self.path.unlink(missing_ok=True)
-                return
-            self._cache.adopt(archive_id, None, self.path)
         except OSError as error:
             log.warning("could not keep the copy of archive %s in the cache: %s", archive_id[:16], error)
-            self.path.unlink(missing_ok=True)
+        finally:
+            self.discard()  # whatever the cache did not take
 
     def discard(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 def _file_tree_hash(path: Path, size: int) -> str | None:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, boto_client
+from .conftest import MiB, archives, boto_client
 from .harness import Mount, ServedEmulator, fusermount, is_mounted, read_errno, read_or_none, wait_for
 
 pytestmark = pytest.mark.mount
@@ -146,6 +147,30 @@ def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(inprocess: Emu
             mount.path("v", "new").write_bytes(b"still writable")
             assert sorted(os.listdir(mount.path("v"))) == ["big", "new", "small"]
             assert wait_for(lambda: read_or_none(mount.path("v", "small"))) == b"fits"
+        finally:
+            mount.unmount()
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_cache_writes_on_a_full_cache_disk_still_store_the_upload(inprocess: Emulator, tmp_path: Path) -> None:
+    cache = tmp_path / "small-cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    try:
+        mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(cache), "--cache-writes")
+        try:
+            mount.path("v").mkdir()
+            data = bytes(range(256)) * (6 * MiB // 256)
+            source = tmp_path / "six-mib"
+            source.write_bytes(data)
+            subprocess.run(["cp", str(source), str(mount.path("v", "f"))], check=True)
+            assert "not keeping a copy of this upload in the cache" in mount.log_text()
+            [stored] = archives(inprocess.url, "v")
+            assert stored["Size"] == len(data) and stored["SHA256TreeHash"] == tree_hash(data)
+            assert list((cache / "incoming").iterdir()) == []
+            assert os.getxattr(mount.path("v", "f"), "user.glacier.state") == b"stored"
         finally:
             mount.unmount()
     finally:
