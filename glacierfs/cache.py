@@ -10,19 +10,24 @@ diskcache's own culling removes up to ten items whenever the cache is over its
 limit — with archives of gigabytes that can throw out the archive just
 retrieved, and the next open would pay for it again. So diskcache only stores
 (no culling), and a small index here keeps the order of use and evicts one
-item at a time, never the one just added.
+item at a time, never the one just added. Finished downloads are renamed into
+its store, not copied (_MovingDisk).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
 
 from glacierfs.sqlitedb import LockedDatabase
 from glacierfs.treehash import MiB, TreeHasher
@@ -37,6 +42,32 @@ CREATE TABLE IF NOT EXISTS used (
 );
 CREATE INDEX IF NOT EXISTS used_by_age ON used (last_used);
 """
+
+
+class _Finished:
+    """A finished file beside the store, to be moved into it rather than copied."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+class _MovingDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache stores a file it is given by copying it; an archive of gigabytes
+    that already lies on the same disk is renamed into the store instead."""
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
+        if not isinstance(value, _Finished):
+            return super().store(value, read, key)  # type: ignore[no-any-return]
+        filename, full_path = self.filename(key, value)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        try:
+            os.rename(value.path, full_path)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            with open(value.path, "rb") as source:  # another filesystem after all: copy
+                return super().store(source, True, key)  # type: ignore[no-any-return]
+        return os.path.getsize(full_path), MODE_BINARY, filename, None
 
 
 def content_key(archive_id: str, start: int | None) -> str:
@@ -55,6 +86,7 @@ class ContentCache:
             eviction_policy="none",
             cull_limit=0,
             disk_min_file_size=0,  # every value is a file: read by offset, never whole
+            disk=_MovingDisk,
         )
         self._index = LockedDatabase(directory / "lru.sqlite", SCHEMA)
         self._scratch = directory / "incoming"
@@ -90,19 +122,23 @@ class ContentCache:
     def has(self, archive_id: str, start: int | None = None) -> bool:
         return content_key(archive_id, start) in self._cache
 
-    def scratch_file(self) -> Path:
-        """A new empty file beside the cache, for a download in progress."""
+    def scratch_file(self, size: int = 0) -> Path:
+        """A new empty file beside the cache, for ``size`` bytes on their way in.
+        Refused at once (ENOSPC) when the disk lacks that room, rather than after
+        filling it and starving everything else that wants in."""
+        free = shutil.disk_usage(self._scratch).free
+        if size > free:
+            raise OSError(errno.ENOSPC, f"{size} bytes would not fit the {free} bytes free", str(self._scratch))
         fd, name = tempfile.mkstemp(dir=self._scratch, prefix="download-")
         os.close(fd)
         return Path(name)
 
     def adopt(self, archive_id: str, start: int | None, path: Path) -> None:
-        """Move verified bytes from ``path`` into the cache, then make room."""
+        """Move verified bytes from ``path`` (beside the cache) into the cache, then make room."""
         key = content_key(archive_id, start)
         size = path.stat().st_size
-        with open(path, "rb") as source:
-            self._cache.set(key, source, read=True)
-        path.unlink()
+        self._cache.set(key, _Finished(path), read=True)
+        path.unlink(missing_ok=True)  # copied, not moved, if it lay on another filesystem
         self._index.execute(
             "INSERT OR REPLACE INTO used (key, size, last_used) VALUES (?,?,?)", (key, size, time.time())
         )
@@ -137,6 +173,7 @@ class Incoming:
 
     def __init__(self, cache: ContentCache) -> None:
         self._cache = cache
+        self._lock = threading.Lock()  # parts arrive from several upload threads
         self.path: Path | None = None
         self._fd: int | None = None
         try:
@@ -147,31 +184,34 @@ class Incoming:
             self.discard()
 
     def write(self, offset: int, data: bytes) -> None:
-        if self._fd is None:
-            return
-        if offset + len(data) > self._cache.size_limit:
-            log.info("not keeping a copy of this upload: it is larger than the cache (--cache-size)")
-            self.discard()
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(self._fd, view, offset)
-                view, offset = view[written:], offset + written
-        except OSError as error:
-            log.warning("not keeping a copy of this upload in the cache: %s", error)
-            self.discard()
+        with self._lock:
+            if self._fd is None:
+                return
+            if offset + len(data) > self._cache.size_limit:
+                log.info("not keeping a copy of this upload: it is larger than the cache (--cache-size)")
+                self._discard()
+                return
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(self._fd, view, offset)
+                    view, offset = view[written:], offset + written
+            except OSError as error:
+                log.warning("not keeping a copy of this upload in the cache: %s", error)
+                self._discard()
 
     def keep(self, archive_id: str, size: int, tree_hash: str) -> None:
         """Adopt the copy as the cached bytes of the stored ``archive_id``."""
-        if self._fd is None or self.path is None:
-            return
-        os.close(self._fd)
-        self._fd = None
+        with self._lock:
+            if self._fd is None or self.path is None:
+                return
+            os.close(self._fd)
+            self._fd = None
+            path = self.path
         try:
-            copied = _file_tree_hash(self.path, size)
+            copied = _file_tree_hash(path, size)
             if copied == tree_hash:
-                self._cache.adopt(archive_id, None, self.path)
+                self._cache.adopt(archive_id, None, path)
             else:
                 log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
                           archive_id[:16], copied, tree_hash)
@@ -181,6 +221,10 @@ class Incoming:
             self.discard()  # whatever the cache did not take
 
     def discard(self) -> None:
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

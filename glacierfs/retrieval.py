@@ -325,7 +325,7 @@ class Retriever:
         """Fetch the output in aligned chunks, verify each and the whole, then cache it."""
         scratch: Path | None = None
         try:
-            scratch = self.cache.scratch_file()
+            scratch = self.cache.scratch_file(job.range_end - job.range_start + 1)
             expected = listed.archive_tree_hash if job.whole else listed.tree_hash
             hashes = self._fetch_chunks(job, scratch)
             whole = combine(hashes).hex()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
+
+import pytest
 
 from glacierfs.cache import ContentCache
 
@@ -43,3 +47,27 @@ def test_order_of_use_survives_a_restart(tmp_path: Path) -> None:
     add(again, "third", 2 * MiB)
     assert [again.has(k) for k in ("old", "new", "third")] == [True, False, True]
     again.close()
+
+
+def test_adopt_moves_the_file_into_the_store_rather_than_copying_it(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, 5 * MiB)
+    path = cache.scratch_file(1000)
+    path.write_bytes(b"x" * 1000)
+    inode = path.stat().st_ino
+    cache.adopt("k", None, path)
+    assert not path.exists()
+    handle = cache.open("k")
+    assert handle is not None
+    with handle:
+        assert os.fstat(handle.fileno()).st_ino == inode
+        assert handle.read() == b"x" * 1000
+    cache.close()
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, MiB)
+    with pytest.raises(OSError) as raised:
+        cache.scratch_file(shutil.disk_usage(tmp_path).free + 1)
+    assert raised.value.errno == errno.ENOSPC
+    assert list((tmp_path / "incoming").iterdir()) == []
+    cache.close()
