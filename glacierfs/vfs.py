@@ -330,6 +330,7 @@ class GlacierFS:
         description = names.encode(final, time.time())
         if not names.fits(final):
             raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")
+        copy = Incoming(self.retriever.cache) if self.cache_writes and self.retriever is not None else None
         uploader = Uploader(
             self.glacier,
             vault,
@@ -339,9 +340,9 @@ class GlacierFS:
             self.concurrency,
             on_initiate=lambda upload_id: self.catalog.record_upload(upload_id, vault, rel, self.part_size),
             on_end=self.catalog.forget_upload,
+            tee=copy.write if copy else None,
         )
-        copy = Incoming(self.retriever.cache) if self.cache_writes and self.retriever is not None else None
-        handle = Handle(vault, rel, Writer(uploader, tee=copy.write if copy else None), replaced, copy=copy)
+        handle = Handle(vault, rel, Writer(uploader), replaced, copy=copy)
         with self._lock:
             handle_id = next(self._ids)
             self._handles[handle_id] = handle

@@ -109,7 +109,11 @@ class Stored:
 
 
 class Uploader:
-    """Sends parts of one archive; each part is hashed and uploaded on the executor."""
+    """Sends parts of one archive; each part is hashed and uploaded on the executor.
+
+    ``tee`` is handed each part once Glacier has it, in that part's thread (so in
+    no particular order), before the part's slot is freed: memory stays bounded
+    by the concurrency, and a slow tee slows the writer, not the other parts."""
 
     def __init__(
         self,
@@ -121,6 +125,7 @@ class Uploader:
         concurrency: int,
         on_initiate: Callable[[str], None] | None = None,
         on_end: Callable[[str], None] | None = None,
+        tee: Callable[[int, bytes], None] | None = None,
     ) -> None:
         self.glacier = glacier
         self.vault = vault
@@ -130,6 +135,7 @@ class Uploader:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._on_initiate = on_initiate
         self._on_end = on_end
+        self._tee = tee
         self._upload_id: str | None = None
         self._hashes: dict[int, bytes] = {}
         self._futures: list[Future[None]] = []
@@ -183,6 +189,8 @@ class Uploader:
             self.glacier.upload_part(self.vault, self._upload_id, offset, part, hashes)
             with self._lock:
                 self._hashes[offset] = bytes.fromhex(hashes[1])
+            if self._tee is not None:
+                self._tee(offset, part)
         except BaseException as error:  # noqa: BLE001 - handed to the writer thread
             with self._lock:
                 if self._failure is None:
@@ -206,6 +214,8 @@ class Uploader:
                 if not tail:
                     return None
                 archive = self.glacier.upload_archive(self.vault, tail, self.description, part_hashes(tail))
+                if self._tee is not None:
+                    self._tee(0, tail)
                 return Stored(archive, size)
             if tail:
                 self._send(tail_offset, tail)
@@ -245,12 +255,10 @@ class Uploader:
 
 
 class Writer:
-    """One file being written: partitioner + uploader, with the part limit enforced.
-    ``tee`` sees every part, in order, just before it is sent."""
+    """One file being written: partitioner + uploader, with the part limit enforced."""
 
-    def __init__(self, uploader: Uploader, tee: Callable[[int, bytes], None] | None = None) -> None:
+    def __init__(self, uploader: Uploader) -> None:
         self.uploader = uploader
-        self._tee = tee
         self.partitioner = Partitioner(uploader.part_size)
         self.max_size = uploader.part_size * MAX_PARTS
         self.closed = False
@@ -274,10 +282,8 @@ class Writer:
 
     def _send(self, parts: Iterator[tuple[int, bytes]]) -> None:
         try:
-            for offset, part in parts:
-                if self._tee is not None:
-                    self._tee(offset, part)
-                self.uploader.add(offset, part)
+            for part in parts:
+                self.uploader.add(*part)
         except errors.NotSequential:
             raise  # refused before anything changed: the file is still whole
         except BaseException as error:
@@ -307,10 +313,7 @@ class Writer:
         """Complete the archive; raise if it did not reach Glacier."""
         self._ensure_open()
         self.closed = True
-        offset, tail = self.partitioner.tail()
-        if tail and self._tee is not None:
-            self._tee(offset, tail)
-        return self.uploader.finish(offset, tail)
+        return self.uploader.finish(*self.partitioner.tail())
 
     def abort(self) -> None:
         if not self.closed:
