@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,60 +122,62 @@ def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inpro
             assert stat.S_IMODE(path.stat().st_mode) & ~private == 0, path
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(inprocess: Emulator, tmp_path: Path) -> None:
+@pytest.fixture
+def small_cache_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs for --cache-dir: a cache disk that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
     cache = tmp_path / "small-cache"
     cache.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    yield cache
+    subprocess.run(["umount", str(cache)], check=False)
+
+
+def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(
+    inprocess: Emulator, tmp_path: Path, small_cache_disk: Path
+) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(small_cache_disk))
     try:
-        mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(cache))
-        try:
-            mount.path("v").mkdir()
-            big = bytes(range(256)) * (6 * MiB // 256)
-            mount.path("v", "big").write_bytes(big)
-            mount.path("v", "small").write_bytes(b"fits")
+        mount.path("v").mkdir()
+        big = bytes(range(256)) * (6 * MiB // 256)
+        mount.path("v", "big").write_bytes(big)
+        mount.path("v", "small").write_bytes(b"fits")
 
-            def open_errno(name: str) -> int | None:
-                try:
-                    return len(mount.path("v", name).read_bytes()) and None
-                except OSError as error:
-                    return error.errno
+        def open_errno(name: str) -> int | None:
+            try:
+                return len(mount.path("v", name).read_bytes()) and None
+            except OSError as error:
+                return error.errno
 
-            assert open_errno("big") == errno.EAGAIN
-            assert wait_for(lambda: open_errno("big") == errno.ENOSPC, what="ENOSPC")
-            assert "the cache directory is full" in mount.log_text()
-            # Everything else still works: listing, writing, reading what fits.
-            mount.path("v", "new").write_bytes(b"still writable")
-            assert sorted(os.listdir(mount.path("v"))) == ["big", "new", "small"]
-            assert wait_for(lambda: read_or_none(mount.path("v", "small"))) == b"fits"
-        finally:
-            mount.unmount()
+        assert open_errno("big") == errno.EAGAIN
+        assert wait_for(lambda: open_errno("big") == errno.ENOSPC, what="ENOSPC")
+        assert "the cache directory is full" in mount.log_text()
+        # Everything else still works: listing, writing, reading what fits.
+        mount.path("v", "new").write_bytes(b"still writable")
+        assert sorted(os.listdir(mount.path("v"))) == ["big", "new", "small"]
+        assert wait_for(lambda: read_or_none(mount.path("v", "small"))) == b"fits"
     finally:
-        subprocess.run(["umount", str(cache)], check=False)
+        mount.unmount()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_cache_writes_on_a_full_cache_disk_still_store_the_upload(inprocess: Emulator, tmp_path: Path) -> None:
-    cache = tmp_path / "small-cache"
-    cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+def test_cache_writes_on_a_full_cache_disk_still_store_the_upload(
+    inprocess: Emulator, tmp_path: Path, small_cache_disk: Path
+) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(small_cache_disk), "--cache-writes")
     try:
-        mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(cache), "--cache-writes")
-        try:
-            mount.path("v").mkdir()
-            data = bytes(range(256)) * (6 * MiB // 256)
-            source = tmp_path / "six-mib"
-            source.write_bytes(data)
-            subprocess.run(["cp", str(source), str(mount.path("v", "f"))], check=True)
-            assert "not keeping a copy of this upload in the cache" in mount.log_text()
-            [stored] = archives(inprocess.url, "v")
-            assert stored["Size"] == len(data) and stored["SHA256TreeHash"] == tree_hash(data)
-            assert list((cache / "incoming").iterdir()) == []
-            assert os.getxattr(mount.path("v", "f"), "user.glacier.state") == b"stored"
-        finally:
-            mount.unmount()
+        mount.path("v").mkdir()
+        data = bytes(range(256)) * (6 * MiB // 256)
+        source = tmp_path / "six-mib"
+        source.write_bytes(data)
+        subprocess.run(["cp", str(source), str(mount.path("v", "f"))], check=True)
+        assert "not keeping a copy of this upload in the cache" in mount.log_text()
+        [stored] = archives(inprocess.url, "v")
+        assert stored["Size"] == len(data) and stored["SHA256TreeHash"] == tree_hash(data)
+        assert list((small_cache_disk / "incoming").iterdir()) == []
+        assert os.getxattr(mount.path("v", "f"), "user.glacier.state") == b"stored"
     finally:
-        subprocess.run(["umount", str(cache)], check=False)
+        mount.unmount()
 
 
 def test_truncated_job_output_is_never_served(inprocess: Emulator, tmp_path: Path) -> None:
