@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from botocore.handlers import add_glacier_checksums
 
 from glacierfs import errors
 from glacierfs.treehash import part_hashes
@@ -225,6 +226,9 @@ class GlacierClient:
         for operation in ("UploadArchive", "UploadMultipartPart"):
             events.register(f"before-parameter-build.glacier.{operation}", _stash_linear_hash)
             events.register_first(f"before-call.glacier.{operation}", _send_linear_hash)
+            # Ours sends both hashes; botocore's would seek in the body, which a
+            # bytearray part (no copy) cannot do.
+            events.unregister(f"before-call.glacier.{operation}", add_glacier_checksums)
 
     # Vaults ---------------------------------------------------------------
 
@@ -250,7 +254,7 @@ class GlacierClient:
 
     @_service_call
     def upload_archive(
-        self, vault: str, body: bytes, description: str = "", hashes: tuple[str, str] | None = None
+        self, vault: str, body: bytes | bytearray, description: str = "", hashes: tuple[str, str] | None = None
     ) -> Archive:
         """Upload in one request. ``hashes`` is (linear, tree) if already known."""
         linear, tree = hashes or part_hashes(body)
@@ -282,7 +286,7 @@ class GlacierClient:
         vault: str,
         upload_id: str,
         offset: int,
-        body: bytes,
+        body: bytes | bytearray,
         hashes: tuple[str, str] | None = None,
     ) -> str:
         linear, tree = hashes or part_hashes(body)
@@ -420,7 +424,6 @@ def _stash_linear_hash(params: dict[str, Any], context: dict[str, Any], **_: Any
 
 
 def _send_linear_hash(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    """Set x-amz-content-sha256 first, so botocore neither hashes the body nor signs it again."""
-    linear = context.get(_LINEAR_HASH_KEY)
-    if linear:
-        params["headers"]["x-amz-content-sha256"] = linear
+    """Set x-amz-content-sha256, so botocore neither hashes the body nor signs it
+    again. Every upload passes its hashes (the tree hash as ``checksum``)."""
+    params["headers"]["x-amz-content-sha256"] = context[_LINEAR_HASH_KEY]
