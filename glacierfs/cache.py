@@ -183,7 +183,7 @@ class Incoming:
             log.warning("not keeping a copy of this upload in the cache: %s", error)
             self.discard()
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray) -> None:
         with self._lock:
             if self._fd is None:
                 return

@@ -334,7 +334,8 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     @overrides(Operations)
     @translated
-    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+    def write(self, path: str, data: memoryview, offset: int, fi: Any) -> int:
+        """``data`` is libfuse's buffer (see _GlacierFUSE), valid until we return."""
         return self.vfs.write(fi.fh, offset, data)
 
     @overrides(Operations)
@@ -458,9 +459,15 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
 
 
 class _GlacierFUSE(FUSE):  # type: ignore[misc]
-    """The binding's read() takes bytes from the handler and copies them into
-    libfuse's buffer; reading straight into that buffer saves an allocation and a
-    copy per request, most of the cost of reading a cached archive."""
+    """The binding copies each request's data into a new bytes object (write) or
+    out of one (read). Handing the handlers libfuse's own buffer instead saves an
+    allocation of fresh pages and a copy per request: most of the daemon's cost
+    of reading a cached archive, and of a write before it reaches its part."""
+
+    def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+        source = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        return self.operations.write(decoded, memoryview(source).cast("B"), offset, fip.contents)
 
     def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         target = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))

@@ -479,7 +479,7 @@ class GlacierFS:
         wanted = min(len(buffer), target.last + 1 - offset)
         return os.preadv(block.fileno(), [buffer[:wanted]], offset - target.first)
 
-    def write(self, handle_id: int, offset: int, data: bytes) -> int:
+    def write(self, handle_id: int, offset: int, data: bytes | memoryview) -> int:
         handle = self._handle(handle_id)
         if handle.writer is None:
             raise errors.ReadOnly(f"{handle.vault}/{handle.path} was opened for reading")

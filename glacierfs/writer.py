@@ -2,7 +2,8 @@
 uploader hashes and sends them concurrently and completes the archive.
 
 Memory stays at most part_size x (concurrency + 2): ``concurrency`` parts in
-flight, one filling, and one being cut from it. The multipart upload starts as
+flight, one cut and waiting for a slot (or one filling), and the copy of the
+last, short part at close. The multipart upload starts as
 soon as a full part exists; a file shorter than one part goes up in a single
 UploadArchive.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from glacierfs import errors
 from glacierfs.glacier import Archive, GlacierClient
-from glacierfs.treehash import MiB, combine, part_hashes
+from glacierfs.treehash import Buffer, MiB, combine, part_hashes
 
 log = logging.getLogger(__name__)
 
@@ -35,50 +36,88 @@ def check_part_size(part_size: int) -> int:
     return part_size
 
 
+class PartBuffers:
+    """Part-sized buffers handed back once a part is sent, for the next part.
+
+    A fresh buffer of 64 MiB is 16,384 pages the kernel must fault in and zero;
+    reusing a few per file made that cost (a third of the daemon's CPU while
+    writing, measured with py-spy) disappear. Idle buffers beyond ``keep`` are
+    dropped, and all of them go with the file.
+    """
+
+    def __init__(self, part_size: int, keep: int) -> None:
+        self.part_size = part_size
+        self._keep = keep
+        self._idle: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return bytearray(self.part_size)
+
+    def give_back(self, part: object) -> None:
+        if not isinstance(part, bytearray) or len(part) != self.part_size:
+            return
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(part)
+
+
 class Partitioner:
     """Cuts a stream of sequential writes into parts; knows nothing of Glacier.
 
-    Writes are kept as the chunks they arrived in and joined once per part:
-    botocore takes only ``bytes``, and one join is the only copy a part needs.
+    Each write is copied once, straight into the buffer of the part it belongs
+    to; a full part is that buffer itself (a ``bytearray``, which botocore
+    takes as a body), owned by whoever sends it until it goes back to
+    ``buffers``. Bytes past ``filled`` in a reused buffer are stale, so growth
+    comes only from writes and explicit zeros.
     """
 
-    def __init__(self, part_size: int) -> None:
+    def __init__(self, part_size: int, buffers: PartBuffers | None = None) -> None:
         self.part_size = part_size
-        self._chunks: list[bytes | memoryview] = []
-        self._buffered = 0
-        self._buffer_start = 0  # offset of the first buffered byte in the file
+        self._buffers = buffers if buffers is not None else PartBuffers(part_size, keep=0)
+        self._buffer: bytearray | None = None
+        self._filled = 0  # bytes of _buffer that belong to the file
+        self._buffer_start = 0  # offset of the buffer's first byte in the file
 
     @property
     def size(self) -> int:
-        return self._buffer_start + self._buffered
+        return self._buffer_start + self._filled
 
-    def write(self, offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
-        """Take ``data`` at ``offset``; yield each part it completes, as (offset, bytes)."""
-        if offset < self.size:
-            if offset < self._buffer_start:
-                raise errors.NotSequential(
-                    f"write at {offset} lands behind byte {self._buffer_start}, which was already sent"
-                )
-            # Rewriting bytes still buffered is fine (some tools rewrite a header).
-            kept = b"".join(self._chunks)[: offset - self._buffer_start]
-            self._chunks, self._buffered = [kept], len(kept)
+    def _current(self) -> bytearray:
+        if self._buffer is None:
+            self._buffer = self._buffers.take()
+        return self._buffer
+
+    def write(self, offset: int, data: Buffer) -> Iterator[tuple[int, bytearray]]:
+        """Take ``data`` at ``offset``, over any buffered bytes there (some tools
+        rewrite a header); yield each part it completes, as (offset, buffer)."""
+        if offset < self._buffer_start:
+            raise errors.NotSequential(
+                f"write at {offset} lands behind byte {self._buffer_start}, which was already sent"
+            )
         yield from self.extend(offset)
-        view = memoryview(data)
-        while view:
-            room = self.part_size - self._buffered
-            self._chunks.append(view[:room])
-            self._buffered += min(room, len(view))
-            view = view[room:]
-            if self._buffered == self.part_size:
-                yield self._cut()
+        with memoryview(data) as raw:
+            view = raw.cast("B")
+            position = offset - self._buffer_start
+            while view:
+                count = min(len(view), self.part_size - position)
+                self._current()[position : position + count] = view[:count]
+                self._filled = max(self._filled, position + count)
+                view, position = view[count:], position + count
+                if self._filled == self.part_size:
+                    yield self._cut()
+                    position = 0
 
-    def extend(self, length: int) -> Iterator[tuple[int, bytes]]:
+    def extend(self, length: int) -> Iterator[tuple[int, bytearray]]:
         """Grow the file to ``length`` with zeros (a hole, ftruncate, cp --sparse), part by part."""
         while self.size < length:
-            zeros = min(length - self.size, self.part_size - self._buffered)
-            self._chunks.append(bytes(zeros))
-            self._buffered += zeros
-            if self._buffered == self.part_size:
+            end = min(length - self._buffer_start, self.part_size)
+            self._current()[self._filled : end] = bytes(end - self._filled)
+            self._filled = end
+            if self._filled == self.part_size:
                 yield self._cut()
 
     def shrink(self, length: int) -> None:
@@ -86,19 +125,22 @@ class Partitioner:
             raise errors.NotSequential(
                 f"cannot truncate to {length}: bytes up to {self._buffer_start} were already sent"
             )
-        kept = b"".join(self._chunks)[: length - self._buffer_start]
-        self._chunks, self._buffered = [kept], len(kept)
+        self._filled = min(self._filled, length - self._buffer_start)
 
-    def _cut(self) -> tuple[int, bytes]:
-        part = (self._buffer_start, b"".join(self._chunks))
-        self._chunks, self._buffered = [], 0
+    def _cut(self) -> tuple[int, bytearray]:
+        part = (self._buffer_start, self._current())
+        self._buffer, self._filled = None, 0
         self._buffer_start += self.part_size
         return part
 
     def tail(self) -> tuple[int, bytes]:
-        """What is left once the stream ends: the last, short part."""
-        offset, tail = self._buffer_start, b"".join(self._chunks)
-        self._chunks, self._buffered = [], 0
+        """What is left once the stream ends: the last, short part (a copy; its
+        buffer goes back at once)."""
+        offset, tail = self._buffer_start, b""
+        if self._buffer is not None:
+            tail = bytes(memoryview(self._buffer)[: self._filled])
+            self._buffers.give_back(self._buffer)
+        self._buffer, self._filled = None, 0
         return offset, tail
 
 
@@ -113,7 +155,9 @@ class Uploader:
 
     ``tee`` is handed each part once Glacier has it, in that part's thread (so in
     no particular order), before the part's slot is freed: memory stays bounded
-    by the concurrency, and a slow tee slows the writer, not the other parts."""
+    by the concurrency, and a slow tee slows the writer, not the other parts.
+    A tee must not raise (that would fail the upload) and must not keep the part:
+    its buffer is reused once the tee returns."""
 
     def __init__(
         self,
@@ -125,7 +169,7 @@ class Uploader:
         concurrency: int,
         on_initiate: Callable[[str], None] | None = None,
         on_end: Callable[[str], None] | None = None,
-        tee: Callable[[int, bytes], None] | None = None,
+        tee: Callable[[int, bytes | bytearray], None] | None = None,
     ) -> None:
         self.glacier = glacier
         self.vault = vault
@@ -133,6 +177,8 @@ class Uploader:
         self.part_size = part_size
         self._executor = executor
         self._slots = threading.BoundedSemaphore(concurrency)
+        # Parts in flight, plus the one cut and waiting for a slot.
+        self.buffers = PartBuffers(part_size, keep=concurrency + 1)
         self._on_initiate = on_initiate
         self._on_end = on_end
         self._tee = tee
@@ -162,7 +208,7 @@ class Uploader:
             if self._failure is None:
                 self._failure = error
 
-    def add(self, offset: int, part: bytes) -> None:
+    def add(self, offset: int, part: bytes | bytearray) -> None:
         self.check()
         if self._upload_id is None:
             self._upload_id = self.glacier.initiate_multipart(self.vault, self.part_size, self.description)
@@ -171,7 +217,7 @@ class Uploader:
                 self._on_initiate(self._upload_id)
         self._send(offset, part)
 
-    def _send(self, offset: int, part: bytes) -> None:
+    def _send(self, offset: int, part: bytes | bytearray) -> None:
         self._slots.acquire()  # back-pressure: the writer waits here
         try:
             future = self._executor.submit(self._upload_part, offset, part)
@@ -180,7 +226,7 @@ class Uploader:
             raise
         self._futures.append(future)
 
-    def _upload_part(self, offset: int, part: bytes) -> None:
+    def _upload_part(self, offset: int, part: bytes | bytearray) -> None:
         try:
             if self._failure is not None:
                 return
@@ -196,6 +242,7 @@ class Uploader:
                 if self._failure is None:
                     self._failure = error
         finally:
+            self.buffers.give_back(part)
             self._slots.release()
 
     def wait(self) -> None:
@@ -259,7 +306,7 @@ class Writer:
 
     def __init__(self, uploader: Uploader) -> None:
         self.uploader = uploader
-        self.partitioner = Partitioner(uploader.part_size)
+        self.partitioner = Partitioner(uploader.part_size, uploader.buffers)
         self.max_size = uploader.part_size * MAX_PARTS
         self.closed = False
 
@@ -280,7 +327,7 @@ class Writer:
         if self.closed:
             raise errors.GlacierFSError("this file's upload has already ended")
 
-    def _send(self, parts: Iterator[tuple[int, bytes]]) -> None:
+    def _send(self, parts: Iterator[tuple[int, bytearray]]) -> None:
         try:
             for part in parts:
                 self.uploader.add(*part)
@@ -290,7 +337,7 @@ class Writer:
             self.uploader.fail(error)  # a part may be lost: close() must fail
             raise
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: Buffer) -> int:
         self._ensure_open()
         self._check_limit(offset + len(data))
         self.uploader.check()

@@ -204,6 +204,23 @@ def rewrite_behind(path: Path) -> None:
             pass
 
 
+def test_rewriting_a_header_still_buffered_keeps_the_rest(mount: Mount, inprocess: Emulator) -> None:
+    """Tools that patch a header after the body (zip, some encoders) rewrite bytes
+    not yet sent: they are overwritten in place, nothing after them is lost."""
+    vault = make_vault(mount)
+    body = random.Random(7).randbytes(PART + PART // 2)
+    fd = os.open(vault / "patched", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, body)
+        os.pwrite(fd, b"HEADER", PART + 10)  # inside the part still being filled
+    finally:
+        os.close(fd)
+    expected = body[: PART + 10] + b"HEADER" + body[PART + 16 :]
+    assert [(a["Size"], a["SHA256TreeHash"]) for a in archives(inprocess.url, "vault")] == [
+        (len(expected), tree_hash(expected))
+    ]
+
+
 def test_bad_input_gets_clear_errnos(mount: Mount, tmp_path: Path) -> None:
     vault = make_vault(mount)
     make_vault(mount, "other")

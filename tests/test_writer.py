@@ -11,7 +11,7 @@ from glacierfs import errors
 from glacierfs.emulator import Emulator
 from glacierfs.glacier import GlacierClient
 from glacierfs.treehash import tree_hash
-from glacierfs.writer import MAX_PARTS, Partitioner, Uploader, Writer, check_part_size
+from glacierfs.writer import MAX_PARTS, PartBuffers, Partitioner, Uploader, Writer, check_part_size
 
 from .conftest import MiB, archives, boto_client
 
@@ -53,12 +53,31 @@ def test_partitioner_extend_and_shrink_within_buffer() -> None:
     assert partitioner.tail() == (0, b"x" * 10 + bytes(10))
 
 
-def test_partitioner_rewrites_buffered_bytes() -> None:
+def test_partitioner_rewrites_buffered_bytes_in_place() -> None:
     partitioner = Partitioner(PART)
     list(partitioner.write(0, b"0123456789"))
     list(partitioner.write(2, b"ab"))
     list(partitioner.write(4, b"cd"))
-    assert partitioner.tail() == (0, b"01abcd")
+    assert partitioner.tail() == (0, b"01abcd6789")
+
+
+def test_partitioner_rewrite_across_a_part_boundary_completes_the_part() -> None:
+    partitioner = Partitioner(PART)
+    list(partitioner.write(0, b"a" * (PART - 2)))
+    [(offset, part)] = list(partitioner.write(PART - 4, b"bbbbbb"))
+    assert offset == 0 and part == b"a" * (PART - 4) + b"bbbb"
+    assert partitioner.tail() == (PART, b"bb")
+
+
+def test_reused_buffers_never_leak_stale_bytes() -> None:
+    buffers = PartBuffers(PART, keep=2)
+    partitioner = Partitioner(PART, buffers)
+    [(_, first)] = list(partitioner.write(0, b"x" * PART))
+    buffers.give_back(first)  # as the uploader does once the part is sent
+    list(partitioner.write(PART, b"y" * 10))
+    partitioner.shrink(PART + 5)
+    [(_, second)] = list(partitioner.extend(2 * PART))  # zeros, not the old x's
+    assert second is first and second == b"y" * 5 + bytes(PART - 5)
 
 
 def test_huge_hole_is_cut_part_by_part() -> None:
@@ -104,12 +123,14 @@ def new_writer(glacier: GlacierClient, concurrency: int = 2, **hooks) -> Writer:
 def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, size: int) -> None:
     data = random.Random(size).randbytes(size)
     started: list[str] = []
-    writer = new_writer(glacier, on_initiate=started.append)
+    teed: dict[int, bytes] = {}
+    writer = new_writer(glacier, on_initiate=started.append, tee=lambda at, part: teed.update({at: bytes(part)}))
     for offset in range(0, size, 200_000):
         writer.write(offset, data[offset : offset + 200_000])
     stored = writer.close()
     assert stored is not None and stored.size == size
     assert stored.archive.tree_hash == tree_hash(data)
+    assert b"".join(teed[offset] for offset in sorted(teed)) == data  # what --cache-writes copies
     # One request for less than a part; multipart as soon as a full part exists.
     assert bool(started) == (size >= PART)
     assert [(a["Size"], a["SHA256TreeHash"]) for a in archives(inprocess.url, "w")] == [(size, tree_hash(data))]
