@@ -41,13 +41,14 @@ from glacierfs.inventory import Inventories
 from glacierfs.manifest import ManifestKeeper
 from glacierfs.periodic import Periodic
 from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
-from glacierfs.writer import Stored, Uploader, Writer
+from glacierfs.writer import PartBuffers, Stored, Uploader, Writer
 
 log = logging.getLogger(__name__)
 
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 MAX_COMPONENT = 255
 READ_AHEAD = 16 << 20  # a cached archive is prefetched this far ahead of its reader
+PART_BUFFER_IDLE_SECONDS = 60.0  # idle part buffers are given back to the system after this
 XATTR_PREFIX = "user.glacier."
 FILE_XATTRS = ("archive-id", "tree-hash", "state", "created")
 STATUS_XATTR = XATTR_PREFIX + "status"  # on the mount's root: JSON for `glacierfs status`
@@ -146,7 +147,9 @@ class GlacierFS:
             log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored",
                         entry.vault, entry.path)
         # The janitor's first round aborts the multipart uploads such a stop left open.
-        self._janitor = Periodic("janitor", cleanup_interval, self.abort_abandoned_uploads)
+        # Part buffers pass from one file to the next (see writer.PartBuffers).
+        self._part_buffers = PartBuffers(part_size, keep=concurrency + 1)
+        self._janitor = Periodic("janitor", cleanup_interval, self._tidy)
         self._janitor.start()
 
     def close(self) -> None:
@@ -157,6 +160,10 @@ class GlacierFS:
         self.abort_abandoned_uploads()
         if self.manifests is not None:
             self.manifests.stop()  # writes the manifests of vaults changed since the last one
+
+    def _tidy(self) -> None:
+        self.abort_abandoned_uploads()
+        self._part_buffers.trim(idle_seconds=PART_BUFFER_IDLE_SECONDS)
 
     def abort_abandoned_uploads(self) -> None:
         """Abort multipart uploads the catalog knows of that no open file owns:
@@ -341,6 +348,7 @@ class GlacierFS:
             on_initiate=lambda upload_id: self.catalog.record_upload(upload_id, vault, rel, self.part_size),
             on_end=self.catalog.forget_upload,
             tee=copy.write if copy else None,
+            buffers=self._part_buffers,
         )
         handle = Handle(vault, rel, Writer(uploader), replaced, copy=copy)
         with self._lock:

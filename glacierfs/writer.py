@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -40,23 +41,24 @@ class PartBuffers:
     """Part-sized buffers handed back once a part is sent, for the next part.
 
     Fresh memory for every part is pages the kernel must fault in and zero;
-    reusing a few per file made that cost (with per-request copies, a third of
-    the daemon's CPU while writing, measured with py-spy) disappear. A new
-    buffer starts empty and grows with the part (``bytearray(part_size)`` would
-    zero 64 MiB, ~40 ms, for every small file). Idle buffers beyond ``keep``
-    are dropped, and all of them go with the file.
+    reusing buffers made that cost (with per-request copies, a third of the
+    daemon's CPU while writing, measured with py-spy) disappear. A new buffer
+    starts empty and grows with the part (``bytearray(part_size)`` would zero
+    64 MiB, ~40 ms, for every small file). At most ``keep`` idle buffers are
+    kept, and ``trim`` drops those idle for long, so a daemon that has stopped
+    writing gives its memory back.
     """
 
     def __init__(self, part_size: int, keep: int) -> None:
         self.part_size = part_size
         self._keep = keep
-        self._idle: list[bytearray] = []
+        self._idle: list[tuple[float, bytearray]] = []  # (given back at, buffer)
         self._lock = threading.Lock()
 
     def take(self) -> bytearray:
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop()[1]
         return bytearray()
 
     def give_back(self, part: object) -> None:
@@ -64,7 +66,13 @@ class PartBuffers:
             return
         with self._lock:
             if len(self._idle) < self._keep:
-                self._idle.append(part)
+                self._idle.append((time.monotonic(), part))
+
+    def trim(self, idle_seconds: float) -> None:
+        """Drop the buffers idle for longer than ``idle_seconds``."""
+        cutoff = time.monotonic() - idle_seconds
+        with self._lock:
+            self._idle = [(since, buffer) for since, buffer in self._idle if since >= cutoff]
 
 
 class Partitioner:
@@ -173,6 +181,7 @@ class Uploader:
         on_initiate: Callable[[str], None] | None = None,
         on_end: Callable[[str], None] | None = None,
         tee: Callable[[int, bytes | bytearray], None] | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         self.glacier = glacier
         self.vault = vault
@@ -180,8 +189,8 @@ class Uploader:
         self.part_size = part_size
         self._executor = executor
         self._slots = threading.BoundedSemaphore(concurrency)
-        # Parts in flight, plus the one cut and waiting for a slot.
-        self.buffers = PartBuffers(part_size, keep=concurrency + 1)
+        # Shared by the files of a mount; else parts in flight plus the one waiting.
+        self.buffers = buffers if buffers is not None else PartBuffers(part_size, keep=concurrency + 1)
         self._on_initiate = on_initiate
         self._on_end = on_end
         self._tee = tee

@@ -181,3 +181,15 @@ def test_failed_initiate_fails_close_instead_of_storing_the_rest(glacier: Glacie
     with pytest.raises(errors.GlacierFSError):
         writer.close()  # the 5 bytes left are not the file
     assert archives(inprocess.url, "w") == []
+
+
+def test_idle_part_buffers_are_trimmed() -> None:
+    buffers = PartBuffers(PART, keep=2)
+    kept = bytearray(PART)
+    buffers.give_back(kept)
+    buffers.give_back(bytearray(10))  # not a part: never kept
+    buffers.trim(idle_seconds=60)
+    assert buffers.take() is kept
+    buffers.give_back(kept)
+    buffers.trim(idle_seconds=0)
+    assert buffers.take() is not kept
