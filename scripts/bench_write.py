@@ -8,6 +8,9 @@
 2. Memory: a fresh mount writes a file of 20 parts; its peak RSS above its RSS
    when idle is set against the bound part_size x (concurrency + 2) plus a
    fixed overhead (upload threads, connection pool) of FIXED_OVERHEAD_MIB.
+3. Many small files: `cp -r` of a tree of small files into the mount, against
+   plain boto3 uploading each file with UploadArchive, one after the other.
+   No target: it shows per-file costs (a regression once made this 10x slower).
 
 The emulator runs in its own process, so neither side pays for it in its RSS.
 """
@@ -67,6 +70,12 @@ def direct_upload(url: str, vault: str, source: Path, part_size: int, concurrenc
                                      archiveSize=str(size), checksum=combine(hashes))
 
 
+def direct_small_uploads(url: str, vault: str, files: list[Path]) -> None:
+    client = boto3.client("glacier", endpoint_url=url, region_name="us-east-1")
+    for path in files:
+        client.upload_archive(vaultName=vault, body=path.read_bytes(), archiveDescription=path.name)
+
+
 def rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -81,6 +90,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-part-mib", type=int, default=16)
+    parser.add_argument("--small-files", type=int, default=300)
+    parser.add_argument("--small-kib", type=int, default=10)
     args = parser.parse_args()
     part_size = args.part_mib * MiB
 
@@ -120,6 +131,26 @@ def main() -> int:
                 peak = rss_kib(mount.pid, "VmHWM")
             finally:
                 mount.unmount()
+
+            tree = work / "small"
+            tree.mkdir()
+            small_files = [tree / f"f{i}" for i in range(args.small_files)]
+            for path in small_files:
+                path.write_bytes(os.urandom(args.small_kib * 1024))
+            mount = Mount(work / "small-files", emulator.url, "--part-size", str(part_size),
+                          "--concurrency", str(args.concurrency))
+            small_mount: list[float] = []
+            small_direct: list[float] = []
+            try:
+                for round_ in range(args.rounds):
+                    start = time.perf_counter()
+                    subprocess.run(["cp", "-r", str(tree), str(mount.path("bench", f"tree-{round_}"))], check=True)
+                    small_mount.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    direct_small_uploads(emulator.url, "bench", small_files)
+                    small_direct.append(time.perf_counter() - start)
+            finally:
+                mount.unmount()
         finally:
             emulator.stop()
 
@@ -138,6 +169,11 @@ def main() -> int:
     print(f"  mount RSS idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB: grew {grown_kib / 1024:.0f} MiB "
           f"against the bound part x (concurrency + 2) + {FIXED_OVERHEAD_MIB} MiB = {bound_kib / 1024:.0f} MiB")
     print(f"growth / bound = {grown_kib / bound_kib:.2f}  (target <= 1.00)")
+    per_file = [statistics.median(times) / args.small_files * 1000 for times in (small_mount, small_direct)]
+    print(f"small files: {args.small_files} of {args.small_kib} KiB, {args.rounds} alternating rounds, median")
+    print(f"  cp -r into the mount       {per_file[0]:8.1f} ms per file")
+    print(f"  plain boto3 UploadArchive  {per_file[1]:8.1f} ms per file")
+    print(f"small files: mount / direct time = {per_file[0] / per_file[1]:.2f}  (no target)")
     return 0 if ratio >= 0.9 and grown_kib <= bound_kib else 1
 
 
