@@ -18,12 +18,14 @@ The emulator runs in its own process, so neither side pays for it in its RSS.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,6 +78,24 @@ def direct_small_uploads(url: str, vault: str, files: list[Path]) -> None:
         client.upload_archive(vaultName=vault, body=path.read_bytes(), archiveDescription=path.name)
 
 
+def alternate(rounds: int, through_mount: Callable[[int], None], direct: Callable[[], None]) -> tuple[list[float], list[float]]:
+    """Seconds of each side, round after round, one after the other."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(rounds):
+        for action, spent in ((functools.partial(through_mount, round_), times[0]), (direct, times[1])):
+            start = time.perf_counter()
+            action()
+            spent.append(time.perf_counter() - start)
+    return times
+
+
+def cp_into(mount: Mount, *arguments: str) -> None:
+    copied = subprocess.run(["cp", *arguments])
+    if copied.returncode:
+        print(mount.log_text()[-5000:], file=sys.stderr)
+        raise SystemExit(f"cp {' '.join(arguments)} failed")
+
+
 def rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -104,19 +124,12 @@ def main() -> int:
             boto3.client("glacier", endpoint_url=emulator.url, region_name="us-east-1").create_vault(vaultName="bench")
             mount = Mount(work / "throughput", emulator.url, "--part-size", str(part_size),
                           "--concurrency", str(args.concurrency))
-            mount_times: list[float] = []
-            direct_times: list[float] = []
             try:
-                for round_ in range(args.rounds):
-                    start = time.perf_counter()
-                    copied = subprocess.run(["cp", str(source), str(mount.path("bench", f"copy-{round_}"))])
-                    if copied.returncode:
-                        print(mount.log_text()[-5000:], file=sys.stderr)
-                        raise SystemExit(f"cp into the mount failed in round {round_}")
-                    mount_times.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    direct_upload(emulator.url, "bench", source, part_size, args.concurrency)
-                    direct_times.append(time.perf_counter() - start)
+                mount_times, direct_times = alternate(
+                    args.rounds,
+                    lambda round_: cp_into(mount, str(source), str(mount.path("bench", f"copy-{round_}"))),
+                    lambda: direct_upload(emulator.url, "bench", source, part_size, args.concurrency),
+                )
             finally:
                 mount.unmount()
 
@@ -139,16 +152,12 @@ def main() -> int:
                 path.write_bytes(os.urandom(args.small_kib * 1024))
             mount = Mount(work / "small-files", emulator.url, "--part-size", str(part_size),
                           "--concurrency", str(args.concurrency))
-            small_mount: list[float] = []
-            small_direct: list[float] = []
             try:
-                for round_ in range(args.rounds):
-                    start = time.perf_counter()
-                    subprocess.run(["cp", "-r", str(tree), str(mount.path("bench", f"tree-{round_}"))], check=True)
-                    small_mount.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    direct_small_uploads(emulator.url, "bench", small_files)
-                    small_direct.append(time.perf_counter() - start)
+                small_mount, small_direct = alternate(
+                    args.rounds,
+                    lambda round_: cp_into(mount, "-r", str(tree), str(mount.path("bench", f"tree-{round_}"))),
+                    lambda: direct_small_uploads(emulator.url, "bench", small_files),
+                )
             finally:
                 mount.unmount()
         finally:
