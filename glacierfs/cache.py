@@ -30,7 +30,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from glacierfs.sqlitedb import LockedDatabase
-from glacierfs.treehash import MiB, TreeHasher
+from glacierfs.treehash import file_tree_hash
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +209,15 @@ class Incoming:
             self._fd = None
             path = self.path
         try:
-            copied = _file_tree_hash(path, size)
-            if copied == tree_hash:
-                self._cache.adopt(archive_id, None, path)
-            else:
+            copied_size = path.stat().st_size
+            if copied_size != size:
+                log.error("the cache's copy of archive %s holds %d bytes, not %d: dropped",
+                          archive_id[:16], copied_size, size)
+            elif (copied := file_tree_hash(path)) != tree_hash:
                 log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
                           archive_id[:16], copied, tree_hash)
+            else:
+                self._cache.adopt(archive_id, None, path)
         except OSError as error:
             log.warning("could not keep the copy of archive %s in the cache: %s", archive_id[:16], error)
         finally:
@@ -231,13 +234,3 @@ class Incoming:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
-
-
-def _file_tree_hash(path: Path, size: int) -> str | None:
-    """The tree hash of ``path``; None unless it holds exactly ``size`` bytes."""
-    hasher = TreeHasher()
-    buffer = bytearray(8 * MiB)
-    with open(path, "rb", buffering=0) as source:
-        while count := source.readinto(buffer):
-            hasher.update(memoryview(buffer)[:count])
-    return hasher.hexdigest() if hasher.size == size else None

@@ -153,3 +153,22 @@ class TreeHasher:
 
     def hexdigest(self) -> str:
         return self.digest().hex()
+
+
+def file_tree_hash(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> str:
+    """Tree hash of bytes ``start`` to ``stop`` (default: the end) of a file,
+    read a piece at a time; OSError if the file ends before ``stop``."""
+    hasher = TreeHasher()
+    buffer = memoryview(bytearray(16 * MiB))
+    with open(path, "rb", buffering=0) as handle:
+        if stop is None:
+            stop = os.fstat(handle.fileno()).st_size
+        handle.seek(start)
+        remaining = stop - start
+        while remaining:
+            count = handle.readinto(buffer[: min(remaining, len(buffer))])
+            if not count:
+                raise OSError(f"{path} is shorter than {stop} bytes")
+            hasher.update(buffer[:count])
+            remaining -= count
+    return hasher.hexdigest()

@@ -12,7 +12,7 @@ from botocore.utils import calculate_tree_hash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glacierfs.treehash import MiB, TreeHasher, combine, part_hashes, tree_hash, tree_hash_bytes
+from glacierfs.treehash import MiB, TreeHasher, combine, file_tree_hash, part_hashes, tree_hash, tree_hash_bytes
 
 
 def reference_tree_hash(data: bytes) -> str:
@@ -121,3 +121,13 @@ def test_streaming_hasher_digest_does_not_end_the_stream(blob: bytes) -> None:
     assert hasher.hexdigest() == reference_tree_hash(blob[: MiB + 1])
     hasher.update(blob[MiB + 1 : 3 * MiB])
     assert hasher.hexdigest() == reference_tree_hash(blob[: 3 * MiB])
+
+
+def test_file_tree_hash_of_whole_file_and_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = random.Random(3).randbytes(17 * MiB + 5)  # more than one 16 MiB read
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert file_tree_hash(path) == tree_hash(data)
+    assert file_tree_hash(path, MiB, 3 * MiB) == tree_hash(data[MiB : 3 * MiB])
+    with pytest.raises(OSError):
+        file_tree_hash(path, 0, len(data) + 1)

@@ -29,7 +29,7 @@ from moto.core.base_backend import BackendDict
 from moto.core.exceptions import JsonRESTError
 from moto.glacier.models import GlacierBackend
 
-from glacierfs.treehash import MiB, TreeHasher, combine, part_hashes, tree_hash
+from glacierfs.treehash import MiB, combine, file_tree_hash, part_hashes, tree_hash
 
 from .store import Store, VaultRow
 
@@ -152,20 +152,6 @@ def is_tree_aligned(start: int, stop: int, total: int) -> bool:
         if start + span >= total:
             return False
         span *= 2
-
-
-def file_tree_hash(path: Path, start: int, stop: int) -> str:
-    hasher = TreeHasher()
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        remaining = stop - start
-        while remaining:
-            chunk = handle.read(min(remaining, 16 * MiB))
-            if not chunk:
-                raise OSError(f"{path} is shorter than {stop} bytes")
-            hasher.update(chunk)
-            remaining -= len(chunk)
-    return hasher.hexdigest()
 
 
 def parse_range(value: str, pattern: str) -> tuple[int, int]:
