@@ -135,7 +135,8 @@ class GlacierFS:
         self.wait_seconds = wait_seconds
         self.inventories = inventories
         self.manifests = manifests
-        self.cache_writes = cache_writes and retriever is not None
+        # --cache-writes: where copies of uploads go (nowhere on a mount that reads nothing).
+        self._copies_to = retriever.cache if cache_writes and retriever is not None else None
         self.kernel_reads = False  # fs.py: the kernel reads cached archives itself (FUSE passthrough)
         self.started_ns = time.time_ns()
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
@@ -337,7 +338,7 @@ class GlacierFS:
         description = names.encode(final, time.time())
         if not names.fits(final):
             raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")
-        copy = Incoming(self.retriever.cache) if self.cache_writes and self.retriever is not None else None
+        copy = Incoming(self._copies_to) if self._copies_to is not None else None
         uploader = Uploader(
             self.glacier,
             vault,
