@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchlib import MiB, drop_page_cache, scratch, write_random_file
 
-from tests.harness import Mount, ServedEmulator, run  # noqa: E402
+from tests.harness import Mount, ServedEmulator, run, wait_for  # noqa: E402
 
 
 def read_all(path: Path, block: int = MiB) -> float:
@@ -42,19 +42,14 @@ def read_all(path: Path, block: int = MiB) -> float:
         os.close(fd)
 
 
-def wait_until_cached(path: Path, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.close(os.open(path, os.O_RDONLY))
-        except OSError as error:
-            if error.errno != errno.EAGAIN:
-                raise
-        if os.getxattr(path, "user.glacier.state") == b"cached":
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} was not cached within {timeout}s")
-        time.sleep(0.5)
+def is_cached(path: Path) -> bool:
+    """Open once (which starts or reuses the retrieval), then ask the state."""
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as error:
+        if error.errno != errno.EAGAIN:
+            raise
+    return os.getxattr(path, "user.glacier.state") == b"cached"
 
 
 def main() -> int:
@@ -76,7 +71,7 @@ def main() -> int:
             mount.path("bench").mkdir()
             archive = mount.path("bench", "archive.bin")
             run("cp", source, archive)
-            wait_until_cached(archive)
+            wait_for(lambda: is_cached(archive), timeout=600, what=f"{archive} to be cached")
             read_by = json.loads(os.getxattr(mount.mountpoint, "user.glacier.status"))["cache"]["read_by"]
             cache_file = max((p for p in (work / "cache").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
             assert cache_file.stat().st_size == size, cache_file
