@@ -33,6 +33,10 @@ class NameTooLong(InvalidRequest):
     """A path does not fit the 1,024-character archive description."""
 
 
+class BadEncoding(InvalidName):
+    """A name that is not valid UTF-8: descriptions and the catalog hold text."""
+
+
 class ChecksumMismatch(GlacierFSError):
     """Bytes did not match the tree hash they should have."""
 
@@ -105,5 +109,9 @@ class RetrievalFailed(GlacierFSError):
     """Glacier failed the job, or its output could not be verified."""
 
 
-class CacheFull(GlacierFSError):
+class NoSpace(GlacierFSError):
+    """A local disk glacierfs writes to (state or cache directory) is full."""
+
+
+class CacheFull(NoSpace):
     """The cache directory's disk is full: retrieved bytes have nowhere to go."""

@@ -1,7 +1,8 @@
-"""One SQLite connection shared by many threads behind one lock (stdlib only).
+"""One SQLite connection shared by many threads behind one lock.
 
 FUSE calls arrive on many threads, and so do the emulator's requests; short
 statements under a lock serve both, with WAL so a crash never tears the file.
+A full disk is the project's ``NoSpace`` (ENOSPC), not an unexpected error.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from glacierfs import errors
+
 
 class LockedDatabase:
     def __init__(self, path: Path, schema: str, row_factory: Any = None) -> None:
+        self.path = path
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if row_factory is not None:
@@ -29,24 +33,35 @@ class LockedDatabase:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                    raise
+                raise errors.NoSpace(f"the disk holding {self.path} is full: {error}") from error
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._locked() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._locked() as db:
+            return db.execute(sql, args).fetchall()
 
     def query_one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
+        with self._locked() as db:
+            return db.execute(sql, args).fetchone()
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+        with self._locked() as db:
+            return db.execute(sql, args)
