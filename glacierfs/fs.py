@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - the maintained fork is a dependency
 
 from glacierfs import errors
 from glacierfs.catalog import DIRECTORY
+from glacierfs.handles import Closer, holds_file, process_of
 from glacierfs.vfs import GlacierFS
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.InvalidRequest: errno.EINVAL,
     errors.InvalidName: errno.EINVAL,
     errors.NameTooLong: errno.ENAMETOOLONG,
+    errors.BadEncoding: errno.EILSEQ,
     errors.ChecksumMismatch: errno.EIO,
     errors.JobNotReady: errno.EAGAIN,
     errors.ServiceUnavailable: errno.EIO,
@@ -75,6 +77,7 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.RetrievalRequired: errno.ENOTSUP,
     errors.RetrievalBudgetExceeded: errno.EDQUOT,
     errors.RetrievalFailed: errno.EIO,
+    errors.NoSpace: errno.ENOSPC,
     errors.CacheFull: errno.ENOSPC,
     errors.GlacierFSError: errno.EIO,
 }
@@ -179,6 +182,11 @@ class Passthrough:
         self._device = libfuse.fuse_session_fd(session)
         log.info("the kernel reads cached archives from the cache's files itself (FUSE passthrough)")
 
+    def serves(self, handle_id: int) -> bool:
+        """Whether the kernel reads this open file itself."""
+        with self._lock:
+            return handle_id in self._files
+
     def attach(self, handle_id: int, fd: int, fi: Any) -> bool:
         """Have the kernel read the file behind ``handle_id`` from ``fd``; False
         when it cannot (the caller then serves reads itself)."""
@@ -244,11 +252,20 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     use_ns = True
 
     def __init__(
-        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True
+        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True,
+        mountpoint: str = "",
     ) -> None:
         self.vfs = vfs
         self._on_ready = on_ready
         self.passthrough = Passthrough(wanted=passthrough)
+        self.mountpoint = mountpoint
+
+    def _caller(self) -> int | None:
+        """The process (thread group) of the call being served; None if FUSE names none."""
+        try:
+            return process_of(fuse.fuse_get_context()[2])
+        except ValueError:  # no FUSE request on this thread (tests drive us directly)
+            return None
 
     @overrides(Operations)
     def init_with_config(self, conn: Any, config: Any) -> None:
@@ -305,14 +322,19 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @overrides(Operations)
     @translated
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        fi.fh = self.vfs.create(path, mode)
+        fi.fh = self.vfs.create(path, mode, self._caller())
         fi.direct_io = 1
         return 0
 
     @overrides(Operations)
     @translated
     def open(self, path: str, fi: Any) -> int:
-        fi.fh = self.vfs.open(path, fi.flags)
+        if fi.flags & os.O_ACCMODE != os.O_RDONLY and any(
+            self.passthrough.serves(reader) for reader in self.vfs.readers_of(path)
+        ):
+            # The kernel would refuse this open after we answered it: refuse it first.
+            raise errors.Busy(f"{path} is open for reading through FUSE passthrough; close it before replacing it")
+        fi.fh = self.vfs.open(path, fi.flags, self._caller())
         cached = self.vfs.cached_fd(fi.fh)
         if cached is not None and self.passthrough.attach(fi.fh, cached, fi):
             return 0
@@ -325,7 +347,10 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @overrides(Operations)
     @translated
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self.vfs.read(fi.fh, size, offset)
+        """The binding registers read() only for operations that define it;
+        _GlacierFUSE then serves reads through read_into instead."""
+        buffer = bytearray(size)
+        return bytes(buffer[: self.vfs.read_into(fi.fh, memoryview(buffer), offset)])
 
     @translated
     def read_into(self, path: str, buffer: memoryview, offset: int, fi: Any) -> int:
@@ -336,7 +361,7 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @translated
     def write(self, path: str, data: memoryview, offset: int, fi: Any) -> int:
         """``data`` is libfuse's buffer (see _GlacierFUSE), valid until we return."""
-        return self.vfs.write(fi.fh, offset, data)
+        return self.vfs.write(fi.fh, offset, data, self._caller())
 
     @overrides(Operations)
     @translated
@@ -346,8 +371,10 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     @overrides(Operations)
     @translated
-    def flush(self, path: str, fi: Any) -> int:
-        self.vfs.flush(fi.fh)
+    def flush(self, path: str | None, fi: Any) -> int:
+        target = os.fsencode(self.mountpoint + path) if path is not None and self.mountpoint else None
+        self.vfs.flush(fi.fh, Closer(self._caller(), lambda process: None if target is None
+                                     else holds_file(process, target)))
         return 0
 
     @overrides(Operations)
@@ -452,6 +479,9 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
         "attr_timeout": 30.0,
         "entry_timeout": 30.0,
         "default_permissions": True,
+        # rm of an open file reaches unlink(), which refuses a file being uploaded
+        # (EBUSY), rather than a rename to .fuse_hidden and an unlink at release.
+        "hard_remove": True,
     }
     if allow_other:
         options["allow_other"] = True
@@ -477,4 +507,5 @@ class _GlacierFUSE(FUSE):  # type: ignore[misc]
 
 def serve(operations: GlacierOperations, mountpoint: str, **options: Any) -> None:
     """Mount and serve until unmounted."""
+    operations.mountpoint = os.path.abspath(mountpoint)
     _GlacierFUSE(operations, mountpoint, raw_fi=True, **options)

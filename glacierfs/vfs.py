@@ -17,9 +17,8 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
-from datetime import datetime, timezone
 
 from glacierfs import errors, names
 from glacierfs.cache import Incoming
@@ -37,11 +36,12 @@ from glacierfs.catalog import (
     parent_of,
 )
 from glacierfs.glacier import GlacierClient
+from glacierfs.handles import Closer, Handle, Outcomes, ReadHandle, WriteHandle
 from glacierfs.inventory import Inventories
 from glacierfs.manifest import ManifestKeeper
 from glacierfs.periodic import Periodic
 from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
-from glacierfs.writer import PartBuffers, Stored, Uploader, Writer
+from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +67,16 @@ class Stat:
     gid: int
 
 
-@dataclass
-class Handle:
-    vault: str
-    path: str
-    writer: Writer | None = None
-    replaced: Entry | None = None  # the stored file this upload replaces
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # Reading: the cached archive, or (large archives) the entry whose blocks are read.
-    reader: BinaryIO | None = None
-    ranged: Entry | None = None
-    blocks: dict[int, BinaryIO] = field(default_factory=dict)
-    # Writing with --cache-writes: the copy that becomes the cached archive.
-    copy: Incoming | None = None
-
-    def close_files(self) -> None:
-        for handle in [self.reader, *self.blocks.values()]:
-            if handle is not None:
-                handle.close()
-        self.reader, self.blocks = None, {}
-        if self.copy is not None:
-            self.copy.discard()
-            self.copy = None
-
-
 def split(path: str) -> tuple[str | None, str]:
-    """'/vault/a/b' -> ('vault', 'a/b'); '/vault' -> ('vault', ''); '/' -> (None, '')."""
+    """'/vault/a/b' -> ('vault', 'a/b'); '/vault' -> ('vault', ''); '/' -> (None, '').
+
+    Names must be UTF-8: descriptions and the catalog hold text. The binding
+    hands us undecodable bytes as surrogates, refused here for every call."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise errors.BadEncoding(f"{shown}: glacierfs keeps only names that are valid UTF-8") from None
     parts = [part for part in path.split("/") if part]
     if not parts:
         return None, ""
@@ -143,6 +127,7 @@ class GlacierFS:
         self._lock = threading.RLock()
         self._handles: dict[int, Handle] = {}
         self._ids = itertools.count(1)
+        self.outcomes = Outcomes(glacier, catalog, keep_replaced, self._changed)
         self._vaults_listed_at = 0.0
         for entry in catalog.drop_unfinished():
             log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored",
@@ -154,8 +139,14 @@ class GlacierFS:
         self._janitor.start()
 
     def close(self) -> None:
-        for handle_id in list(self._handles):
-            self.release(handle_id)
+        """Unmounted. An upload still open for writing is unfinished, however
+        the unmount came (a signal, fusermount, umount -l): abort it, never complete it."""
+        with self._lock:
+            handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            if isinstance(handle, WriteHandle):
+                handle.abort("glacierfs was unmounted while the file was open for writing")
+            handle.close()
         self._executor.shutdown(wait=True)
         self._janitor.stop()
         self.abort_abandoned_uploads()
@@ -163,6 +154,7 @@ class GlacierFS:
             self.manifests.stop()  # writes the manifests of vaults changed since the last one
 
     def _tidy(self) -> None:
+        self.outcomes.retry()
         self.abort_abandoned_uploads()
         self._part_buffers.trim(idle_seconds=PART_BUFFER_IDLE_SECONDS)
 
@@ -176,7 +168,8 @@ class GlacierFS:
         recorded = self.catalog.uploads()
         with self._lock:
             owned = {
-                handle.writer.uploader.upload_id for handle in self._handles.values() if handle.writer is not None
+                handle.writer.uploader.upload_id for handle in self._handles.values()
+                if isinstance(handle, WriteHandle) and handle.writing
             }
         for upload_id, vault, path, _ in recorded:
             if upload_id in owned:
@@ -234,12 +227,19 @@ class GlacierFS:
             if not entry.is_dir:
                 raise errors.NotADirectory(f"{vault}/{parent} is a file")
 
-    def _writing(self, vault: str, path: str) -> Handle | None:
+    def _writing(self, vault: str, path: str) -> WriteHandle | None:
         with self._lock:
             for handle in self._handles.values():
-                if handle.vault == vault and handle.path == path and handle.writer and not handle.writer.closed:
+                if isinstance(handle, WriteHandle) and handle.writing and (handle.vault, handle.path) == (vault, path):
                     return handle
         return None
+
+    def readers_of(self, path: str) -> list[int]:
+        """The open read handles of ``path``."""
+        vault, rel = split(path)
+        with self._lock:
+            return [handle_id for handle_id, handle in self._handles.items()
+                    if isinstance(handle, ReadHandle) and (handle.vault, handle.path) == (vault, rel)]
 
     def stat(self, path: str) -> Stat:
         vault, rel = split(path)
@@ -251,8 +251,8 @@ class GlacierFS:
         entry = self._entry(vault, rel)
         size = entry.size
         writing = self._writing(vault, rel)
-        if writing is not None and writing.writer is not None:
-            size = writing.writer.size
+        if writing is not None:
+            size = writing.size
         return Stat(entry.kind, size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)
 
     def list_dir(self, path: str) -> list[str]:
@@ -333,7 +333,7 @@ class GlacierFS:
             )
         return vault, rel
 
-    def _new_handle(self, vault: str, rel: str, replaced: Entry | None) -> int:
+    def _new_handle(self, vault: str, rel: str, replaces: list[Entry], opener: int | None) -> int:
         final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(rel.rsplit("/", 1)[-1])]))
         description = names.encode(final, time.time())
         if not names.fits(final):
@@ -351,13 +351,13 @@ class GlacierFS:
             tee=copy.write if copy else None,
             buffers=self._part_buffers,
         )
-        handle = Handle(vault, rel, Writer(uploader), replaced, copy=copy)
-        with self._lock:
-            handle_id = next(self._ids)
-            self._handles[handle_id] = handle
-        return handle_id
+        return self._add_handle(
+            WriteHandle(vault, rel, Writer(uploader), self.outcomes, opener, replaces, copy=copy)
+        )
 
-    def create(self, path: str, mode: int) -> int:
+    def create(self, path: str, mode: int, opener: int | None = None) -> int:
+        """A new file, or an existing one truncated (O_CREAT): ``opener`` is the
+        process that asked, for the commit rule (see handles)."""
         vault, rel = self._file_path(path)
         self._check_component(rel)
         self._require_parent_dir(vault, rel)
@@ -368,12 +368,11 @@ class GlacierFS:
             raise errors.IsADirectory(path)
         if self._writing(vault, rel):
             raise errors.Busy(f"{path} is being uploaded by another open file")
-        replaced = existing if existing is not None and existing.archive_id else None
         if existing is None:
             self.catalog.put(new_entry(vault, rel, FILE, mode).but(state=UPLOADING))
-        return self._new_handle(vault, rel, replaced)
+        return self._new_handle(vault, rel, [existing] if existing is not None and existing.archive_id else [], opener)
 
-    def open(self, path: str, flags: int) -> int:
+    def open(self, path: str, flags: int, opener: int | None = None) -> int:
         vault, rel = self._file_path(path)
         entry = self._entry(vault, rel)
         if entry.is_dir:
@@ -387,7 +386,7 @@ class GlacierFS:
             raise errors.ReadOnly(
                 f"{path} is a stored archive and archives are immutable: open it with O_TRUNC to replace it"
             )
-        return self._new_handle(vault, rel, entry if entry.archive_id else None)
+        return self._new_handle(vault, rel, [entry] if entry.archive_id else [], opener)
 
     def _add_handle(self, handle: Handle) -> int:
         with self._lock:
@@ -401,8 +400,8 @@ class GlacierFS:
             return self.retriever.whole(entry.vault, entry.archive_id, entry.size, entry.tree_hash)
         return self.retriever.block(entry.vault, entry.archive_id, entry.size, entry.tree_hash, offset)
 
-    def _open_for_reading(self, path: str, entry: Entry) -> Handle:
-        handle = Handle(entry.vault, entry.path)
+    def _open_for_reading(self, path: str, entry: Entry) -> ReadHandle:
+        handle = ReadHandle(entry.vault, entry.path)
         if entry.state == EMPTY:
             return handle
         if not entry.archive_id or self._writing(entry.vault, entry.path):
@@ -443,13 +442,15 @@ class GlacierFS:
     def keeps_page_cache(self, handle_id: int) -> bool:
         """Cached archives are immutable: the kernel may keep their pages."""
         handle = self._handle(handle_id)
-        return handle.writer is None and handle.ranged is None
+        return isinstance(handle, ReadHandle) and handle.ranged is None
 
     def cached_fd(self, handle_id: int) -> int | None:
         """The descriptor of the whole archive's cache file, for the kernel to read
         itself; None unless the handle reads one."""
         handle = self._handle(handle_id)
-        return handle.reader.fileno() if handle.reader is not None else None
+        if isinstance(handle, ReadHandle) and handle.reader is not None:
+            return handle.reader.fileno()
+        return None
 
     def _handle(self, handle_id: int) -> Handle:
         with self._lock:
@@ -458,15 +459,17 @@ class GlacierFS:
             raise errors.NotFound(f"no open file {handle_id}")
         return handle
 
-    def read(self, handle_id: int, size: int, offset: int) -> bytes:
-        buffer = bytearray(size)
-        return bytes(buffer[: self.read_into(handle_id, memoryview(buffer), offset)])
+    def _write_handle(self, handle_id: int) -> WriteHandle:
+        handle = self._handle(handle_id)
+        if not isinstance(handle, WriteHandle):
+            raise errors.ReadOnly(f"{handle.vault}/{handle.path} was opened for reading")
+        return handle
 
     def read_into(self, handle_id: int, buffer: memoryview, offset: int) -> int:
         """Read into ``buffer`` at ``offset``; the count read (short only at the end
         of the file, or of a block of a large archive)."""
         handle = self._handle(handle_id)
-        if handle.writer is not None:
+        if not isinstance(handle, ReadHandle):
             raise errors.ReadOnly(f"{handle.vault}/{handle.path} is open for writing only while it uploads")
         if handle.reader is not None:
             fd = handle.reader.fileno()
@@ -488,25 +491,19 @@ class GlacierFS:
         wanted = min(len(buffer), target.last + 1 - offset)
         return os.preadv(block.fileno(), [buffer[:wanted]], offset - target.first)
 
-    def write(self, handle_id: int, offset: int, data: bytes | memoryview) -> int:
-        handle = self._handle(handle_id)
-        if handle.writer is None:
-            raise errors.ReadOnly(f"{handle.vault}/{handle.path} was opened for reading")
-        with handle.lock:
-            return handle.writer.write(offset, data)
+    def write(self, handle_id: int, offset: int, data: bytes | memoryview, process: int | None = None) -> int:
+        return self._write_handle(handle_id).write(offset, data, process)
 
     def truncate(self, path: str, length: int, handle_id: int | None = None) -> None:
         if handle_id is not None:
             handle = self._handle(handle_id)
-            if handle.writer is not None:
-                with handle.lock:
-                    handle.writer.truncate(length)
+            if isinstance(handle, WriteHandle):
+                handle.truncate(length)
                 return
         vault, rel = self._file_path(path)
         writing = self._writing(vault, rel)
-        if writing is not None and writing.writer is not None:
-            with writing.lock:
-                writing.writer.truncate(length)
+        if writing is not None:
+            writing.truncate(length)
             return
         entry = self._entry(vault, rel)
         if entry.is_dir:
@@ -517,98 +514,30 @@ class GlacierFS:
             # Truncating a stored file to nothing replaces it with an empty file.
             self.catalog.put(entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None))
             self._changed(vault)
-            self._retire(entry)
+            self.outcomes.retire(entry)
             return
         raise errors.ReadOnly(f"{path}: archives are immutable; only truncation to 0 or to its own size works")
 
-    def flush(self, handle_id: int) -> None:
-        """Complete the upload, so close() fails if it did not reach Glacier."""
-        self._finish(self._handle(handle_id), final=False)
-
-    def _finish(self, handle: Handle, final: bool) -> None:
-        """Complete the handle's upload. Until the last close (``final``) an empty
-        writer stays open: shells open, dup2 and close a file before writing to it,
-        and a file of 0 bytes needs nothing from Glacier that could fail."""
-        with handle.lock:
-            writer = handle.writer
-            if writer is None or writer.closed or (writer.size == 0 and not final):
-                return
-            try:
-                stored = writer.close()
-            except Exception as error:
-                self._upload_failed(handle, error)
-                raise
-            self._upload_done(handle, stored)
+    def flush(self, handle_id: int, closer: Closer | None = None) -> None:
+        """A close(): it completes the upload when it is the file's last (see
+        handles), and then fails if the archive did not reach Glacier."""
+        handle = self._handle(handle_id)
+        if isinstance(handle, WriteHandle):
+            handle.flush(closer or Closer(None, lambda _process: None))
 
     def fsync(self, handle_id: int) -> None:
         handle = self._handle(handle_id)
-        if handle.writer is not None and not handle.writer.closed:
-            with handle.lock:
-                handle.writer.sync()
+        if isinstance(handle, WriteHandle):
+            handle.fsync()
 
     def release(self, handle_id: int) -> None:
-        try:
-            self._finish(self._handle(handle_id), final=True)
-        except Exception as error:  # release() errors reach no program; flush() reported it
-            log.debug("release of handle %s after a failed flush: %s", handle_id, error)
         with self._lock:
             handle = self._handles.pop(handle_id, None)
-        if handle is not None:
-            handle.close_files()
-
-    def _upload_done(self, handle: Handle, stored: Stored | None) -> None:
-        entry = self.catalog.get(handle.vault, handle.path)
-        if entry is None:  # unlinked meanwhile is refused, so this is a race with rename; recreate
-            entry = new_entry(handle.vault, handle.path, FILE, 0o644)
-        if stored is None:
-            entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
-        else:
-            entry = entry.but(
-                size=stored.size,
-                state=STORED,
-                archive_id=stored.archive.archive_id,
-                tree_hash=stored.archive.tree_hash,
-                created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-        self.catalog.put(entry)
-        self._changed(handle.vault)
-        if handle.copy is not None and stored is not None:
-            handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
-            handle.copy = None
-        log.info(
-            "stored %s/%s (%d bytes) as archive %s",
-            handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16],
-        )
-        if handle.replaced is not None:
-            self._retire(handle.replaced)
-            handle.replaced = None
-
-    def _upload_failed(self, handle: Handle, error: BaseException) -> None:
-        log.error("upload of %s/%s failed, nothing was stored: %s", handle.vault, handle.path, error)
-        if handle.replaced is not None:
-            self.catalog.put(handle.replaced.but(path=handle.path))
-        else:
-            entry = self.catalog.get(handle.vault, handle.path)
-            if entry is not None and entry.state == UPLOADING:
-                self.catalog.delete(handle.vault, handle.path)
-
-    def _retire(self, entry: Entry) -> None:
-        """Delete the archive of a file that was replaced, unless told to keep it."""
-        if not entry.archive_id:
+        if handle is None:
             return
-        if self.keep_replaced:
-            log.info("kept archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-            return
-        try:
-            self._delete_archive(entry)
-            log.info("deleted archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-        except errors.NotFound:
-            pass
-        except errors.GlacierFSError as error:
-            log.error(
-                "could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
-                entry.archive_id, entry.vault, entry.path, error,
-            )
+        if isinstance(handle, WriteHandle):
+            handle.release()
+        handle.close()
 
     def unlink(self, path: str) -> None:
         vault, rel = self._file_path(path)
@@ -616,20 +545,12 @@ class GlacierFS:
         if entry.is_dir:
             raise errors.IsADirectory(path)
         if self._writing(vault, rel):
-            raise errors.Busy(f"{path} is being uploaded; close it first")
+            raise errors.Busy(f"{path} is being uploaded; close it first (removing it would pay for an upload "
+                              "and its early deletion)")
         if entry.archive_id:
-            try:
-                self._delete_archive(entry)
-            except errors.NotFound:
-                log.info("archive of %s was already gone from Glacier", path)
+            self.outcomes.delete_archive(entry)
         self.catalog.delete(vault, rel)
         self._changed(vault)
-
-    def _delete_archive(self, entry: Entry) -> None:
-        """DeleteArchive, remembered so that inventories (which lag) do not bring it back."""
-        assert entry.archive_id is not None
-        self.catalog.record_deleted(entry.vault, entry.archive_id)
-        self.glacier.delete_archive(entry.vault, entry.archive_id)
 
     def rename(self, old: str, new: str) -> None:
         old_vault, old_rel = split(old)
@@ -656,6 +577,7 @@ class GlacierFS:
                 raise errors.NotEmpty(new)
             if self._writing(vault, new_rel):
                 raise errors.Busy(f"{new} is being uploaded")
+        writing = self._writing(vault, old_rel)
         self.catalog.rename(vault, old_rel, new_rel)
         with self._lock:
             for handle in self._handles.values():
@@ -666,8 +588,14 @@ class GlacierFS:
                 elif handle.path.startswith(old_rel + "/"):
                     handle.path = new_rel + handle.path[len(old_rel) :]
         self._changed(vault)
-        if target is not None and not target.is_dir:
-            self._retire(target)
+        if target is None or target.is_dir or not target.archive_id:
+            return
+        if writing is not None:
+            # Renamed over while still being written: the old archive goes only once
+            # the new one is stored, and comes back under this name if it is not.
+            writing.replaces.append(target)
+            return
+        self.outcomes.retire(target)
 
     def set_times(self, path: str, mtime_ns: int) -> None:
         vault, rel = split(path)
@@ -785,13 +713,13 @@ class GlacierFS:
     def status(self) -> dict[str, object]:
         """What `glacierfs status` shows: uploads, jobs in flight, cache, budget."""
         with self._lock:
-            writing = [h for h in self._handles.values() if h.writer is not None and not h.writer.closed]
+            writing = [h for h in self._handles.values() if isinstance(h, WriteHandle) and h.writing]
         uploads = [
-            {"path": f"{h.vault}/{h.path}", "bytes": h.writer.size, "parts_sent": h.writer.uploader.parts_done}
+            {"path": f"{h.vault}/{h.path}", "bytes": h.size, "parts_sent": h.writer.uploader.parts_done}
             for h in writing
-            if h.writer is not None
         ]
-        result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size}
+        result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size,
+                                     "held_back": self.outcomes.pending}
         if self.retriever is not None:
             result["jobs"] = [
                 {"job_id": job.job_id, "vault": job.vault, "archive_id": job.archive_id, "tier": job.tier,

@@ -14,10 +14,11 @@ from glacierfs.catalog import Catalog
 from glacierfs.emulator import Emulator
 from glacierfs.fs import ERRNO, FuseOSError, GlacierOperations
 from glacierfs.glacier import GlacierClient
+from glacierfs.handles import Closer
 from glacierfs.treehash import tree_hash
 from glacierfs.vfs import GlacierFS
 
-from .conftest import MiB, archives
+from .conftest import MiB, archives, boto_client
 
 
 class FileInfo:
@@ -237,3 +238,63 @@ def test_statfs_reports_stored_bytes(ops: GlacierOperations) -> None:
     write_file(ops, "/vault/f", bytes(10_000))
     info = ops.statfs("/")
     assert (info["f_blocks"] - info["f_bfree"]) * info["f_frsize"] >= 10_000
+
+
+# The commit rule for shared descriptors (see glacierfs/handles.py), without a mount:
+# processes 100 (the opener) and 200 (a child), and which of them still hold the file.
+
+
+def closer(process: int, holding: set[int]) -> Closer:
+    return Closer(process, lambda asked: asked in holding)
+
+
+def test_a_child_closing_does_not_complete_the_opener_file(ops: GlacierOperations, inprocess: Emulator) -> None:
+    vfs = ops.vfs
+    handle = vfs.create("/vault/log", 0o644, opener=100)
+    vfs.write(handle, 0, b"parent\n", process=100)
+    vfs.write(handle, 7, b"child\n", process=200)
+    vfs.flush(handle, closer(200, holding={100}))  # the child exits; the parent still holds it
+    assert archives(inprocess.url, "vault") == []
+    vfs.flush(handle, closer(100, holding={100}))  # the parent closes a duplicate
+    assert archives(inprocess.url, "vault") == []
+    vfs.write(handle, 13, b"parent again\n", process=100)
+    vfs.flush(handle, closer(100, holding=set()))  # its last descriptor
+    [stored] = archives(inprocess.url, "vault")
+    assert stored["Size"] == 26 and stored["SHA256TreeHash"] == tree_hash(b"parent\nchild\nparent again\n")
+    vfs.release(handle)
+
+
+def test_the_opener_closing_first_waits_for_a_child_that_wrote(ops: GlacierOperations, inprocess: Emulator) -> None:
+    vfs = ops.vfs
+    handle = vfs.create("/vault/log", 0o644, opener=100)
+    vfs.write(handle, 0, b"child\n", process=200)
+    vfs.flush(handle, closer(100, holding={200}))  # the parent is done, the child is not
+    assert archives(inprocess.url, "vault") == []
+    vfs.write(handle, 6, b"more\n", process=200)
+    vfs.flush(handle, closer(200, holding=set()))
+    assert [a["Size"] for a in archives(inprocess.url, "vault")] == [11]
+    vfs.release(handle)
+
+
+def test_a_release_without_a_flush_changes_nothing(ops: GlacierOperations, inprocess: Emulator) -> None:
+    """An open the kernel refused after we answered it (a passthrough conflict)."""
+    write_file(ops, "/vault/f", b"old")
+    old_id = ops.getxattr("/vault/f", "user.glacier.archive-id")
+    fi = FileInfo(os.O_WRONLY | os.O_TRUNC)
+    ops.open("/vault/f", fi)
+    ops.release("/vault/f", fi)
+    assert ops.getxattr("/vault/f", "user.glacier.archive-id") == old_id
+    assert ops.getattr("/vault/f")["st_size"] == 3
+    assert [a["Size"] for a in archives(inprocess.url, "vault")] == [3]
+
+
+def test_unmounting_aborts_an_upload_still_open(inprocess: Emulator, tmp_path: Path) -> None:
+    glacier = GlacierClient(endpoint_url=inprocess.url, max_attempts=2)
+    vfs = GlacierFS(glacier, Catalog(tmp_path / "catalog.sqlite"), part_size=MiB, concurrency=2)
+    vfs.make_dir("/vault", 0o755)
+    handle = vfs.create("/vault/half", 0o644, opener=100)
+    vfs.write(handle, 0, bytes(2 * MiB + 5), process=100)
+    vfs.close()
+    assert archives(inprocess.url, "vault") == []
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="vault")["UploadsList"] == []
+    assert vfs.catalog.get("vault", "half") is None
