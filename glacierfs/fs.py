@@ -507,5 +507,5 @@ class _GlacierFUSE(FUSE):  # type: ignore[misc]
 
 def serve(operations: GlacierOperations, mountpoint: str, **options: Any) -> None:
     """Mount and serve until unmounted."""
-    operations.mountpoint = os.path.abspath(mountpoint)
+    operations.mountpoint = os.path.realpath(mountpoint)  # as the kernel names open files in /proc
     _GlacierFUSE(operations, mountpoint, raw_fi=True, **options)
