@@ -792,6 +792,9 @@ class GlacierFS:
             if h.writer is not None
         ]
         result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size}
+        result["gone_vaults"] = [
+            {"name": name, "since": since, "entries": kept} for name, since, kept in self.catalog.gone_vaults()
+        ]
         if self.retriever is not None:
             result["jobs"] = [
                 {"job_id": job.job_id, "vault": job.vault, "archive_id": job.archive_id, "tier": job.tier,

@@ -5,19 +5,172 @@ around them (one pending inventory, private directories, one-line logs,
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from glacierfs.catalog import DIRECTORY, FILE, Catalog, new_entry
 from glacierfs.emulator import Emulator
 
-from .conftest import boto_client
+from .conftest import archives, boto_client
 from .harness import GLACIERFS, Mount, run, wait_for
 
 pytestmark = pytest.mark.mount
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3", "--cleanup-interval", "0.5")
+DEFAULT_ACCOUNT = "123456789012"  # moto's
+OTHER_ACCOUNT = "222222222222"
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Run a mount with these variables (its subprocess copies the environment)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def other_account(url: str) -> dict[str, str]:
+    """Credentials of a second account: moto ties the keys of an assumed role to
+    the role's account, for STS and Glacier alike."""
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1")
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/glacierfs-test"
+    credentials = sts.assume_role(RoleArn=role, RoleSessionName="other-account")["Credentials"]
+    return {
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
+
+
+def make_names(mount: Mount) -> None:
+    """A rename, an empty file and an empty directory: names only the catalog holds."""
+    mount.path("v").mkdir()
+    mount.path("v", "first").write_bytes(b"stored bytes")
+    mount.path("v", "first").rename(mount.path("v", "renamed"))
+    mount.path("v", "empty").touch()
+    mount.path("v", "folder").mkdir()
+
+
+NAMES = ["empty", "folder", "renamed"]
+
+
+def test_another_account_on_the_same_endpoint_loses_no_name(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        make_names(mount)
+    finally:
+        mount.unmount()
+
+    with environment(**other_account(inprocess.url)):
+        other = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        assert os.listdir(other.mountpoint) == []  # the other account has no vault
+        other.path("w").mkdir()
+    finally:
+        other.unmount()
+    assert [v["VaultARN"] for v in boto_client(inprocess.url).list_vaults()["VaultList"]] == [
+        f"arn:aws:glacier:us-east-1:{DEFAULT_ACCOUNT}:vaults/v"
+    ]
+
+    again = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        assert os.listdir(again.mountpoint) == ["v"]
+        assert sorted(os.listdir(again.path("v"))) == NAMES
+        assert again.path("v", "empty").stat().st_size == 0
+        assert again.path("v", "folder").is_dir()
+        assert again.path("v", "renamed").stat().st_size == len(b"stored bytes")
+    finally:
+        again.unmount()
+    catalogs = sorted(path.name for path in mount.state.glob("catalog-*.sqlite"))
+    assert len(catalogs) == 2, catalogs
+    assert DEFAULT_ACCOUNT in catalogs[0] and OTHER_ACCOUNT in catalogs[1]
+    assert f"account {OTHER_ACCOUNT}" in again.log_text()
+    assert sum(a["Size"] == len(b"stored bytes") for a in archives(inprocess.url, "v")) == 1
+
+
+def test_a_catalog_keyed_by_endpoint_is_adopted_on_upgrade(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        make_names(mount)
+    finally:
+        mount.unmount()
+    [catalog] = mount.state.glob("catalog-*.sqlite")
+    # The name releases before the account keying gave it: region, endpoint, profile.
+    endpoint, region = inprocess.url, "us-east-1"
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{region}-{endpoint}").strip("_")[:80]
+    digest = hashlib.sha256(f"{region}|{endpoint}|None".encode()).hexdigest()[:8]
+    legacy = catalog.with_name(f"catalog-{readable}-{digest}.sqlite")
+    catalog.rename(legacy)
+
+    again = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        assert sorted(os.listdir(again.path("v"))) == NAMES
+    finally:
+        again.unmount()
+    assert "adopted the catalog" in again.log_text()
+    assert [path.name for path in mount.state.glob("catalog-*.sqlite")] == [catalog.name]
+
+
+def test_a_vault_missing_from_a_listing_keeps_its_names(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--vault-list-ttl", "0")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "empty").touch()
+        mount.path("v", "folder").mkdir()
+        boto = boto_client(inprocess.url)
+        boto.delete_vault(vaultName="v")  # nothing stored in it: Glacier lets it go
+
+        assert os.listdir(mount.mountpoint) == []
+        assert not mount.path("v").exists()
+        assert "vault v is missing from Glacier's vault list" in mount.log_text()
+        status = run(*GLACIERFS, "status", mount.mountpoint).stdout
+        assert "vault v missing from Glacier's vault list" in status and "2 name(s) kept" in status
+
+        boto.create_vault(vaultName="v")
+        assert os.listdir(mount.mountpoint) == ["v"]
+        assert sorted(os.listdir(mount.path("v"))) == ["empty", "folder"]
+        assert "vault v is listed again" in mount.log_text()
+        assert "vault list" not in run(*GLACIERFS, "status", mount.mountpoint).stdout
+    finally:
+        mount.unmount()
+
+
+def test_a_catalog_from_before_gone_vaults_keeps_names_of_missing_vaults(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE vaults (name TEXT PRIMARY KEY, created TEXT NOT NULL DEFAULT '')")
+    old.execute("INSERT INTO vaults (name) VALUES ('v')")
+    old.commit()
+    old.close()
+    catalog = Catalog(path)
+    try:
+        catalog.put(new_entry("v", "d", DIRECTORY, 0o755))
+        catalog.put(new_entry("v", "d/f", FILE, 0o644))
+        catalog.set_vaults([])
+        assert catalog.vaults() == [] and not catalog.has_vault("v")
+        assert [(name, kept) for name, _, kept in catalog.gone_vaults()] == [("v", 2)]
+        catalog.set_vaults(["v"])
+        assert catalog.vaults() == ["v"] and catalog.child_names("v", "d") == ["f"]
+        catalog.remove_vault("v")  # rmdir of a vault still forgets it
+        assert catalog.gone_vaults() == [] and catalog.vault_is_empty("v")
+    finally:
+        catalog.close()
 
 
 def test_unnamed_archives_beside_a_file_named_unnamed(inprocess: Emulator, tmp_path: Path) -> None:
