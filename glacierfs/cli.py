@@ -28,6 +28,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Control characters (and the line separators Python's splitlines() honours) in
+# a message: a file name holding a newline must not forge or split a log line.
+# Undecodable bytes of a name (surrogate escapes) would fail the write itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def _escape_control(text: str) -> str:
+    return _CONTROL.sub(_escaped, text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped.
+    A traceback, appended after the message, keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return _escape_control(super().formatMessage(record))
+
+
 def setup_logging(debug: bool, log_file: Path | None = None) -> None:
     handler: logging.Handler
     if log_file is not None:
@@ -36,7 +60,7 @@ def setup_logging(debug: bool, log_file: Path | None = None) -> None:
         os.chmod(log_file, 0o600)
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -265,6 +289,20 @@ def account_key(account: str, region: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", f"{account}-{region}")[:120]
 
 
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` 0700, or make it 0700 if it exists: it holds the catalog,
+    logs or cached archives, which are the user's alone."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode != 0o700:
+        try:
+            os.chmod(path, 0o700)
+            log.info("%s was mode %o; made it 0700", path, mode)
+        except OSError as error:
+            log.warning("cannot make %s private (mode %o): %s", path, mode, error)
+    return path
+
+
 def _move_sqlite(source: Path, target: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         old = source.with_name(source.name + suffix)
@@ -357,12 +395,12 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         vaults = [vault.name for vault in listing]
         glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
                                 max_connections=max(16, args.concurrency * 4), credentials=credentials)
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dir(state_dir)
         catalog = open_catalog(state_dir, args, glacier.region, account, vaults)
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)
         key = account_key(account, glacier.region)
-        cache = ContentCache(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key,
+        cache = ContentCache(_private_dir(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key),
                              args.cache_size)
         stack.callback(cache.close)
         try:

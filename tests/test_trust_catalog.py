@@ -9,6 +9,9 @@ import hashlib
 import os
 import re
 import sqlite3
+import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from glacierfs.catalog import DIRECTORY, FILE, Catalog, new_entry
 from glacierfs.emulator import Emulator
 
 from .conftest import archives, boto_client
-from .harness import GLACIERFS, Mount, run, wait_for
+from .harness import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -191,6 +194,22 @@ def test_unnamed_archives_beside_a_file_named_unnamed(inprocess: Emulator, tmp_p
         mount.unmount()
 
 
+def test_listing_the_root_during_an_outage_serves_the_last_list(tmp_path: Path) -> None:
+    server = ServedEmulator(data_dir=tmp_path / "glacier")
+    mount = Mount(tmp_path, server.url, *FAST, "--max-attempts", "2", "--vault-list-ttl", "0.2")
+    try:
+        mount.path("v").mkdir()
+        mount.path("w").mkdir()
+        server.stop()
+        for _ in range(3):
+            time.sleep(0.3)  # past the vault list's TTL each time
+            assert sorted(os.listdir(mount.mountpoint)) == ["v", "w"]
+        assert mount.log_text().count("cannot list the vaults") == 1
+    finally:
+        mount.unmount()
+        server.stop()
+
+
 def test_refresh_while_an_inventory_is_pending_reuses_it(inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
     boto.create_vault(vaultName="legacy")
@@ -204,5 +223,59 @@ def test_refresh_while_an_inventory_is_pending_reuses_it(inprocess: Emulator, tm
         jobs = boto.list_jobs(vaultName="legacy")["JobList"]
         assert [job["Action"] for job in jobs] == ["InventoryRetrieval"]
         assert all(jobs[0]["JobId"] in line for line in result.stdout.splitlines())
+    finally:
+        mount.unmount()
+
+
+def test_existing_state_and_cache_directories_are_made_private(inprocess: Emulator, tmp_path: Path) -> None:
+    state, cache = tmp_path / "state", tmp_path / "cache"
+    for directory in (state, cache):
+        directory.mkdir(mode=0o755)
+        os.chmod(directory, 0o755)
+    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-dir", str(cache))
+    try:
+        for directory in (state, cache):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    finally:
+        mount.unmount()
+
+
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ")
+
+
+def test_a_name_with_a_newline_stays_on_one_log_line(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "evil\n2000-01-01 00:00:00,000 ERROR forged: line").write_bytes(b"x")
+        mount.path("v", "tab\tand\rcarriage").write_bytes(b"y")
+    finally:
+        mount.unmount()
+    log = mount.log_text()
+    assert "evil\\n2000-01-01" in log and "tab\\tand\\rcarriage" in log
+    for line in log.splitlines():
+        assert LOG_LINE.match(line), line
+        assert "ERROR forged" not in line[:40], line
+
+
+def test_cp_a_and_rsync_a_into_a_vault_succeed(inprocess: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_bytes(b"alpha")
+    (source / "sub" / "b.txt").write_bytes(b"beta")
+    os.chmod(source, 0o750)
+    mount = Mount(tmp_path, inprocess.url, "--poll-interval", "0.2")  # no manifest archive meanwhile
+    try:
+        mount.path("v").mkdir()
+        mount.path("w").mkdir()
+        subprocess.run(["cp", "-a", f"{source}/.", str(mount.path("v"))], check=True, capture_output=True)
+        subprocess.run(["rsync", "-a", f"{source}/", str(mount.path("w"))], check=True, capture_output=True)
+        for vault in ("v", "w"):
+            assert mount.path(vault, "a.txt").stat().st_size == 5
+            assert mount.path(vault, "sub", "b.txt").stat().st_size == 4
+            assert sorted(a["Size"] for a in archives(inprocess.url, vault)) == [4, 5]
+        assert stat.S_IMODE(mount.path("v").stat().st_mode) == 0o755  # a no-op, not a change
+        with pytest.raises(PermissionError):
+            os.chown(mount.path("v"), os.getuid() + 4242, -1)  # another owner is still refused
     finally:
         mount.unmount()
