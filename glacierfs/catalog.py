@@ -8,6 +8,7 @@ never the cache: losing it loses names.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -16,6 +17,8 @@ from typing import Any
 
 from glacierfs import errors
 from glacierfs.sqlitedb import LockedDatabase
+
+log = logging.getLogger(__name__)
 
 FILE = "file"
 DIRECTORY = "dir"
@@ -28,7 +31,8 @@ STORED = "stored"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vaults (
     name TEXT PRIMARY KEY,
-    created TEXT NOT NULL DEFAULT ''
+    created TEXT NOT NULL DEFAULT '',
+    gone REAL  -- when the vault went missing from ListVaults; NULL while listed
 );
 CREATE TABLE IF NOT EXISTS entries (
     vault TEXT NOT NULL,
@@ -201,6 +205,9 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._store = LockedDatabase(path, SCHEMA)
         os.chmod(path, 0o600)
+        columns = {row[1] for row in self._all("PRAGMA table_info(vaults)")}
+        if "gone" not in columns:  # a catalog from before vaults could go missing
+            self._execute("ALTER TABLE vaults ADD COLUMN gone REAL")
 
     def close(self) -> None:
         self._store.close()
@@ -214,27 +221,63 @@ class Catalog:
     # Vaults ---------------------------------------------------------------
 
     def vaults(self) -> list[str]:
-        return [row[0] for row in self._all("SELECT name FROM vaults ORDER BY name")]
+        """The vaults ListVaults showed last; gone ones are hidden."""
+        return [row[0] for row in self._all("SELECT name FROM vaults WHERE gone IS NULL ORDER BY name")]
 
     def has_vault(self, name: str) -> bool:
-        return bool(self._all("SELECT 1 FROM vaults WHERE name=?", (name,)))
+        return bool(self._all("SELECT 1 FROM vaults WHERE name=? AND gone IS NULL", (name,)))
+
+    def gone_vaults(self) -> list[tuple[str, float, int]]:
+        """(name, since, entries kept) of vaults missing from the last listing."""
+        return [
+            (row[0], row[1], row[2])
+            for row in self._all(
+                "SELECT name, gone, (SELECT COUNT(*) FROM entries WHERE vault=name) "
+                "FROM vaults WHERE gone IS NOT NULL ORDER BY name"
+            )
+        ]
 
     def set_vaults(self, names: list[str]) -> None:
-        """Make the known vaults exactly ``names``, forgetting what vanished."""
+        """Make the listed vaults exactly ``names``. A vault missing from the list is
+        marked gone, never forgotten: one listing may be wrong (other credentials, an
+        eventually consistent answer), and its names live nowhere else."""
+        now = time.time()
         with self._store.transaction() as db:
-            known = {row[0] for row in db.execute("SELECT name FROM vaults")}
-            for gone in known - set(names):
-                db.execute("DELETE FROM vaults WHERE name=?", (gone,))
-                db.execute("DELETE FROM entries WHERE vault=?", (gone,))
+            rows = db.execute("SELECT name, gone FROM vaults").fetchall()
+            listed = set(names)
+            newly_gone = sorted(name for name, gone in rows if gone is None and name not in listed)
+            back = sorted(name for name, gone in rows if gone is not None and name in listed)
+            db.executemany("UPDATE vaults SET gone=? WHERE name=?", [(now, n) for n in newly_gone])
+            db.executemany("UPDATE vaults SET gone=NULL WHERE name=?", [(n,) for n in back])
             db.executemany("INSERT OR IGNORE INTO vaults (name) VALUES (?)", [(n,) for n in names])
+        for name in newly_gone:
+            log.warning("vault %s is missing from Glacier's vault list: hidden, its names kept "
+                        "until it is listed again (rmdir forgets it)", name)
+        for name in back:
+            log.info("vault %s is listed again: its names are back", name)
 
     def add_vault(self, name: str) -> None:
-        self._execute("INSERT OR IGNORE INTO vaults (name) VALUES (?)", (name,))
+        with self._store.transaction() as db:
+            gone = db.execute("SELECT 1 FROM vaults WHERE name=? AND gone IS NOT NULL", (name,)).fetchone()
+            db.execute("UPDATE vaults SET gone=NULL WHERE name=?", (name,))
+            db.execute("INSERT OR IGNORE INTO vaults (name) VALUES (?)", (name,))
+        if gone:
+            log.info("vault %s, missing from Glacier's list before, is here again with its names", name)
 
     def remove_vault(self, name: str) -> None:
+        """Forget a vault and its names: only for a vault deleted on purpose."""
         with self._store.transaction() as db:
             db.execute("DELETE FROM vaults WHERE name=?", (name,))
             db.execute("DELETE FROM entries WHERE vault=?", (name,))
+
+    # Identity (which account and region this catalog describes) -------------
+
+    def meta(self, key: str) -> str | None:
+        rows = self._all("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))
 
     # Entries --------------------------------------------------------------
 

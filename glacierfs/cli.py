@@ -18,10 +18,38 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glacierfs import __version__, errors
 
+if TYPE_CHECKING:
+    from glacierfs.catalog import Catalog
+
 log = logging.getLogger(__name__)
+
+
+# Control characters (and the line separators Python's splitlines() honours) in
+# a message: a file name holding a newline must not forge or split a log line.
+# Undecodable bytes of a name (surrogate escapes) would fail the write itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def _escape_control(text: str) -> str:
+    return _CONTROL.sub(_escaped, text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped.
+    A traceback, appended after the message, keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return _escape_control(super().formatMessage(record))
 
 
 def setup_logging(debug: bool, log_file: Path | None = None) -> None:
@@ -32,7 +60,7 @@ def setup_logging(debug: bool, log_file: Path | None = None) -> None:
         os.chmod(log_file, 0o600)
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -172,6 +200,9 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-attempts", type=int, default=5,
                         help="attempts per Glacier request, with botocore's standard backoff "
                              "(default: 5; a request that keeps failing gives up after ~8 s on average)")
+    parser.add_argument("--vault-list-ttl", type=_non_negative, default=60.0, metavar="SECONDS",
+                        help="list the vaults again (ListVaults) when the last list is older; during "
+                             "an outage the last list is served (default: 60)")
     parser.add_argument("--cleanup-interval", type=float, default=30.0, metavar="SECONDS",
                         help="how often to retry aborting multipart uploads a failure left open "
                              "(default: 30)")
@@ -243,11 +274,73 @@ def default_cache_root() -> Path:
     return Path(base) / "glacierfs"
 
 
-def _endpoint_key(args: argparse.Namespace, region: str) -> str:
+def _legacy_endpoint_key(args: argparse.Namespace, region: str) -> str:
+    """What catalogs and caches were keyed by before they were keyed by account:
+    the endpoint, region and profile, which two accounts can share."""
     endpoint = args.endpoint_url or "aws"
     readable = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{region}-{endpoint}").strip("_")[:80]
     digest = hashlib.sha256(f"{region}|{endpoint}|{args.profile}".encode()).hexdigest()[:8]
     return f"{readable}-{digest}"
+
+
+def account_key(account: str, region: str) -> str:
+    """A catalog and a cache belong to one account in one region: a vault's names
+    mean nothing to another account, whatever the endpoint."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", f"{account}-{region}")[:120]
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` 0700, or make it 0700 if it exists: it holds the catalog,
+    logs or cached archives, which are the user's alone."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode != 0o700:
+        try:
+            os.chmod(path, 0o700)
+            log.info("%s was mode %o; made it 0700", path, mode)
+        except OSError as error:
+            log.warning("cannot make %s private (mode %o): %s", path, mode, error)
+    return path
+
+
+def _move_sqlite(source: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        old = source.with_name(source.name + suffix)
+        if old.exists():
+            old.rename(target.with_name(target.name + suffix))
+
+
+def open_catalog(state_dir: Path, args: argparse.Namespace, region: str, account: str,
+                 listed: list[str]) -> Catalog:
+    """The account's catalog. One left under the old endpoint key is adopted, with
+    the cache beside it, when its vaults are this account's (or it has none)."""
+    from glacierfs.catalog import Catalog
+
+    key = account_key(account, region)
+    path = state_dir / f"catalog-{key}.sqlite"
+    legacy = state_dir / f"catalog-{_legacy_endpoint_key(args, region)}.sqlite"
+    if not path.exists() and legacy.exists():
+        old = Catalog(legacy)
+        known = old.vaults() + [name for name, _, _ in old.gone_vaults()]
+        old.close()
+        if known and not set(known) & set(listed):
+            log.warning("left %s alone: none of its vaults (%s) is in the list of account %s; "
+                        "it is adopted when the account it belongs to mounts",
+                        legacy.name, ", ".join(sorted(known)[:5]), account)
+        else:
+            _move_sqlite(legacy, path)
+            log.warning("adopted the catalog of %s (%s, keyed by endpoint) for account %s in %s as %s",
+                        args.endpoint_url or "AWS", legacy.name, account, region, path.name)
+            old_cache = default_cache_root() / _legacy_endpoint_key(args, region)
+            new_cache = default_cache_root() / key
+            if not args.cache_dir and old_cache.is_dir() and not new_cache.exists():
+                old_cache.rename(new_cache)
+                log.info("moved the cache %s to %s", old_cache, new_cache)
+    catalog = Catalog(path)
+    if catalog.meta("account") is None:
+        catalog.set_meta("account", account)
+        catalog.set_meta("region", region)
+    return catalog
 
 
 def _steady_heap() -> None:
@@ -265,7 +358,6 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
     """Set everything up, mount, and serve until unmounted. ``report`` gets
     'READY' once the mount is up, or the reason it is not."""
     from glacierfs.cache import ContentCache
-    from glacierfs.catalog import Catalog
     from glacierfs.fs import GlacierOperations, mount_options, serve
     from glacierfs.glacier import GlacierClient
     from glacierfs.inventory import Inventories
@@ -295,18 +387,20 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             part_size = check_part_size(args.part_size)
             probe = GlacierClient(endpoint, args.region, args.profile, max_attempts=2,
                                   connect_timeout=5, read_timeout=30, credentials=credentials)
-            vaults = [vault.name for vault in probe.list_vaults()]
+            listing = list(probe.list_vaults())
+            account = probe.account(listing)
         except errors.GlacierFSError as error:
             report(f"cannot reach Glacier at {endpoint or 'AWS'}: {error}")
             return 1
+        vaults = [vault.name for vault in listing]
         glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
                                 max_connections=max(16, args.concurrency * 4), credentials=credentials)
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        catalog = Catalog(state_dir / f"catalog-{_endpoint_key(args, glacier.region)}.sqlite")
+        _private_dir(state_dir)
+        catalog = open_catalog(state_dir, args, glacier.region, account, vaults)
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)
-        key = _endpoint_key(args, glacier.region)
-        cache = ContentCache(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key,
+        key = account_key(account, glacier.region)
+        cache = ContentCache(_private_dir(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key),
                              args.cache_size)
         stack.callback(cache.close)
         try:
@@ -325,13 +419,14 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
                         keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
                         retriever=retriever, wait_seconds=args.wait, manifests=manifests,
-                        cache_writes=args.cache_writes)
+                        cache_writes=args.cache_writes, vault_list_ttl=args.vault_list_ttl)
         vfs.inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
                                       poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
         vfs.inventories.start()
         stack.callback(vfs.inventories.stop)
         manifests.start()
-        log.info("mounting %d vault(s) of %s at %s", len(vaults), endpoint or glacier.region, args.mountpoint)
+        log.info("mounting %d vault(s) of account %s at %s (%s) on %s", len(vaults), account, endpoint or "AWS",
+                 glacier.region, args.mountpoint)
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"), passthrough=args.passthrough)
         try:
             serve(operations, str(args.mountpoint), **mount_options(args.allow_other))
@@ -555,6 +650,12 @@ def run_status(args: argparse.Namespace) -> int:
             age = time.time() - job["requested"]
             print(f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
                   f"{job['status']:<10} {age / 60:6.0f} min old")
+        for waiting in status.get("held_back", []):
+            print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
+        for gone in status.get("gone_vaults", []):
+            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
+            print(f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
+                  f"{gone['entries']} name(s) kept until it is listed again")
         cache = status.get("cache")
         if cache:
             print(f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "

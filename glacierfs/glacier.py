@@ -8,9 +8,10 @@ hashes the caller already computed, so no body is hashed twice.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -36,6 +37,12 @@ class Vault:
     created: str
     archive_count: int
     size: int
+    arn: str = ""  # arn:aws:glacier:REGION:ACCOUNT:vaults/NAME
+
+    @property
+    def account(self) -> str | None:
+        fields = self.arn.split(":")
+        return fields[4] if len(fields) > 5 and fields[4] else None
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ class GlacierClient:
             raise errors.AccessDenied(str(error)) from error
         self.region = session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
+        self._session = session
         config = Config(
             retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             max_pool_connections=max_connections,
@@ -229,6 +237,36 @@ class GlacierClient:
             # Ours sends both hashes; botocore's would seek in the body, which a
             # bytearray part (no copy) cannot do.
             events.unregister(f"before-call.glacier.{operation}", add_glacier_checksums)
+
+    # Who ------------------------------------------------------------------
+
+    def account(self, vaults: Iterable[Vault] = ()) -> str:
+        """The account these credentials act for, so that two accounts behind one
+        endpoint never share a catalog: from a vault's ARN when there is one, else
+        from STS GetCallerIdentity (asked at the same endpoint when one is given),
+        else ``key-`` and a digest of the access key id."""
+        for vault in vaults:
+            if vault.account:
+                return vault.account
+        try:
+            return self._caller_account()
+        except errors.GlacierFSError as error:
+            log.debug("STS GetCallerIdentity failed: %s", error)
+        credentials = self._session.get_credentials()
+        key_id = credentials.access_key if credentials is not None else ""
+        label = "key-" + hashlib.sha256(key_id.encode()).hexdigest()[:12]
+        log.warning("no vault and no answer from STS tell which account these credentials belong to; "
+                    "the catalog is keyed by the access key instead (%s)", label)
+        return label
+
+    @_service_call
+    def _caller_account(self) -> str:
+        sts = self._session.client(
+            "sts", region_name=self.region, endpoint_url=self.endpoint_url,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 2},
+                          connect_timeout=5, read_timeout=30),
+        )
+        return str(sts.get_caller_identity()["Account"])
 
     # Vaults ---------------------------------------------------------------
 
@@ -404,6 +442,7 @@ def _vault(raw: dict[str, Any]) -> Vault:
         created=raw.get("CreationDate", ""),
         archive_count=raw.get("NumberOfArchives", 0),
         size=raw.get("SizeInBytes", 0),
+        arn=raw.get("VaultARN", ""),
     )
 
 

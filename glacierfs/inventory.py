@@ -10,6 +10,7 @@ and little memory.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -133,9 +134,14 @@ class Inventories:
         self.refresh(vault)
 
     def refresh(self, vault: str, force: bool = False) -> str:
-        """Start an inventory job (``force``: always), or reuse one Glacier lists that
-        is newer than the inventory applied last; its id."""
+        """Start an inventory job, or reuse one: the job still pending, else (unless
+        ``force``) one Glacier lists that is newer than the inventory applied last; its id.
+        A pending job is reused even when forced: a second one would describe the same vault."""
         previous = self.catalog.inventory(vault)
+        if previous is not None and previous[0]:
+            log.info("an inventory of vault %s is already pending (job %s)", vault, previous[0][:16])
+            self._follower.wake()
+            return previous[0]
         try:
             job_id = (None if force else self._recent_job(vault, previous[2] if previous else None)) \
                 or self.glacier.initiate_inventory_retrieval(vault)
@@ -175,6 +181,8 @@ class Inventories:
                 job = self.glacier.describe_job(vault, job_id)
             except errors.NotFound:
                 log.warning("inventory job %s of vault %s is gone; asking again", job_id[:16], vault)
+                known = self.catalog.inventory(vault)
+                self.catalog.set_inventory(vault, None, None, known[2] if known else None)
                 self.refresh(vault)
                 continue
             if job.status == "Failed":
@@ -242,8 +250,12 @@ class Inventories:
         # The newest archive of a name gets the name; older ones a documented suffix.
         candidates.sort(key=lambda c: (c[0], -c[1]))
         entries: list[Entry] = []
-        for path, created, item, mtime in candidates:
-            path = _free_path(path, created, item["ArchiveId"], kinds)
+        moved: dict[str, int] = {}  # unnamed folders other than _unnamed, and how many went there
+        for wanted, created, item, mtime in candidates:
+            path = _free_path(wanted, created, item["ArchiveId"], kinds)
+            if wanted.startswith(UNNAMED + "/") and not path.startswith(UNNAMED + "/"):
+                folder = parent_of(path)
+                moved[folder] = moved.get(folder, 0) + 1
             for directory in reversed(_parents(path)):
                 if directory not in kinds:
                     entries.append(new_entry(vault, directory, DIRECTORY, 0o755))
@@ -259,6 +271,9 @@ class Inventories:
                 )
             )
         self.catalog.put_many(entries)
+        for folder, count in moved.items():
+            log.warning("vault %s holds a file named %s, so %d archive(s) without a usable name are in %s/",
+                        vault, UNNAMED, count, folder)
 
         flagged = []
         for archive_id, entry in known.items():
@@ -314,12 +329,23 @@ def _free_path(path: str, created: float, archive_id: str, kinds: dict[str, str]
     """``path``, or where an archive goes when the name is taken: a file under a
     name that is a file gets a suffix; under a parent that is a file, _unnamed."""
     if any(kinds.get(parent) == FILE for parent in _parents(path)):
-        return f"{UNNAMED}/{archive_id}"
+        return _unnamed_path(archive_id, kinds)
     if path not in kinds:
         return path
     stamp = datetime.fromtimestamp(created or 0, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     candidate = f"{path}.older-{stamp}-{archive_id[:8]}"
-    return candidate if candidate not in kinds else f"{UNNAMED}/{archive_id}"
+    return candidate if candidate not in kinds else _unnamed_path(archive_id, kinds)
+
+
+def _unnamed_path(archive_id: str, kinds: dict[str, str]) -> str:
+    """_unnamed/ID, or _unnamed-2/ID, ... when the user holds a file named _unnamed
+    (or that very path): never under a file, where the archive could not be seen."""
+    for number in itertools.count(1):
+        folder = UNNAMED if number == 1 else f"{UNNAMED}-{number}"
+        path = f"{folder}/{archive_id}"
+        if kinds.get(folder, DIRECTORY) == DIRECTORY and path not in kinds:
+            return path
+    raise AssertionError("unreachable")
 
 
 def _parents(path: str) -> list[str]:

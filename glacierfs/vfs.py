@@ -129,6 +129,7 @@ class GlacierFS:
         self._ids = itertools.count(1)
         self.outcomes = Outcomes(glacier, catalog, keep_replaced, self._changed)
         self._vaults_listed_at = 0.0
+        self._vault_list_failing = False  # logged once per outage
         for entry in catalog.drop_unfinished():
             log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored",
                         entry.vault, entry.path)
@@ -187,11 +188,26 @@ class GlacierFS:
     # Lookups --------------------------------------------------------------
 
     def refresh_vaults(self, force: bool = False) -> list[str]:
-        """The vault list from Glacier, at most once per TTL unless forced."""
+        """The vault list from Glacier, at most once per TTL unless forced. While
+        Glacier cannot be reached the last list is served (and asked again a TTL
+        later), and the outage is logged once, not once per listing."""
         if force or time.monotonic() - self._vaults_listed_at > self.vault_list_ttl:
-            names_now = [vault.name for vault in self.glacier.list_vaults()]
+            try:
+                names_now = [vault.name for vault in self.glacier.list_vaults()]
+            except errors.ServiceUnavailable as error:
+                self._vaults_listed_at = time.monotonic()
+                with self._lock:
+                    first, self._vault_list_failing = not self._vault_list_failing, True
+                if first:
+                    log.warning("cannot list the vaults (%s); serving the last list from the catalog "
+                                "until Glacier answers again", error)
+                return self.catalog.vaults()
             self.catalog.set_vaults(names_now)
             self._vaults_listed_at = time.monotonic()
+            with self._lock:
+                recovered, self._vault_list_failing = self._vault_list_failing, False
+            if recovered:
+                log.info("Glacier lists the vaults again")
         return self.catalog.vaults()
 
     def _require_vault(self, vault: str) -> None:
@@ -608,7 +624,11 @@ class GlacierFS:
     def set_mode(self, path: str, mode: int) -> None:
         vault, rel = split(path)
         if vault is None or not rel:
-            raise errors.NotSupported(f"{path}: the root and vaults keep their mode")
+            # The root and vaults keep 0755; `cp -a`/`rsync -a` into a vault chmod it
+            # and must not fail for it.
+            self.stat(path)
+            log.debug("chmod %o of %s ignored: the root and vaults keep their mode", mode, path)
+            return
         entry = self._entry(vault, rel)
         self.catalog.put(entry.but(mode=stat.S_IMODE(mode)))
         self._changed(vault)
@@ -616,7 +636,11 @@ class GlacierFS:
     def set_owner(self, path: str, uid: int, gid: int) -> None:
         vault, rel = split(path)
         if vault is None or not rel:
-            raise errors.NotSupported(f"{path}: the root and vaults keep their owner")
+            self.stat(path)
+            unchanged = (-1, 0xFFFFFFFF)  # "leave as is", signed or not
+            if uid not in (*unchanged, os.getuid()) or gid not in (*unchanged, os.getgid()):
+                raise errors.NotSupported(f"{path}: the root and vaults keep their owner")
+            return  # chown to the owner they have (`cp -a`, `rsync -a`): nothing to do
         entry = self._entry(vault, rel)
         self.catalog.put(entry.but(uid=entry.uid if uid < 0 else uid, gid=entry.gid if gid < 0 else gid))
         self._changed(vault)
@@ -720,6 +744,9 @@ class GlacierFS:
         ]
         result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size,
                                      "held_back": self.outcomes.pending}
+        result["gone_vaults"] = [
+            {"name": name, "since": since, "entries": kept} for name, since, kept in self.catalog.gone_vaults()
+        ]
         if self.retriever is not None:
             result["jobs"] = [
                 {"job_id": job.job_id, "vault": job.vault, "archive_id": job.archive_id, "tier": job.tier,
