@@ -19,7 +19,10 @@ not store it. A release that follows no flush at all comes from an open the
 kernel refused after we answered it (a passthrough conflict): it aborts, so
 such an open changes nothing. Unmounting aborts every upload still open.
 
-Lock order: a handle's ``lock``, then whatever ``Outcomes`` takes (the catalog's).
+Lock order: a handle's ``lock``, then the namespace lock (the VFS's), then the
+catalog's. ``Outcomes`` records a write's end under the namespace lock, in the
+same step as the handle's new state, so a rename sees either an upload still
+under way (and leaves it the files to retire) or one already recorded.
 """
 
 from __future__ import annotations
@@ -78,31 +81,38 @@ class Outcomes:
         catalog: Catalog,
         keep_replaced: bool,
         changed: Callable[[str], None],
+        namespace: threading.RLock,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
         self.keep_replaced = keep_replaced
+        self.namespace = namespace  # held while a name and the handles' paths change together
         self._changed = changed
         self._pending: list[tuple[str, Callable[[], None]]] = []
         self._pending_lock = threading.Lock()
 
     def stored(self, handle: WriteHandle, stored: Stored | None) -> None:
-        entry = self.catalog.get(handle.vault, handle.path)
-        if entry is None:  # unlinking a file being written is refused: a race with rename
-            entry = new_entry(handle.vault, handle.path, FILE, 0o644)
-        if stored is None:
-            entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
-        else:
-            entry = entry.but(
-                size=stored.size,
-                state=STORED,
-                archive_id=stored.archive.archive_id,
-                tree_hash=stored.archive.tree_hash,
-                created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-        try:
-            self.catalog.put(entry)
-        except errors.NoSpace:
+        unrecorded: errors.NoSpace | None = None
+        with self.namespace:
+            entry = self.catalog.get(handle.vault, handle.path) or new_entry(handle.vault, handle.path, FILE, 0o644)
+            if stored is None:
+                entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
+            else:
+                entry = entry.but(
+                    size=stored.size,
+                    state=STORED,
+                    archive_id=stored.archive.archive_id,
+                    tree_hash=stored.archive.tree_hash,
+                    created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                )
+            try:
+                self.catalog.put(entry)
+                handle.state = WriteState.STORED
+                replaced = list(handle.replaces)
+            except errors.NoSpace as error:
+                handle.state, handle.error = WriteState.FAILED, error
+                unrecorded = error
+        if unrecorded is not None:
             if stored is not None:
                 log.error(
                     "%s/%s was stored as archive %s, but the state directory is full and cannot record it: "
@@ -115,41 +125,45 @@ class Outcomes:
             self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
             if handle.copy is not None:
                 handle.copy.discard()
-            raise
+            raise unrecorded
         self._changed(handle.vault)
         if handle.copy is not None and stored is not None:
             handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
         log.info("stored %s/%s (%d bytes) as archive %s",
                  handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16])
-        for old in handle.replaces:
+        for old in replaced:
             if old.archive_id != entry.archive_id:
                 self.retire(old)
 
     def failed(self, handle: WriteHandle, error: BaseException) -> None:
         log.error("upload of %s/%s failed, nothing was stored: %s", handle.vault, handle.path, error)
-        self._undo(handle)
+        self._undo(handle, WriteState.FAILED, error)
 
     def aborted(self, handle: WriteHandle, reason: str) -> None:
         log.error("upload of %s/%s aborted, nothing was stored: %s", handle.vault, handle.path, reason)
-        self._undo(handle)
+        error = errors.GlacierFSError(f"the upload of {handle.vault}/{handle.path} was aborted: {reason}")
+        self._undo(handle, WriteState.ABORTED, error)
 
-    def _undo(self, handle: WriteHandle) -> None:
+    def _undo(self, handle: WriteHandle, state: WriteState, error: BaseException) -> None:
         if handle.copy is not None:
             handle.copy.discard()
-        try:
-            self._restore(handle)
-        except errors.NoSpace:
-            self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
+        with self.namespace:
+            handle.state, handle.error = state, error
+            try:
+                self._restore(handle)
+            except errors.NoSpace:
+                self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
 
     def _restore(self, handle: WriteHandle) -> None:
         """The name goes back to what it held before the upload: the newest file
         it replaced, or nothing."""
-        if handle.replaces:
-            self.catalog.put(handle.replaces[-1].but(path=handle.path))
-            return
-        entry = self.catalog.get(handle.vault, handle.path)
-        if entry is not None and entry.state == UPLOADING:
-            self.catalog.delete(handle.vault, handle.path)
+        with self.namespace:
+            if handle.replaces:
+                self.catalog.put(handle.replaces[-1].but(path=handle.path))
+                return
+            entry = self.catalog.get(handle.vault, handle.path)
+            if entry is not None and entry.state == UPLOADING:
+                self.catalog.delete(handle.vault, handle.path)
 
     def retire(self, entry: Entry) -> None:
         """Delete the archive of a file that was replaced, unless told to keep it."""
@@ -224,7 +238,7 @@ class WriteHandle:
         self._outcomes = outcomes
         self._flushed = False
         self._sharers: set[int] = set()  # other processes seen writing or closing
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None  # why it failed or was aborted
 
     @property
     def writing(self) -> bool:
@@ -243,7 +257,7 @@ class WriteHandle:
                 f"{self.vault}/{self.path} was stored when the last process known to write it closed it; "
                 "an archive cannot grow afterwards"
             )
-        raise self._error or errors.GlacierFSError(f"the upload of {self.vault}/{self.path} has ended")
+        raise self.error or errors.GlacierFSError(f"the upload of {self.vault}/{self.path} has ended")
 
     def _note(self, process: int | None) -> None:
         if process is not None and process != self.opener:
@@ -264,16 +278,16 @@ class WriteHandle:
         with self.lock:
             if self.state is WriteState.OPEN:
                 self.writer.sync()
-            elif self._error is not None:
-                raise self._error
+            elif self.error is not None:
+                raise self.error
 
     def flush(self, closer: Closer) -> None:
         """A close(): complete the archive if it was the last one (see the module's rule)."""
         with self.lock:
             self._flushed = True
             if self.state is not WriteState.OPEN:
-                if self._error is not None:
-                    raise self._error  # every close of the file hears that it was not stored
+                if self.error is not None:
+                    raise self.error  # every close of the file hears that it was not stored
                 return
             self._note(closer.process)
             if self._is_last_close(closer):
@@ -309,25 +323,18 @@ class WriteHandle:
                 self._abort(reason)
 
     def _abort(self, reason: str) -> None:
-        self.state = WriteState.ABORTED
-        self._error = errors.GlacierFSError(f"the upload of {self.vault}/{self.path} was aborted: {reason}")
         self.writer.abort()
         self._outcomes.aborted(self, reason)
 
     def _commit(self) -> None:
+        """Complete the archive; Outcomes records how it went, and the new state."""
         self.state = WriteState.COMMITTING
         try:
             stored = self.writer.close()
         except BaseException as error:
-            self.state, self._error = WriteState.FAILED, error
             self._outcomes.failed(self, error)
             raise
-        try:
-            self._outcomes.stored(self, stored)
-        except BaseException as error:
-            self.state, self._error = WriteState.FAILED, error
-            raise
-        self.state = WriteState.STORED
+        self._outcomes.stored(self, stored)
 
     def close(self) -> None:
         if self.copy is not None:

@@ -127,7 +127,7 @@ class GlacierFS:
         self._lock = threading.RLock()
         self._handles: dict[int, Handle] = {}
         self._ids = itertools.count(1)
-        self.outcomes = Outcomes(glacier, catalog, keep_replaced, self._changed)
+        self.outcomes = Outcomes(glacier, catalog, keep_replaced, self._changed, self._lock)
         self._vaults_listed_at = 0.0
         self._vault_list_failing = False  # logged once per outage
         for entry in catalog.drop_unfinished():
@@ -593,25 +593,26 @@ class GlacierFS:
                 raise errors.NotEmpty(new)
             if self._writing(vault, new_rel):
                 raise errors.Busy(f"{new} is being uploaded")
-        writing = self._writing(vault, old_rel)
-        self.catalog.rename(vault, old_rel, new_rel)
-        with self._lock:
+        with self._lock:  # the name and the open files' paths move together (see handles)
+            self.catalog.rename(vault, old_rel, new_rel)
+            writing = None
             for handle in self._handles.values():
                 if handle.vault != vault:
                     continue
                 if handle.path == old_rel:
                     handle.path = new_rel
+                    if isinstance(handle, WriteHandle) and handle.writing:
+                        writing = handle
                 elif handle.path.startswith(old_rel + "/"):
                     handle.path = new_rel + handle.path[len(old_rel) :]
+            if writing is not None and target is not None and not target.is_dir and target.archive_id:
+                # Renamed over while still being written: the old archive goes only once
+                # the new one is stored, and comes back under this name if it is not.
+                writing.replaces.append(target)
+                target = None
         self._changed(vault)
-        if target is None or target.is_dir or not target.archive_id:
-            return
-        if writing is not None:
-            # Renamed over while still being written: the old archive goes only once
-            # the new one is stored, and comes back under this name if it is not.
-            writing.replaces.append(target)
-            return
-        self.outcomes.retire(target)
+        if target is not None and not target.is_dir:
+            self.outcomes.retire(target)
 
     def set_times(self, path: str, mtime_ns: int) -> None:
         vault, rel = split(path)
