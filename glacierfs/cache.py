@@ -250,6 +250,12 @@ class ContentCache:
             looks = _looks(os.fstat(handle.fileno()))
             if row is None or tuple(row[1:]) != looks:
                 verified_as = (row[0] if row else None) or expected
+                if verified_as is None:
+                    # Kept from before the index held tree hashes (or a crash between
+                    # storing and indexing it): served once a caller says what it must hash to.
+                    log.debug("the cached file of %s has no tree hash to check it against yet", key[:16])
+                    handle.close()
+                    return None
                 if not self._still_verified(store, key, handle, verified_as, looks):
                     handle.close()
                     self._forget(store, key)
@@ -262,19 +268,16 @@ class ContentCache:
         return handle
 
     def _still_verified(
-        self, store: _Store, key: str, handle: BinaryIO, verified_as: str | None, looks: tuple[int, int, int, int]
+        self, store: _Store, key: str, handle: BinaryIO, verified_as: str, looks: tuple[int, int, int, int]
     ) -> bool:
         """A cache file changed since it was verified: is it still those bytes?"""
-        if verified_as is None:
-            log.warning("the cached file of %s has no tree hash to check it against; it will be fetched again",
-                        key[:16])
-            return False
         now = _hash_open_file(handle)
         if now != verified_as:
             log.error("the cached file of %s was changed behind the mount's back (tree hash %s, verified as %s); "
                       "it is dropped and will be fetched again", key[:16], now, verified_as)
             return False
-        log.info("the cached file of %s changed on disk but still matches its tree hash; kept", key[:16])
+        log.info("the cached file of %s was not as last seen, and was hashed again: it matches, so it is kept",
+                 key[:16])
         size, inode, mtime_ns, ctime_ns = looks
         store.index.execute(
             "INSERT INTO items (key, size, last_used, tree_hash, inode, mtime_ns, ctime_ns) VALUES (?,?,0,?,?,?,?) "

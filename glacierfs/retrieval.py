@@ -361,12 +361,18 @@ class Retriever:
         while True:
             with self._state:
                 seen = self._changes
-            if self.is_cached(target):
-                return True
+            # Under the archive's lock, as in request(): a download that ends
+            # between the look at the cache and the look at the job is no loss
+            # of the cache, and must not send the job to be downloaded again.
+            with self._request_locks[target.archive_id]:
+                cached = self.open_cached(target)
+                if cached is not None:
+                    cached.close()
+                    return True
+                if self._known_job(target) is None:  # raises once verification has failed
+                    return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            if self._known_job(target) is None:  # raises once verification has failed
                 return False
             with self._state:
                 if self._changes == seen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from glacierfs.cache import ContentCache
+from glacierfs.treehash import tree_hash
 
 MiB = 1 << 20
 
@@ -163,3 +165,25 @@ def test_downloads_left_by_a_killed_process_are_removed_and_live_ones_kept(tmp_p
             process.wait()
             if process.stdout:
                 process.stdout.close()
+
+
+def test_an_item_from_before_the_index_kept_tree_hashes_is_served_once_checked(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path, 16 * MiB)
+    add(cache, "old", MiB)
+    add(cache, "bad", MiB)
+    content = stored_file(cache, "old").read_bytes()
+    cache.close()
+    index = sqlite3.connect(tmp_path / "lru.sqlite")
+    index.execute("UPDATE items SET tree_hash=NULL, inode=NULL")  # as an upgraded cache finds them
+    index.commit()
+    index.close()
+    cache = ContentCache(tmp_path, 16 * MiB)
+    assert not cache.has("old") and not cache.open("old")  # nothing to check it against: neither claimed nor served
+    assert cache.usage() == (2 * MiB, 2)  # but kept, for a caller who knows its tree hash
+    handle = cache.open("old", tree_hash=tree_hash(content))
+    assert handle is not None and handle.read() == content
+    handle.close()
+    assert cache.has("old")  # checked once, it is known from now on
+    assert cache.open("bad", tree_hash=tree_hash(content)) is None  # not the bytes it should be: dropped
+    assert cache.usage() == (MiB, 1)
+    cache.close()
