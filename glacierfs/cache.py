@@ -12,11 +12,25 @@ retrieved, and the next open would pay for it again. So diskcache only stores
 (no culling), and a small index here keeps the order of use and evicts one
 item at a time, never the one just added. Finished downloads are renamed into
 its store, not copied (_MovingDisk).
+
+The cache directory belongs to the user, who may change, delete or remove any
+of it while a mount runs. So "cached" is checked at every open, never
+remembered: the index keeps, per item, the tree hash its bytes were verified
+against and what its file looked like then (size, inode, mtime, ctime). A file
+that still looks the same is served; one that changed is hashed again and
+served only if it still matches; one that is gone, or no longer matches, is
+forgotten, so it is fetched again. A removed cache directory is made anew.
+
+Downloads on their way in are scratch files in ``incoming/``, each held under
+an flock for as long as its process lives: a file nobody holds was left by a
+process that died (kill -9), and the next mount of this cache removes it,
+never touching the files of a live mount that shares the directory.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -30,18 +44,25 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from glacierfs.sqlitedb import LockedDatabase
-from glacierfs.treehash import file_tree_hash
+from glacierfs.treehash import MiB, TreeHasher, file_tree_hash
 
 log = logging.getLogger(__name__)
 
+INDEX = "lru.sqlite"
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS used (
+DROP TABLE IF EXISTS used;  -- the index before items kept what they were verified as
+CREATE TABLE IF NOT EXISTS items (
     key TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
-    last_used REAL NOT NULL
+    last_used REAL NOT NULL,
+    tree_hash TEXT,          -- what the bytes were verified against
+    inode INTEGER,           -- and what their file looked like then
+    mtime_ns INTEGER,
+    ctime_ns INTEGER
 );
-CREATE INDEX IF NOT EXISTS used_by_age ON used (last_used);
+CREATE INDEX IF NOT EXISTS items_by_age ON items (last_used);
 """
+SCRATCH_PREFIX = "download-"
 
 
 class _Finished:
@@ -75,12 +96,27 @@ def content_key(archive_id: str, start: int | None) -> str:
     return archive_id if start is None else f"{archive_id}@{start}"
 
 
-class ContentCache:
-    def __init__(self, directory: Path, size_limit: int) -> None:
+def _looks(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What a cache file looked like: any write, truncation or replacement changes it."""
+    return stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _hash_open_file(handle: BinaryIO) -> str:
+    """Tree hash of the very file a reader would get (not whatever its path names now)."""
+    hasher = TreeHasher()
+    fd, offset = handle.fileno(), 0
+    while chunk := os.pread(fd, 16 * MiB, offset):
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest()
+
+
+class _Store:
+    """diskcache and the index, as they are opened on one cache directory."""
+
+    def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.directory = directory
-        self.size_limit = size_limit
-        self._cache = diskcache.Cache(
+        self.content = diskcache.Cache(
             str(directory / "content"),
             size_limit=1 << 62,  # eviction is ours (see above)
             eviction_policy="none",
@@ -88,77 +124,240 @@ class ContentCache:
             disk_min_file_size=0,  # every value is a file: read by offset, never whole
             disk=_MovingDisk,
         )
-        self._index = LockedDatabase(directory / "lru.sqlite", SCHEMA)
-        self._scratch = directory / "incoming"
-        self._scratch.mkdir(exist_ok=True, mode=0o700)
-        self._reconcile_index()
+        self.index = LockedDatabase(directory / INDEX, SCHEMA)
+        self.scratch = directory / "incoming"
+        self.scratch.mkdir(exist_ok=True, mode=0o700)
+        self.identity = self._identity(directory)
+
+    @staticmethod
+    def _identity(directory: Path) -> tuple[int, int] | None:
+        """The inodes of both databases: they change, or vanish, when someone removes the directory."""
+        try:
+            return (os.stat(directory / INDEX).st_ino, os.stat(directory / "content" / "cache.db").st_ino)
+        except OSError:
+            return None
+
+    def intact(self, directory: Path) -> bool:
+        return self.identity is not None and self._identity(directory) == self.identity
 
     def close(self) -> None:
-        self._cache.close()
-        self._index.close()
+        self.content.close()
+        self.index.close()
 
-    def _reconcile_index(self) -> None:
-        """After a crash the index and the store may disagree; the store wins."""
-        stored = set(self._cache.iterkeys())
-        indexed = {row[0] for row in self._index.query("SELECT key FROM used")}
+
+class ContentCache:
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        self.directory = directory
+        self.size_limit = size_limit
+        self._reopen_lock = threading.Lock()
+        self._scratch_locks: dict[Path, int] = {}  # scratch file -> descriptor holding its flock
+        self._scratch_lock = threading.Lock()
+        self._store = _Store(directory)
+        self._reconcile_index(self._store)
+        self._remove_abandoned_scratch()
+
+    def close(self) -> None:
+        self._store.close()
+        with self._scratch_lock:
+            for fd in self._scratch_locks.values():
+                os.close(fd)
+            self._scratch_locks.clear()
+
+    def _current(self) -> _Store:
+        """The store, made anew if the cache directory was removed under the mount."""
+        store = self._store
+        if store.intact(self.directory):
+            return store
+        with self._reopen_lock:
+            if self._store is store:  # nobody beat us to it
+                log.warning("the cache directory %s was removed or replaced while mounted; "
+                            "starting an empty one there (what was cached will be fetched again)",
+                            self.directory)
+                # The old connections are left to the garbage collector: other
+                # threads may be in the middle of a call on them.
+                self._store = _Store(self.directory)
+                self._reconcile_index(self._store)
+            return self._store
+
+    @property
+    def _scratch(self) -> Path:
+        return self._current().scratch
+
+    def _reconcile_index(self, store: _Store) -> None:
+        """After a crash the index and the store may disagree; the store wins.
+        An item the index does not know is checked at its next open."""
+        stored = set(store.content.iterkeys())
+        indexed = {row[0] for row in store.index.query("SELECT key FROM items")}
         for key in indexed - stored:
-            self._index.execute("DELETE FROM used WHERE key=?", (key,))
+            store.index.execute("DELETE FROM items WHERE key=?", (key,))
         for key in stored - indexed:
-            handle = self._cache.get(key, read=True)
+            handle = store.content.get(key, read=True)
             if handle is None:
+                store.content.delete(key)
                 continue
             with handle:
                 size = os.fstat(handle.fileno()).st_size
-            self._index.execute("INSERT INTO used (key, size, last_used) VALUES (?,?,0)", (key, size))
+            store.index.execute("INSERT INTO items (key, size, last_used) VALUES (?,?,0)", (key, size))
 
-    def open(self, archive_id: str, start: int | None = None) -> BinaryIO | None:
-        """An open file of the cached bytes, or None. Counts as a use."""
-        key = content_key(archive_id, start)
-        handle = self._cache.get(key, read=True)
-        if handle is not None:
-            self._index.execute("UPDATE used SET last_used=? WHERE key=?", (time.time(), key))
-        return handle  # type: ignore[no-any-return]
+    def _remove_abandoned_scratch(self) -> None:
+        """Remove downloads whose process died: nobody holds their flock."""
+        scratch = self._scratch
+        for path in scratch.iterdir():
+            if not path.name.startswith(SCRATCH_PREFIX):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live process is writing it
+            finally:
+                os.close(fd)
+            path.unlink(missing_ok=True)
+            log.info("removed %s, a download left behind by a glacierfs that stopped without cleaning up",
+                     path.name)
 
-    def has(self, archive_id: str, start: int | None = None) -> bool:
-        return content_key(archive_id, start) in self._cache
+    # Reading -------------------------------------------------------------------
+
+    def open(self, archive_id: str, start: int | None = None, tree_hash: str | None = None) -> BinaryIO | None:
+        """An open file of the cached bytes, checked to be what was verified, or
+        None. Counts as a use. ``tree_hash`` is what the bytes should hash to,
+        for an item the index has no record of."""
+        return self._checked(content_key(archive_id, start), tree_hash, use=True)
+
+    def has(self, archive_id: str, start: int | None = None, tree_hash: str | None = None) -> bool:
+        handle = self._checked(content_key(archive_id, start), tree_hash, use=False)
+        if handle is None:
+            return False
+        handle.close()
+        return True
+
+    def _checked(self, key: str, expected: str | None, use: bool) -> BinaryIO | None:
+        store = self._current()
+        handle: BinaryIO | None = store.content.get(key, read=True)
+        row = store.index.query_one(
+            "SELECT tree_hash, size, inode, mtime_ns, ctime_ns FROM items WHERE key=?", (key,)
+        )
+        if handle is None:
+            if row is not None or key in store.content:
+                log.warning("the cached file of %s is gone from the cache directory; it will be fetched again",
+                            key[:16])
+                self._forget(store, key)
+            return None
+        try:
+            looks = _looks(os.fstat(handle.fileno()))
+            if row is None or tuple(row[1:]) != looks:
+                verified_as = (row[0] if row else None) or expected
+                if verified_as is None:
+                    # Kept from before the index held tree hashes (or a crash between
+                    # storing and indexing it): served once a caller says what it must hash to.
+                    log.debug("the cached file of %s has no tree hash to check it against yet", key[:16])
+                    handle.close()
+                    return None
+                if not self._still_verified(store, key, handle, verified_as, looks):
+                    handle.close()
+                    self._forget(store, key)
+                    return None
+            if use:
+                store.index.execute("UPDATE items SET last_used=? WHERE key=?", (time.time(), key))
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def _still_verified(
+        self, store: _Store, key: str, handle: BinaryIO, verified_as: str, looks: tuple[int, int, int, int]
+    ) -> bool:
+        """A cache file changed since it was verified: is it still those bytes?"""
+        now = _hash_open_file(handle)
+        if now != verified_as:
+            log.error("the cached file of %s was changed behind the mount's back (tree hash %s, verified as %s); "
+                      "it is dropped and will be fetched again", key[:16], now, verified_as)
+            return False
+        log.info("the cached file of %s was not as last seen, and was hashed again: it matches, so it is kept",
+                 key[:16])
+        size, inode, mtime_ns, ctime_ns = looks
+        store.index.execute(
+            "INSERT INTO items (key, size, last_used, tree_hash, inode, mtime_ns, ctime_ns) VALUES (?,?,0,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET size=excluded.size, tree_hash=excluded.tree_hash, "
+            "inode=excluded.inode, mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns",
+            (key, size, verified_as, inode, mtime_ns, ctime_ns),
+        )
+        return True
+
+    def _forget(self, store: _Store, key: str) -> None:
+        store.content.delete(key)
+        store.index.execute("DELETE FROM items WHERE key=?", (key,))
+
+    # Writing -------------------------------------------------------------------
 
     def scratch_file(self, size: int = 0) -> Path:
         """A new empty file beside the cache, for ``size`` bytes on their way in.
         Refused at once (ENOSPC) when the disk lacks that room, rather than after
-        filling it and starving everything else that wants in."""
-        free = shutil.disk_usage(self._scratch).free
+        filling it and starving everything else that wants in. Hand it back with
+        ``adopt`` or ``discard_scratch``."""
+        scratch = self._scratch
+        free = shutil.disk_usage(scratch).free
         if size > free:
-            raise OSError(errno.ENOSPC, f"{size} bytes would not fit the {free} bytes free", str(self._scratch))
-        fd, name = tempfile.mkstemp(dir=self._scratch, prefix="download-")
-        os.close(fd)
+            raise OSError(errno.ENOSPC, f"{size} bytes would not fit the {free} bytes free", str(scratch))
+        fd, name = tempfile.mkstemp(dir=scratch, prefix=SCRATCH_PREFIX)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # ours while this process lives (see the module's docstring)
+        with self._scratch_lock:
+            self._scratch_locks[Path(name)] = fd
         return Path(name)
 
-    def adopt(self, archive_id: str, start: int | None, path: Path) -> None:
-        """Move verified bytes from ``path`` (beside the cache) into the cache, then make room."""
-        key = content_key(archive_id, start)
-        size = path.stat().st_size
-        self._cache.set(key, _Finished(path), read=True)
-        path.unlink(missing_ok=True)  # copied, not moved, if it lay on another filesystem
-        self._index.execute(
-            "INSERT OR REPLACE INTO used (key, size, last_used) VALUES (?,?,?)", (key, size, time.time())
-        )
-        self._evict(keep=key)
+    def discard_scratch(self, path: Path) -> None:
+        """Remove a scratch file the cache will not take."""
+        path.unlink(missing_ok=True)
+        self._release_scratch(path)
 
-    def _evict(self, keep: str) -> None:
+    def _release_scratch(self, path: Path) -> None:
+        with self._scratch_lock:
+            fd = self._scratch_locks.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def adopt(self, archive_id: str, start: int | None, path: Path, tree_hash: str | None = None) -> None:
+        """Move verified bytes from ``path`` (beside the cache) into the cache, then
+        make room. ``tree_hash`` is what they were verified against (hashed here if
+        not given): every later open checks the file against it."""
+        key = content_key(archive_id, start)
+        try:
+            if tree_hash is None:
+                tree_hash = file_tree_hash(path)
+            store = self._current()
+            store.content.set(key, _Finished(path), read=True)
+            path.unlink(missing_ok=True)  # copied, not moved, if it lay on another filesystem
+        finally:
+            self._release_scratch(path)
+        handle = store.content.get(key, read=True)
+        if handle is None:
+            raise OSError(errno.ENOENT, "the cached file vanished as it was stored", key)
+        with handle:
+            size, inode, mtime_ns, ctime_ns = _looks(os.fstat(handle.fileno()))
+        store.index.execute(
+            "INSERT OR REPLACE INTO items (key, size, last_used, tree_hash, inode, mtime_ns, ctime_ns) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (key, size, time.time(), tree_hash, inode, mtime_ns, ctime_ns),
+        )
+        self._evict(store, keep=key)
+
+    def _evict(self, store: _Store, keep: str) -> None:
         """Least recently used first, one at a time, until the cache fits its limit."""
         while self.usage()[0] > self.size_limit:
-            row = self._index.query_one(
-                "SELECT key FROM used WHERE key<>? ORDER BY last_used LIMIT 1", (keep,)
+            row = store.index.query_one(
+                "SELECT key FROM items WHERE key<>? ORDER BY last_used LIMIT 1", (keep,)
             )
             if row is None:
                 return  # only the newest is left: a cache may hold one archive over its limit
-            self._cache.delete(row[0])
-            self._index.execute("DELETE FROM used WHERE key=?", (row[0],))
+            self._forget(store, row[0])
             log.info("evicted %s from the cache", row[0][:16])
 
     def usage(self) -> tuple[int, int]:
         """(bytes, entries) held."""
-        total, count = self._index.query_one("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM used")
+        total, count = self._current().index.query_one("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM items")
         return total, count
 
 
@@ -217,7 +416,7 @@ class Incoming:
                 log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
                           archive_id[:16], copied, tree_hash)
             else:
-                self._cache.adopt(archive_id, None, path)
+                self._cache.adopt(archive_id, None, path, tree_hash)
         except OSError as error:
             log.warning("could not keep the copy of archive %s in the cache: %s", archive_id[:16], error)
         finally:
@@ -232,5 +431,5 @@ class Incoming:
             os.close(self._fd)
             self._fd = None
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            self._cache.discard_scratch(self.path)
             self.path = None

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     requested REAL NOT NULL,
     status TEXT NOT NULL,
     downloads INTEGER NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT ''
+    message TEXT NOT NULL DEFAULT '',
+    completed REAL  -- when Glacier finished it: its output lives 24 h from then
 );
 CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
 CREATE TABLE IF NOT EXISTS inventories (
@@ -104,12 +105,12 @@ CREATE TABLE IF NOT EXISTS meta (
 # Retrieval job states, as glacierfs follows them.
 IN_PROGRESS = "InProgress"  # Glacier is preparing the output
 SUCCEEDED = "Succeeded"  # the output is ready to download
-CACHED = "Cached"  # downloaded, verified and in the cache
+CACHED = "Cached"  # downloaded, verified and put in the cache (which may have lost it since)
 FAILED = "Failed"  # Glacier failed the job
 EXPIRED = "Expired"  # the output is no longer downloadable
-UNVERIFIED = "Unverified"  # downloads kept failing verification: never served
+UNVERIFIED = "Unverified"  # its output failed verification: never served
 
-JOB_LIFETIME = 24 * 3600  # a job's output stays downloadable at least this long
+JOB_LIFETIME = 24 * 3600  # a job's output stays downloadable at least this long after it completes
 
 
 @dataclass(frozen=True)
@@ -123,18 +124,27 @@ class JobRecord:
     tier: str
     requested: float
     status: str
-    downloads: int = 0
+    downloads: int = 0  # downloads that failed verification
     message: str = ""
+    completed: float | None = None  # when Glacier completed it, once known
 
     @property
     def size(self) -> int:
         return self.range_end - self.range_start + 1
 
+    @property
+    def output_expires(self) -> float:
+        """When its output stops being downloadable, at the earliest (before it
+        completes, counted from the request: the output cannot outlive that)."""
+        return (self.completed or self.requested) + JOB_LIFETIME
+
     def but(self, **changes: object) -> JobRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-_JOB_COLUMNS = "job_id, vault, archive_id, range_start, range_end, whole, tier, requested, status, downloads, message"
+_JOB_COLUMNS = (
+    "job_id, vault, archive_id, range_start, range_end, whole, tier, requested, status, downloads, message, completed"
+)
 
 
 @dataclass(frozen=True)
@@ -205,9 +215,9 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._store = LockedDatabase(path, SCHEMA)
         os.chmod(path, 0o600)
-        columns = {row[1] for row in self._all("PRAGMA table_info(vaults)")}
-        if "gone" not in columns:  # a catalog from before vaults could go missing
-            self._execute("ALTER TABLE vaults ADD COLUMN gone REAL")
+        # Catalogs from earlier versions gain the columns added since.
+        self._store.add_column("vaults", "gone", "REAL")
+        self._store.add_column("jobs", "completed", "REAL")
 
     def close(self) -> None:
         self._store.close()
@@ -369,10 +379,14 @@ class Catalog:
 
     def put_job(self, job: JobRecord) -> None:
         self._execute(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.vault, job.archive_id, job.range_start, job.range_end, int(job.whole),
-                 job.tier, job.requested, job.status, job.downloads, job.message),
+                 job.tier, job.requested, job.status, job.downloads, job.message, job.completed),
             )
+
+    def job(self, job_id: str) -> JobRecord | None:
+        jobs = self._jobs("job_id=?", (job_id,))
+        return jobs[0] if jobs else None
 
     def _jobs(self, where: str, args: tuple[object, ...]) -> list[JobRecord]:
         rows = self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY requested", args)

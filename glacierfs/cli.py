@@ -560,7 +560,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
             print(f"glacierfs: {path} is not inside a glacierfs mount", file=sys.stderr)
             return 1
     files = _files_under(args.paths)
-    wanted = [path for path in files if _state_of(path) == "stored"]
+    # A "failed" archive's last job gave bytes that failed verification: a new job is what helps.
+    wanted = [path for path in files if _state_of(path) == "stored" or _state_of(path).startswith("failed")]
     pending = [path for path in files if _state_of(path).startswith("retrieving")]
     total = sum(path.stat().st_size for path in wanted)
     print(f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "

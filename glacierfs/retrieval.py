@@ -3,11 +3,21 @@ in verified, tree-hash aligned chunks into the cache.
 
 Jobs cost money, so every path here tries not to start one: the cache first,
 then a job the catalog remembers (it survives a remount), then one Glacier
-lists for the archive (started by another client). Concurrent readers of one
-archive share one job under a per-archive lock.
+lists for the archive (started by another client). A job's output stays
+downloadable for 24 h after it completes, so bytes the cache lost (evicted,
+deleted, a new cache directory) are downloaded again from the same job, never
+paid for twice. Concurrent readers of one archive share one job under a
+per-archive lock; the cost guard's check and its spend are one step under
+``self._budget``, so readers of different archives cannot all pass it at once.
 
-Lock order: an archive's request lock, then ``self._state`` (a Condition).
-No request to Glacier is made while holding ``self._state``.
+A download that fails for want of network, disk or permission is retried,
+with growing pauses, for as long as the job's output lives; only bytes that
+fail verification condemn a job (Unverified), and an explicit retrieve starts
+a new one even then.
+
+Lock order: an archive's request lock, then ``self._budget``, then
+``self._state`` (a Condition). No request to Glacier is made while holding
+``self._budget`` or ``self._state``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as all_done
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,8 +61,11 @@ EXPECTED = {"Expedited": "1-5 minutes", "Standard": "3-5 hours", "Bulk": "5-12 h
 # Poll about ten times per usual wait, never more than once a minute for real tiers.
 DEFAULT_POLL = {"Expedited": 60.0, "Standard": 900.0, "Bulk": 1800.0}
 NO_SPACE = "no space left in the cache directory"
-MAX_DOWNLOADS = 3  # attempts to download one job's output before it is Unverified
 CHUNK_ATTEMPTS = 2  # a chunk that fails its tree hash is fetched once more
+# Pauses between attempts to download a job's output after a failure that was
+# not the bytes' fault: doubling from the first to the last, while the output lives.
+FIRST_RETRY = 1.0
+LAST_RETRY = 600.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,14 @@ class Retriever:
         self._jobs = ThreadPoolExecutor(max_workers=2, thread_name_prefix="job")
         self._downloading: set[str] = set()
         self._request_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        # Jobs being started: counted by the cost guard before Glacier has answered.
+        self._budget = threading.Lock()
+        self._reserved_bytes = 0
+        self._reserved_jobs = 0
+        # Job id -> (downloads that failed in a row, not before this time).
+        self._retries: dict[str, tuple[int, float]] = {}
         self._state = threading.Condition()
+        self._changes = 0  # under self._state: bumped at every change a waiter may care about
         self._poller = Periodic("poller", self.poll_interval, self.poll_once)
 
     def start(self) -> None:
@@ -145,42 +166,90 @@ class Retriever:
         return Target(vault, archive_id, size, tree_hash, start, min(start + self.range_size, size) - 1)
 
     def open_cached(self, target: Target) -> BinaryIO | None:
-        return self.cache.open(target.archive_id, target.start)
+        """The cached bytes of ``target``, checked by the cache to be the ones verified."""
+        return self.cache.open(target.archive_id, target.start, target.archive_tree_hash if target.whole else None)
 
     def is_cached(self, target: Target) -> bool:
-        return self.cache.has(target.archive_id, target.start)
+        return self.cache.has(target.archive_id, target.start, target.archive_tree_hash if target.whole else None)
+
+    # Reading ------------------------------------------------------------------
+
+    def fetch(self, target: Target, label: str, wait_seconds: float) -> BinaryIO:
+        """The cached bytes of ``target``; else a job is found or started for them
+        (which the cost guard may refuse, or a failed verification), waited for
+        up to ``wait_seconds``, and JobNotReady names it. ``label`` names the
+        file in that message."""
+        cached, job = self._cached_or_job(target, explicit=False, tier=None)
+        if cached is not None:
+            return cached
+        if wait_seconds and self.wait(target, wait_seconds):
+            # Cached meanwhile; should the file be gone again already, ask once more.
+            cached, job = self._cached_or_job(target, explicit=False, tier=None)
+            if cached is not None:
+                return cached
+        assert job is not None
+        job = self.catalog.job(job.job_id) or job  # what happened to it while we waited
+        detail = ""
+        if job.message and job.status == SUCCEEDED:
+            detail = f"; its last download failed ({job.message}), and is retried while its output lasts"
+        raise errors.JobNotReady(
+            f"{label}: bytes {target.first}-{target.last} are being retrieved by job {job.job_id} "
+            f"({job.tier} tier, requested {iso(job.requested)}, usually {EXPECTED[job.tier]}){detail}; "
+            "try again later"
+        )
 
     # Starting jobs ------------------------------------------------------------
 
     def request(self, target: Target, explicit: bool = False, tier: str | None = None) -> JobRecord | None:
         """Make sure a job is under way for ``target``; None if it is cached already.
 
-        ``explicit`` requests (glacierfs retrieve) were confirmed by the user and
-        pass the cost guard; those from open() do not.
+        ``explicit`` requests (glacierfs retrieve) were confirmed by the user: they
+        pass the cost guard, and start a new job where the last one's output
+        failed verification; those from open() do neither.
         """
-        tier = tier or self.tier
+        cached, job = self._cached_or_job(target, explicit, tier)
+        if cached is not None:
+            cached.close()
+        return job
+
+    def _cached_or_job(
+        self, target: Target, explicit: bool, tier: str | None
+    ) -> tuple[BinaryIO, None] | tuple[None, JobRecord]:
+        """The cached bytes, or else the job that brings them: always one of the two."""
         with self._request_locks[target.archive_id]:
-            if self.is_cached(target):
-                return None
-            job = self._known_job(target)
+            cached = self.open_cached(target)
+            if cached is not None:
+                return cached, None
+            job = self._known_job(target, explicit) or self._job_listed_by_glacier(target)
             if job is None:
-                job = self._job_listed_by_glacier(target)
-            if job is None:
-                if not explicit:
-                    self._check_budget(target)
-                job_id = self.glacier.initiate_archive_retrieval(
-                    target.vault,
-                    target.archive_id,
-                    tier=tier,
-                    byte_range=None if target.whole else (target.first, target.last),
-                )
-                job = JobRecord(job_id, target.vault, target.archive_id, target.first, target.last,
-                                target.whole, tier, time.time(), IN_PROGRESS)
-                self.catalog.put_job(job)
-                log.info(
-                    "requested retrieval job %s for archive %s bytes %d-%d (%s tier, usually %s)",
-                    job_id[:16], target.archive_id[:16], target.first, target.last, tier, EXPECTED[tier],
-                )
+                job = self._start_job(target, tier or self.tier, explicit)
+        return None, job
+
+    def _start_job(self, target: Target, tier: str, explicit: bool) -> JobRecord:
+        # The check and the spend are one step: a reservation, until the catalog has the job.
+        with self._budget:
+            if not explicit:
+                self._check_budget(target)
+            self._reserved_bytes += target.size
+            self._reserved_jobs += 1
+        try:
+            job_id = self.glacier.initiate_archive_retrieval(
+                target.vault,
+                target.archive_id,
+                tier=tier,
+                byte_range=None if target.whole else (target.first, target.last),
+            )
+            job = JobRecord(job_id, target.vault, target.archive_id, target.first, target.last,
+                            target.whole, tier, time.time(), IN_PROGRESS)
+            self.catalog.put_job(job)
+        finally:
+            with self._budget:
+                self._reserved_bytes -= target.size
+                self._reserved_jobs -= 1
+        log.info(
+            "requested retrieval job %s for archive %s bytes %d-%d (%s tier, usually %s)",
+            job_id[:16], target.archive_id[:16], target.first, target.last, tier, EXPECTED[tier],
+        )
         self._poller.wake()
         return job
 
@@ -191,30 +260,50 @@ class Retriever:
             job.whole or job.range_start == target.first
         )
 
-    def _known_job(self, target: Target) -> JobRecord | None:
-        """A job of ours still worth waiting for or downloading from."""
-        fresh_after = time.time() - JOB_LIFETIME
+    @staticmethod
+    def _fills(job: JobRecord, target: Target) -> bool:
+        """The job's output is exactly what the cache keeps for ``target``."""
+        return job.whole == target.whole and (job.whole or job.range_start == target.first)
+
+    def _known_job(self, target: Target, explicit: bool = False) -> JobRecord | None:
+        """A job of ours still worth waiting for or downloading from (again)."""
+        now = time.time()
         for job in reversed(self.catalog.jobs_for(target.archive_id)):
-            if job.status in (IN_PROGRESS, SUCCEEDED) and self._covers(job, target):
-                if job.status == SUCCEEDED and job.requested < fresh_after:
-                    continue  # the output may have expired; the poller will tell
-                if job.message.startswith(NO_SPACE):
-                    self._poller.wake()  # perhaps there is room now
+            if not self._covers(job, target):
+                continue
+            if job.status == IN_PROGRESS:
+                return job  # the poller gives up on it if Glacier stops listing it
+            if job.status in (SUCCEEDED, CACHED) and job.output_expires > now:
+                if job.status == CACHED:
+                    if not self._fills(job, target):
+                        continue
+                    # The cache lost what this job brought; its output is still there.
+                    job = job.but(status=SUCCEEDED, message="")
+                    self._set(job)
+                    log.info("archive %s bytes %d-%d are no longer in the cache: downloading them again from "
+                             "job %s, whose output lasts until %s (no new job)", target.archive_id[:16],
+                             target.first, target.last, job.job_id[:16], iso(job.output_expires))
+                    self._poller.wake()
+                    return job
+                self._wake_if_retry_due(job)
+                if job.message.startswith(NO_SPACE) and not explicit:
                     raise errors.CacheFull(
                         f"archive {target.archive_id[:16]} is retrieved (job {job.job_id[:16]}) but the "
                         f"cache directory is full: free space there, or lower --cache-size"
                     )
                 return job
-            if job.status == UNVERIFIED and self._covers(job, target):
+            if job.status == UNVERIFIED and not explicit:
                 raise errors.RetrievalFailed(
                     f"archive {target.archive_id[:16]}: the output of job {job.job_id[:16]} failed "
-                    f"verification {job.downloads} times ({job.message}); nothing was served. "
-                    "Request it again with `glacierfs retrieve`."
+                    f"verification ({job.message}); nothing was served. "
+                    "Request it again with `glacierfs retrieve` (or setfattr -n user.glacier.retrieve)."
                 )
         return None
 
     def _job_listed_by_glacier(self, target: Target) -> JobRecord | None:
-        """Adopt a job another client (or an earlier mount) started for this archive."""
+        """Adopt a job another client (or an earlier mount) started for this
+        archive, or one of ours Glacier still lists although we counted it gone."""
+        ours = {job.job_id: job for job in self.catalog.jobs_for(target.archive_id)}
         for listed in self.glacier.list_jobs(target.vault):
             if listed.archive_id != target.archive_id or listed.status == "Failed":
                 continue
@@ -223,49 +312,71 @@ class Retriever:
             job = JobRecord(
                 listed.job_id, target.vault, target.archive_id, first, last, whole, listed.tier,
                 _epoch(listed.created), SUCCEEDED if listed.completed else IN_PROGRESS,
+                completed=_epoch(listed.completed_at) if listed.completed_at else None,
             )
-            if self._covers(job, target) and job.job_id not in {j.job_id for j in self.catalog.jobs_for(target.archive_id)}:
-                self.catalog.put_job(job)
-                log.info("reusing retrieval job %s for archive %s, found in Glacier's job list",
-                         job.job_id[:16], target.archive_id[:16])
-                return job
+            if not self._covers(job, target):
+                continue
+            known = ours.get(job.job_id)
+            if known is not None:
+                if known.status in (FAILED, EXPIRED, UNVERIFIED) or not self._fills(known, target):
+                    continue
+                job = known.but(status=job.status, completed=job.completed, message="")
+            self._set(job)
+            log.info("reusing retrieval job %s for archive %s, found in Glacier's job list",
+                     job.job_id[:16], target.archive_id[:16])
+            self._poller.wake()
+            return job
         return None
 
     def _check_budget(self, target: Target) -> None:
+        """Under self._budget: jobs being started count as started."""
         recent = self.catalog.jobs_since(time.time() - 24 * 3600)
-        used = sum(job.size for job in recent)
+        used = sum(job.size for job in recent) + self._reserved_bytes
+        started = len(recent) + self._reserved_jobs
         if used + target.size > self.max_bytes:
             raise errors.RetrievalBudgetExceeded(
                 f"retrieving {target.size} more bytes would pass --max-retrieval-bytes "
                 f"({used} of {self.max_bytes} used in the last 24 h); raise it, or thaw on purpose "
                 "with `glacierfs retrieve`"
             )
-        if len(recent) >= self.max_jobs:
+        if started >= self.max_jobs:
             raise errors.RetrievalBudgetExceeded(
-                f"{len(recent)} retrieval jobs were started in the last 24 h, the most "
+                f"{started} retrieval jobs were started in the last 24 h, the most "
                 "--max-retrieval-jobs allows; raise it, or thaw on purpose with `glacierfs retrieve`"
             )
 
     def budget_left(self) -> tuple[int, int]:
         """(bytes, jobs) that open() may still start in this rolling 24 h."""
         recent = self.catalog.jobs_since(time.time() - 24 * 3600)
-        return max(0, self.max_bytes - sum(job.size for job in recent)), max(0, self.max_jobs - len(recent))
+        with self._budget:
+            used = sum(job.size for job in recent) + self._reserved_bytes
+            started = len(recent) + self._reserved_jobs
+        return max(0, self.max_bytes - used), max(0, self.max_jobs - started)
 
     # Waiting ------------------------------------------------------------------
 
     def wait(self, target: Target, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for ``target`` to be cached."""
         deadline = time.monotonic() + timeout
-        with self._state:
-            while not self.is_cached(target):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        while True:
+            with self._state:
+                seen = self._changes
+            # Under the archive's lock, as in request(): a download that ends
+            # between the look at the cache and the look at the job is no loss
+            # of the cache, and must not send the job to be downloaded again.
+            with self._request_locks[target.archive_id]:
+                cached = self.open_cached(target)
+                if cached is not None:
+                    cached.close()
+                    return True
+                if self._known_job(target) is None:  # raises once verification has failed
                     return False
-                job = self._known_job(target)  # raises once verification has failed for good
-                if job is None and not self.is_cached(target):
-                    return False
-                self._state.wait(min(remaining, 1.0))
-        return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._state:
+                if self._changes == seen:
+                    self._state.wait(min(remaining, 1.0))
 
     def describe(self, archive_id: str, whole_only: bool = True) -> str:
         """user.glacier.state for a stored archive."""
@@ -285,19 +396,28 @@ class Retriever:
 
     def poll_once(self) -> None:
         active = self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
-        by_vault: defaultdict[str, list[JobRecord]] = defaultdict(list)
+        by_vault: defaultdict[str, list[str]] = defaultdict(list)
         for job in active:
-            by_vault[job.vault].append(job)
-        for vault, jobs in by_vault.items():
+            by_vault[job.vault].append(job.job_id)
+        for vault, job_ids in by_vault.items():
             try:
                 completed = {listed.job_id: listed for listed in self.glacier.list_jobs(vault, completed=True)}
             except errors.GlacierFSError as error:
                 log.warning("could not list the jobs of vault %s: %s", vault, error)
                 continue
-            for job in jobs:
-                self._follow(job, completed.get(job.job_id))
+            for job_id in job_ids:
+                self._follow(job_id, completed.get(job_id))
 
-    def _follow(self, job: JobRecord, listed: Job | None) -> None:
+    def _follow(self, job_id: str, listed: Job | None) -> None:
+        # Only the poller's one thread starts downloads, so a job neither being
+        # downloaded nor cached by now (read afresh: the round's list of active
+        # jobs may be stale) cannot become either before this one starts.
+        with self._state:
+            if job_id in self._downloading:
+                return
+        job = self.catalog.job(job_id)
+        if job is None or job.status not in (IN_PROGRESS, SUCCEEDED):
+            return
         if listed is None:
             if job.status == SUCCEEDED or time.time() - job.requested > 2 * JOB_LIFETIME:
                 self._set(job.but(status=EXPIRED, message="Glacier no longer lists this job"))
@@ -307,51 +427,82 @@ class Retriever:
             self._set(job.but(status=FAILED, message=listed.status_message or "failed"))
             log.error("Glacier failed retrieval job %s: %s", job.job_id[:16], listed.status_message)
             return
-        if job.status == IN_PROGRESS:
-            job = job.but(status=SUCCEEDED)
+        if job.status == IN_PROGRESS or job.completed is None:
+            completed = _epoch(listed.completed_at) if listed.completed_at else time.time()
+            job = job.but(status=SUCCEEDED, completed=completed)
             self._set(job)
+        if time.time() < self._retries.get(job_id, (0, 0.0))[1]:
+            return
         with self._state:
-            if job.job_id in self._downloading:
-                return
-            self._downloading.add(job.job_id)
+            self._downloading.add(job_id)
         self._jobs.submit(self._download, job, listed)
+
+    def _wake_if_retry_due(self, job: JobRecord) -> None:
+        """A reader asks for a job whose download failed: try again now if its pause is over."""
+        retry = self._retries.get(job.job_id)
+        if retry is not None and time.time() >= retry[1]:
+            self._poller.wake()
 
     def _set(self, job: JobRecord) -> None:
         self.catalog.put_job(job)
         with self._state:
+            self._changes += 1
             self._state.notify_all()
 
     def _download(self, job: JobRecord, listed: Job) -> None:
         """Fetch the output in aligned chunks, verify each and the whole, then cache it."""
         scratch: Path | None = None
         try:
-            scratch = self.cache.scratch_file(job.range_end - job.range_start + 1)
+            scratch = self.cache.scratch_file(job.size)
             expected = listed.archive_tree_hash if job.whole else listed.tree_hash
-            hashes = self._fetch_chunks(job, scratch)
-            whole = combine(hashes).hex()
+            whole = combine(self._fetch_chunks(job, scratch)).hex()
             if expected and whole != expected:
                 raise errors.ChecksumMismatch(f"the output hashes to {whole}, Glacier says {expected}")
-            self.cache.adopt(job.archive_id, None if job.whole else job.range_start, scratch)
+            self.cache.adopt(job.archive_id, None if job.whole else job.range_start, scratch, whole)
+            scratch = None
+            self._retries.pop(job.job_id, None)
             self._set(job.but(status=CACHED, message=""))
             log.info("retrieved archive %s bytes %d-%d (job %s), verified and cached",
                      job.archive_id[:16], job.range_start, job.range_end, job.job_id[:16])
-        except Exception as error:  # noqa: BLE001 - recorded on the job; readers learn of it
-            if _disk_full(error):
-                # Not the job's fault: keep it, and try again once there is room.
-                self._set(job.but(message=f"{NO_SPACE}: {error}"))
-            else:
-                downloads = job.downloads + 1
-                failed_for_good = downloads >= MAX_DOWNLOADS or isinstance(error, errors.ChecksumMismatch)
-                self._set(job.but(status=UNVERIFIED if failed_for_good else SUCCEEDED,
-                                  downloads=downloads, message=str(error)[:300]))
-            log.error("download of job %s (archive %s) failed, nothing was cached: %s",
+        except errors.ChecksumMismatch as error:
+            self._retries.pop(job.job_id, None)
+            self._set(job.but(status=UNVERIFIED, downloads=job.downloads + 1, message=str(error)[:300]))
+            log.error("the output of job %s (archive %s) failed verification: %s; nothing was cached or served, "
+                      "and `glacierfs retrieve` (or setfattr -n user.glacier.retrieve) starts a new job",
                       job.job_id[:16], job.archive_id[:16], error)
-            if scratch is not None:
-                scratch.unlink(missing_ok=True)
+        except errors.NotFound as error:
+            self._retries.pop(job.job_id, None)
+            self._set(job.but(status=EXPIRED, message=f"Glacier no longer has its output: {error}"[:300]))
+            log.warning("the output of job %s (archive %s) is gone from Glacier: %s",
+                        job.job_id[:16], job.archive_id[:16], error)
+        except Exception as error:  # noqa: BLE001 - network, disk, permissions: not the bytes' fault
+            self._retry_later(job, error)
         finally:
+            if scratch is not None:
+                self.cache.discard_scratch(scratch)
             with self._state:
                 self._downloading.discard(job.job_id)
+                self._changes += 1
                 self._state.notify_all()
+
+    def _retry_later(self, job: JobRecord, error: Exception) -> None:
+        """Keep the job, and download again after a pause that doubles each time,
+        while its output lives."""
+        failures = self._retries.get(job.job_id, (0, 0.0))[0] + 1
+        pause = min(FIRST_RETRY * 2 ** (failures - 1), LAST_RETRY)
+        again = time.time() + pause
+        if again >= job.output_expires:
+            self._retries.pop(job.job_id, None)
+            self._set(job.but(status=EXPIRED, message=f"its output expired before a download succeeded: {error}"[:300]))
+            log.error("download of job %s (archive %s) failed, and its output expires before another try: %s",
+                      job.job_id[:16], job.archive_id[:16], error)
+            return
+        self._retries[job.job_id] = (failures, again)
+        message = f"{NO_SPACE}: {error}" if _disk_full(error) else f"download failed: {error}"
+        self._set(job.but(message=message[:300]))
+        log.warning("download of job %s (archive %s) failed, nothing was cached: %s; trying again in %.0f s "
+                    "(failure %d in a row), as long as its output lasts (until %s)",
+                    job.job_id[:16], job.archive_id[:16], error, pause, failures, iso(job.output_expires))
 
     def _fetch_chunks(self, job: JobRecord, scratch: Path) -> list[bytes]:
         size = job.size
@@ -360,6 +511,7 @@ class Retriever:
             offsets = range(0, size, self.chunk_size)
             futures = [self._chunks.submit(self._fetch_chunk, job, fd, offset, min(offset + self.chunk_size, size))
                        for offset in offsets]
+            all_done(futures)  # every chunk done with ``fd`` before it is closed, failed or not
             return [future.result() for future in futures]
         finally:
             os.close(fd)
@@ -382,8 +534,9 @@ class Retriever:
 
 
 def _disk_full(error: BaseException) -> bool:
-    """ENOSPC from our own writes, or diskcache's SQLite saying the same."""
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    """ENOSPC from our own writes, the cache index's SQLite saying the same
+    (NoSpace), or diskcache's own SQLite."""
+    if isinstance(error, errors.NoSpace) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
         return True
     return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
 

@@ -32,6 +32,12 @@ class LockedDatabase:
         with self._lock:
             self._db.close()
 
+    def add_column(self, table: str, column: str, declaration: str) -> None:
+        """Give a database made by an earlier version a column added since."""
+        with self._locked() as db:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

@@ -18,7 +18,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from glacierfs import errors, names
 from glacierfs.cache import Incoming
@@ -40,7 +39,7 @@ from glacierfs.handles import Closer, Handle, Outcomes, ReadHandle, WriteHandle
 from glacierfs.inventory import Inventories
 from glacierfs.manifest import ManifestKeeper
 from glacierfs.periodic import Periodic
-from glacierfs.retrieval import EXPECTED, Retriever, Target, iso
+from glacierfs.retrieval import EXPECTED, Retriever, Target
 from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
@@ -430,30 +429,8 @@ class GlacierFS:
                 handle.ranged = entry  # blocks are retrieved as reads reach them
             handle.reader = cached
             return handle
-        handle.reader = self._fetch(path, self._target(entry))
+        handle.reader = self.retriever.fetch(self._target(entry), path, self.wait_seconds)
         return handle
-
-    def _fetch(self, path: str, target: Target) -> BinaryIO:
-        """The cached bytes of ``target``, or a job started and EAGAIN (after --wait)."""
-        assert self.retriever is not None
-        cached = self.retriever.open_cached(target)
-        if cached is not None:
-            return cached
-        job = self.retriever.request(target)
-        if self.wait_seconds and self.retriever.wait(target, self.wait_seconds):
-            cached = self.retriever.open_cached(target)
-            if cached is not None:
-                return cached
-        if job is None:  # cached between the look and the request
-            cached = self.retriever.open_cached(target)
-            if cached is not None:
-                return cached
-            job = self.retriever.request(target)
-        assert job is not None
-        raise errors.JobNotReady(
-            f"{path}: bytes {target.first}-{target.last} are being retrieved by job {job.job_id} "
-            f"({job.tier} tier, requested {iso(job.requested)}, usually {EXPECTED[job.tier]}); try again later"
-        )
 
     def keeps_page_cache(self, handle_id: int) -> bool:
         """Cached archives are immutable: the kernel may keep their pages."""
@@ -502,7 +479,8 @@ class GlacierFS:
         with handle.lock:
             block = handle.blocks.get(target.first)
             if block is None:
-                block = self._fetch(f"{handle.vault}/{handle.path}", target)
+                assert self.retriever is not None  # a ranged handle exists only with one
+                block = self.retriever.fetch(target, f"{handle.vault}/{handle.path}", self.wait_seconds)
                 handle.blocks[target.first] = block
         wanted = min(len(buffer), target.last + 1 - offset)
         return os.preadv(block.fileno(), [buffer[:wanted]], offset - target.first)

@@ -59,6 +59,12 @@ class EmulatorSettings:
     corrupt_outputs: int = 0
     # Serve only the first half of this many of the next job outputs (archive or inventory).
     truncate_outputs: int = 0
+    # An outage of one operation: answer every ``fail_operation`` request (an
+    # operation name, e.g. "GetJobOutput") with ``fail_status`` until the clock
+    # (time.time()) reaches ``fail_until``.
+    fail_operation: str = ""
+    fail_until: float = 0.0
+    fail_status: int = 503
 
 
 settings = EmulatorSettings()

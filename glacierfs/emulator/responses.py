@@ -75,7 +75,14 @@ class EmulatorResponse(GlacierResponse):
         return status, {"content-type": "application/json", "x-amzn-errortype": code}, body
 
     def call_action(self) -> TYPE_RESPONSE:
-        calls[self._get_action()] += 1
+        action = self._get_action()
+        calls[action] += 1
+        if action == settings.fail_operation and time.time() < settings.fail_until:
+            log.info("emulator: answering %s with %s on purpose (an outage of that operation)",
+                     action, settings.fail_status)
+            body = json.dumps({"code": "ServiceUnavailableException", "message": "Injected outage", "type": "Server"})
+            return settings.fail_status, {"content-type": "application/json",
+                                          "x-amzn-errortype": "ServiceUnavailableException"}, body
         return super().call_action()
 
     # Helpers --------------------------------------------------------------
