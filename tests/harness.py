@@ -67,10 +67,12 @@ class Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.state = workdir / "state"
         self.log = workdir / "mount.log"
+        # Every emulator is account 123456789012: a cache of each test's own, never the
+        # user's default one shared across tests (an --cache-dir in extra wins).
         command = [
             *GLACIERFS, "mount", str(self.mountpoint), "--foreground",
             "--endpoint-url", endpoint, "--region", "us-east-1", "--state-dir", str(self.state),
-            "--log-file", str(self.log), *extra,
+            "--cache-dir", str(workdir / "cache"), "--log-file", str(self.log), *extra,
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
