@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import logging
 import os
@@ -310,6 +311,23 @@ def _move_sqlite(source: Path, target: Path) -> None:
             old.rename(target.with_name(target.name + suffix))
 
 
+def _lock_catalog(path: Path) -> int | str:
+    """Hold the catalog for this mount alone: a second mount on it would take the
+    first one's uploads in flight for a crash's leftovers and abort them. The
+    lock's descriptor, or why it cannot be had."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return (f"the catalog in {path.parent} is in use by another glacierfs mount (pid {holder}); "
+                "mount an account and region once per state directory")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def open_catalog(state_dir: Path, args: argparse.Namespace, region: str, account: str,
                  listed: list[str]) -> Catalog:
     """The account's catalog. One left under the old endpoint key is adopted, with
@@ -396,6 +414,11 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
                                 max_connections=max(16, args.concurrency * 4), credentials=credentials)
         _private_dir(state_dir)
+        holder = _lock_catalog(state_dir / f"catalog-{account_key(account, glacier.region)}.lock")
+        if isinstance(holder, str):
+            report(holder)
+            return 1
+        stack.callback(os.close, holder)
         catalog = open_catalog(state_dir, args, glacier.region, account, vaults)
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)

@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - the maintained fork is a dependency
 
 from glacierfs import errors
 from glacierfs.catalog import DIRECTORY
-from glacierfs.handles import Closer, holds_file, process_of
+from glacierfs import processes
+from glacierfs.handles import Closer
 from glacierfs.vfs import GlacierFS
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ def translated(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
+
+# utimensat's special nanosecond values, which reach utimens with tv_sec 0.
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
 
 # FUSE passthrough: from libfuse's fuse_common.h and the kernel's fuse.h.
 FUSE_CAP_PASSTHROUGH = 1 << 29
@@ -252,18 +257,16 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     use_ns = True
 
     def __init__(
-        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True,
-        mountpoint: str = "",
+        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True
     ) -> None:
         self.vfs = vfs
         self._on_ready = on_ready
         self.passthrough = Passthrough(wanted=passthrough)
-        self.mountpoint = mountpoint
 
     def _caller(self) -> int | None:
         """The process (thread group) of the call being served; None if FUSE names none."""
         try:
-            return process_of(fuse.fuse_get_context()[2])
+            return processes.process_of(fuse.fuse_get_context()[2])
         except ValueError:  # no FUSE request on this thread (tests drive us directly)
             return None
 
@@ -372,9 +375,14 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @overrides(Operations)
     @translated
     def flush(self, path: str | None, fi: Any) -> int:
-        target = os.fsencode(self.mountpoint + path) if path is not None and self.mountpoint else None
-        self.vfs.flush(fi.fh, Closer(self._caller(), lambda process: None if target is None
-                                     else holds_file(process, target)))
+        # The file's path below its vault: how /proc names it through any bind mount.
+        suffix = os.fsencode("/" + path.lstrip("/").partition("/")[2]) if path else None
+        self.vfs.flush(fi.fh, Closer(
+            self._caller(),
+            holds=lambda process: None if suffix is None else processes.holds_file(process, suffix),
+            descendants=processes.descendants,
+            killed=processes.killed_by_signal,
+        ))
         return 0
 
     @overrides(Operations)
@@ -405,7 +413,11 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     @overrides(Operations)
     @translated
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        self.vfs.set_times(path, times[1] if times else time.time_ns())
+        """Only the modification time is kept. libfuse passes utimensat's special
+        values as they are: UTIME_NOW (`touch`) and UTIME_OMIT (`touch -a`)."""
+        mtime = times[1] if times else UTIME_NOW
+        if mtime != UTIME_OMIT:
+            self.vfs.set_times(path, time.time_ns() if mtime == UTIME_NOW else mtime)
         return 0
 
     @overrides(Operations)
@@ -507,5 +519,4 @@ class _GlacierFUSE(FUSE):  # type: ignore[misc]
 
 def serve(operations: GlacierOperations, mountpoint: str, **options: Any) -> None:
     """Mount and serve until unmounted."""
-    operations.mountpoint = os.path.realpath(mountpoint)  # as the kernel names open files in /proc
     _GlacierFUSE(operations, mountpoint, raw_fi=True, **options)

@@ -28,7 +28,6 @@ under way (and leaves it the files to retire) or one already recorded.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,11 +55,14 @@ class WriteState(StrEnum):
 @dataclass(frozen=True)
 class Closer:
     """Who closes a descriptor (a FUSE flush): its process (thread group), None
-    when FUSE cannot tell us, and a way to ask whether a process still holds a
-    descriptor of the file (None: cannot tell)."""
+    when FUSE cannot tell us, and what the kernel says of processes: whether one
+    still holds a descriptor of the file (None: cannot tell), its descendants,
+    and whether it is dying of a signal (see glacierfs.processes)."""
 
     process: int | None
     holds: Callable[[int], bool | None]
+    descendants: Callable[[int], set[int]] = lambda _process: set()
+    killed: Callable[[int], bool] = lambda _process: False
 
 
 class Outcomes:
@@ -237,7 +239,7 @@ class WriteHandle:
         self.lock = threading.Lock()
         self._outcomes = outcomes
         self._flushed = False
-        self._sharers: set[int] = set()  # other processes seen writing or closing
+        self._sharers: set[int] = set()  # other processes seen writing, closing or holding it
         self.error: BaseException | None = None  # why it failed or was aborted
 
     @property
@@ -290,17 +292,26 @@ class WriteHandle:
                     raise self.error  # every close of the file hears that it was not stored
                 return
             self._note(closer.process)
-            if self._is_last_close(closer):
-                self._commit()
-            else:
+            if not self._is_last_close(closer):
                 self.writer.sync()
+            elif closer.process is not None and closer.killed(closer.process):
+                # A killed cp, or a killed editor: what it wrote is part of a file at best.
+                self._abort(f"process {closer.process}, the last to hold it open, was killed by a signal")
+                raise self.error or errors.GlacierFSError("aborted")
+            else:
+                self._commit()
 
     def _is_last_close(self, closer: Closer) -> bool:
         if closer.process is None or self.opener is None:
             # FUSE names no process (another PID namespace): an empty file waits for
             # data or the release, as a shell opens, dup2s and closes before writing.
             return self.writer.size > 0
-        return not any(closer.holds(process) for process in (self.opener, *self._sharers))
+        users = {self.opener, *self._sharers}
+        for process in list(users):  # children that inherited it but have not written yet
+            users |= closer.descendants(process)
+        holding = {process for process in users if closer.holds(process)}
+        self._sharers |= holding - {self.opener}  # known users from now on, whoever their parent
+        return not holding
 
     def release(self) -> None:
         """The last descriptor is gone. A close that no flush preceded never
@@ -362,36 +373,3 @@ class ReadHandle:
 
 
 Handle = WriteHandle | ReadHandle
-
-
-def process_of(pid: int) -> int | None:
-    """The thread group (process) of the thread ``pid`` FUSE names; None if unknown."""
-    if pid <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
-def holds_file(process: int, target: bytes) -> bool | None:
-    """Whether ``process`` has a descriptor open on the path ``target``; None if
-    that cannot be told. Reading links in /proc asks the kernel, never FUSE."""
-    folder = f"/proc/{process}/fd"
-    try:
-        descriptors = os.listdir(folder)
-    except FileNotFoundError:
-        return False  # the process is gone
-    except OSError:
-        return None
-    for descriptor in descriptors:
-        try:
-            if os.readlink(os.path.join(folder, descriptor).encode()) == target:
-                return True
-        except OSError:
-            continue  # closed meanwhile
-    return False

@@ -139,8 +139,9 @@ class GlacierFS:
         self._janitor.start()
 
     def close(self) -> None:
-        """Unmounted. An upload still open for writing is unfinished, however
-        the unmount came (a signal, fusermount, umount -l): abort it, never complete it."""
+        """Unmounted. An upload still open for writing is unfinished (the daemon
+        was signalled, or the system shuts down): abort it, never complete it.
+        Repairs a full disk held back get a last try; what is left is logged."""
         with self._lock:
             handles, self._handles = list(self._handles.values()), {}
         for handle in handles:
@@ -149,9 +150,16 @@ class GlacierFS:
             handle.close()
         self._executor.shutdown(wait=True)
         self._janitor.stop()
+        self.outcomes.retry()
+        for waiting in self.outcomes.pending:
+            log.error("unmounted before there was room to %s; an archive left in Glacier comes back with "
+                      "the next inventory (under a name with .older- if the name is taken)", waiting)
         self.abort_abandoned_uploads()
         if self.manifests is not None:
-            self.manifests.stop()  # writes the manifests of vaults changed since the last one
+            try:
+                self.manifests.stop()  # writes the manifests of vaults changed since the last one
+            except errors.GlacierFSError as error:
+                log.error("could not write the vaults' manifests at unmount: %s", error)
 
     def _tidy(self) -> None:
         self.outcomes.retry()

@@ -244,7 +244,10 @@ class Uploader:
                 return
             hashes = part_hashes(part)
             assert self._upload_id is not None
-            self.glacier.upload_part(self.vault, self._upload_id, offset, part, hashes)
+            try:
+                self.glacier.upload_part(self.vault, self._upload_id, offset, part, hashes)
+            except errors.NotFound as error:
+                raise _lost(self._upload_id, error) from error
             with self._lock:
                 self._hashes[offset] = bytes.fromhex(hashes[1])
             if self._tee is not None:
@@ -280,7 +283,10 @@ class Uploader:
                 self._send(tail_offset, tail)
             self.wait()
             tree = combine([self._hashes[offset] for offset in sorted(self._hashes)]).hex()
-            archive = self.glacier.complete_multipart(self.vault, self._upload_id, size, tree)
+            try:
+                archive = self.glacier.complete_multipart(self.vault, self._upload_id, size, tree)
+            except errors.NotFound as error:
+                raise _lost(self._upload_id, error) from error
             self._ended()
             return Stored(archive, size)
         except BaseException:
@@ -311,6 +317,12 @@ class Uploader:
     def _ended(self) -> None:
         if self._on_end and self._upload_id:
             self._on_end(self._upload_id)
+
+
+def _lost(upload_id: str, error: errors.NotFound) -> errors.GlacierFSError:
+    """Glacier no longer knows a multipart upload (aborted by another client or
+    mount): the file was not stored, which is EIO, not ENOENT."""
+    return errors.GlacierFSError(f"Glacier no longer knows multipart upload {upload_id[:16]}: {error}")
 
 
 class Writer:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -323,3 +324,112 @@ def test_a_full_state_disk_gives_enospc_and_leaves_nothing_unrecorded(
         mount.unmount()
     assert "state directory is full" in mount.log_text()
     assert "Traceback" not in mount.log_text()
+
+
+# Found by trying to break it: bind mounts, lazy unmounts, killed writers, late children --------
+
+
+@pytest.fixture
+def bind_mount(mount: Mount, tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("bind mounts need root")
+    other = tmp_path / "bound"
+    other.mkdir()
+    subprocess.run(["mount", "--bind", str(mount.mountpoint), str(other)], check=True)
+    yield other
+    subprocess.run(["umount", str(other)], check=False)
+
+
+def test_a_shell_writing_through_a_bind_mount_stores_its_whole_output(
+    mount: Mount, inprocess: Emulator, bind_mount: Path
+) -> None:
+    result = subprocess.run(["bash", "-c", f"{{ echo one; sleep 0.3; echo two; }} > {bind_mount}/v/grp"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert stored_by_size(inprocess.url) == {8: tree_hash(b"one\ntwo\n")}
+
+
+def test_a_lazy_unmount_lets_open_files_finish(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        mount.path("v").mkdir()
+        script = subprocess.Popen(["bash", "-c", f"exec > {mount.path('v', 'f')}; echo 1; "
+                                   "(sleep 1; echo child); sleep 0.3; echo parent-after"])
+        time.sleep(0.5)
+        subprocess.run(["umount", "-l", str(mount.mountpoint)], check=True)
+        assert script.wait(timeout=30) == 0
+        mount.process.wait(timeout=30)  # the daemon ends once the last file is closed
+    finally:
+        mount.unmount()
+    expected = b"1\nchild\nparent-after\n"
+    assert stored_by_size(inprocess.url) == {len(expected): tree_hash(expected)}
+
+
+def test_a_background_child_that_writes_after_its_shell_closed_is_stored(
+    mount: Mount, inprocess: Emulator
+) -> None:
+    subprocess.run(["bash", "-c", f"exec 3>{mount.path('v', 'f')}; ( sleep 0.5; echo late ) >&3 2>&1 & "
+                    "exec 3>&-"], check=True, timeout=30)
+    wait_for(lambda: stored_by_size(inprocess.url), what="the late child's output")
+    assert stored_by_size(inprocess.url) == {5: tree_hash(b"late\n")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_writer_killed_mid_write_stores_nothing_and_keeps_the_old_version(
+    mount: Mount, inprocess: Emulator, signum: int
+) -> None:
+    mount.path("v", "over").write_bytes(b"old version")
+    code = ("import sys, time\n"
+            "files = [open(name, 'wb') for name in sys.argv[1:]]\n"
+            "for f in files:\n"
+            "    f.write(b'x' * 500_000); f.flush()\n"
+            "print('written', flush=True)\n"
+            "time.sleep(60)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(mount.path("v", "over")), str(mount.path("v", "new"))],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline() == "written\n"
+    writer.send_signal(signum)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    assert sorted(os.listdir(mount.path("v"))) == ["over"]
+    assert os.stat(mount.path("v", "over")).st_size == 11
+    assert stored_by_size(inprocess.url) == {11: tree_hash(b"old version")}
+    assert inprocess.calls["DeleteArchive"] == 0
+    assert "was killed by a signal" in mount.log_text()
+
+
+def test_touch_sets_the_time_to_now_and_touch_a_leaves_it(mount: Mount) -> None:
+    path = mount.path("v", "t")
+    run("touch", path)
+    assert abs(os.stat(path).st_mtime - time.time()) < 60
+    run("touch", "-d", "2020-02-03 04:05:06 UTC", path)
+    assert time.gmtime(os.stat(path).st_mtime)[:6] == (2020, 2, 3, 4, 5, 6)
+    run("touch", "-a", path)
+    assert time.gmtime(os.stat(path).st_mtime)[:6] == (2020, 2, 3, 4, 5, 6)
+
+
+def test_a_second_mount_of_the_same_catalog_is_refused(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
+    with open(mount.path("v", "open"), "wb") as writing:
+        writing.write(bytes(3 * MiB))
+        with pytest.raises(RuntimeError) as excinfo:
+            Mount(tmp_path / "second", inprocess.url, *FAST, "--state-dir", str(mount.state))
+        assert "in use by another glacierfs mount" in str(excinfo.value)
+    assert stored_by_size(inprocess.url) == {3 * MiB: tree_hash(bytes(3 * MiB))}
+
+
+def test_unmounting_before_a_full_state_disk_has_room_says_what_is_left(
+    inprocess: Emulator, tmp_path: Path, small_state_disk: Path
+) -> None:
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "old").write_bytes(b"old version")
+        fill(small_state_disk)
+        with pytest.raises(OSError) as excinfo:
+            mount.path("v", "old").write_bytes(b"new version")
+        assert excinfo.value.errno == errno.ENOSPC
+    finally:
+        mount.unmount()
+    assert mount.process.returncode == 0
+    assert "unmounted before there was room to delete unrecorded archive" in mount.log_text()
+    assert "Uncaught exception" not in mount.log_text()
