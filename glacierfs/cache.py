@@ -72,13 +72,13 @@ class _Finished:
         self.path = path
 
 
-class _MovingDisk(diskcache.Disk):  # type: ignore[misc]
+class _MovingDisk(diskcache.Disk):
     """diskcache stores a file it is given by copying it; an archive of gigabytes
     that already lies on the same disk is renamed into the store instead."""
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
         if not isinstance(value, _Finished):
-            return super().store(value, read, key)  # type: ignore[no-any-return]
+            return super().store(value, read, key)
         filename, full_path = self.filename(key, value)
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         try:
@@ -87,7 +87,7 @@ class _MovingDisk(diskcache.Disk):  # type: ignore[misc]
             if error.errno != errno.EXDEV:
                 raise
             with open(value.path, "rb") as source:  # another filesystem after all: copy
-                return super().store(source, True, key)  # type: ignore[no-any-return]
+                return super().store(source, True, key)
         return os.path.getsize(full_path), MODE_BINARY, filename, None
 
 
@@ -170,9 +170,11 @@ class ContentCache:
             return store
         with self._reopen_lock:
             if self._store is store:  # nobody beat us to it
-                log.warning("the cache directory %s was removed or replaced while mounted; "
-                            "starting an empty one there (what was cached will be fetched again)",
-                            self.directory)
+                log.warning(
+                    "the cache directory %s was removed or replaced while mounted; "
+                    "starting an empty one there (what was cached will be fetched again)",
+                    self.directory,
+                )
                 # The old connections are left to the garbage collector: other
                 # threads may be in the middle of a call on them.
                 self._store = _Store(self.directory)
@@ -216,8 +218,7 @@ class ContentCache:
             finally:
                 os.close(fd)
             path.unlink(missing_ok=True)
-            log.info("removed %s, a download left behind by a glacierfs that stopped without cleaning up",
-                     path.name)
+            log.info("removed %s, a download left behind by a glacierfs that stopped without cleaning up", path.name)
 
     # Reading -------------------------------------------------------------------
 
@@ -237,13 +238,12 @@ class ContentCache:
     def _checked(self, key: str, expected: str | None, use: bool) -> BinaryIO | None:
         store = self._current()
         handle: BinaryIO | None = store.content.get(key, read=True)
-        row = store.index.query_one(
-            "SELECT tree_hash, size, inode, mtime_ns, ctime_ns FROM items WHERE key=?", (key,)
-        )
+        row = store.index.query_one("SELECT tree_hash, size, inode, mtime_ns, ctime_ns FROM items WHERE key=?", (key,))
         if handle is None:
             if row is not None or key in store.content:
-                log.warning("the cached file of %s is gone from the cache directory; it will be fetched again",
-                            key[:16])
+                log.warning(
+                    "the cached file of %s is gone from the cache directory; it will be fetched again", key[:16]
+                )
                 self._forget(store, key)
             return None
         try:
@@ -273,11 +273,17 @@ class ContentCache:
         """A cache file changed since it was verified: is it still those bytes?"""
         now = _hash_open_file(handle)
         if now != verified_as:
-            log.error("the cached file of %s was changed behind the mount's back (tree hash %s, verified as %s); "
-                      "it is dropped and will be fetched again", key[:16], now, verified_as)
+            log.error(
+                "the cached file of %s was changed behind the mount's back (tree hash %s, verified as %s); "
+                "it is dropped and will be fetched again",
+                key[:16],
+                now,
+                verified_as,
+            )
             return False
-        log.info("the cached file of %s was not as last seen, and was hashed again: it matches, so it is kept",
-                 key[:16])
+        log.info(
+            "the cached file of %s was not as last seen, and was hashed again: it matches, so it is kept", key[:16]
+        )
         size, inode, mtime_ns, ctime_ns = looks
         store.index.execute(
             "INSERT INTO items (key, size, last_used, tree_hash, inode, mtime_ns, ctime_ns) VALUES (?,?,0,?,?,?,?) "
@@ -347,9 +353,7 @@ class ContentCache:
     def _evict(self, store: _Store, keep: str) -> None:
         """Least recently used first, one at a time, until the cache fits its limit."""
         while self.usage()[0] > self.size_limit:
-            row = store.index.query_one(
-                "SELECT key FROM items WHERE key<>? ORDER BY last_used LIMIT 1", (keep,)
-            )
+            row = store.index.query_one("SELECT key FROM items WHERE key<>? ORDER BY last_used LIMIT 1", (keep,))
             if row is None:
                 return  # only the newest is left: a cache may hold one archive over its limit
             self._forget(store, row[0])
@@ -410,11 +414,16 @@ class Incoming:
         try:
             copied_size = path.stat().st_size
             if copied_size != size:
-                log.error("the cache's copy of archive %s holds %d bytes, not %d: dropped",
-                          archive_id[:16], copied_size, size)
+                log.error(
+                    "the cache's copy of archive %s holds %d bytes, not %d: dropped", archive_id[:16], copied_size, size
+                )
             elif (copied := file_tree_hash(path)) != tree_hash:
-                log.error("the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
-                          archive_id[:16], copied, tree_hash)
+                log.error(
+                    "the cache's copy of archive %s has tree hash %s, not Glacier's %s: dropped",
+                    archive_id[:16],
+                    copied,
+                    tree_hash,
+                )
             else:
                 self._cache.adopt(archive_id, None, path, tree_hash)
         except OSError as error:

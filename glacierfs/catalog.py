@@ -204,6 +204,13 @@ def new_entry(vault: str, path: str, kind: str, mode: int, mtime_ns: int | None 
 _COLUMNS = "vault, path, kind, size, mtime_ns, mode, uid, gid, state, archive_id, tree_hash, created"
 
 
+def _job(row: Any) -> JobRecord:
+    job_id, vault, archive_id, start, end, whole, tier, requested, status, downloads, message, completed = row
+    return JobRecord(
+        job_id, vault, archive_id, start, end, bool(whole), tier, requested, status, downloads, message, completed
+    )
+
+
 def _entry(row: Any) -> Entry:
     return Entry(*row)
 
@@ -261,8 +268,11 @@ class Catalog:
             db.executemany("UPDATE vaults SET gone=NULL WHERE name=?", [(n,) for n in back])
             db.executemany("INSERT OR IGNORE INTO vaults (name) VALUES (?)", [(n,) for n in names])
         for name in newly_gone:
-            log.warning("vault %s is missing from Glacier's vault list: hidden, its names kept "
-                        "until it is listed again (rmdir forgets it)", name)
+            log.warning(
+                "vault %s is missing from Glacier's vault list: hidden, its names kept "
+                "until it is listed again (rmdir forgets it)",
+                name,
+            )
         for name in back:
             log.info("vault %s is listed again: its names are back", name)
 
@@ -314,13 +324,23 @@ class Catalog:
 
     def put(self, entry: Entry) -> None:
         self._execute(
-                f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    entry.vault, entry.path, entry.kind, entry.size, entry.mtime_ns, entry.mode,
-                    entry.uid, entry.gid, entry.state, entry.archive_id, entry.tree_hash,
-                    entry.created, parent_of(entry.path),
-                ),
-            )
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                entry.vault,
+                entry.path,
+                entry.kind,
+                entry.size,
+                entry.mtime_ns,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                entry.state,
+                entry.archive_id,
+                entry.tree_hash,
+                entry.created,
+                parent_of(entry.path),
+            ),
+        )
 
     def delete(self, vault: str, path: str) -> None:
         self._execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, path))
@@ -364,25 +384,37 @@ class Catalog:
 
     def record_upload(self, upload_id: str, vault: str, path: str, part_size: int) -> None:
         self._execute(
-                "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
-                (upload_id, vault, path, part_size, time.time()),
-            )
+            "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
+            (upload_id, vault, path, part_size, time.time()),
+        )
 
     def forget_upload(self, upload_id: str) -> None:
         self._execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
     def uploads(self) -> list[tuple[str, str, str, int]]:
         """(upload id, vault, path, part size) of uploads not known to have ended."""
-        return [tuple(row) for row in self._all("SELECT upload_id, vault, path, part_size FROM uploads")]  # type: ignore[misc]
+        return [tuple(row) for row in self._all("SELECT upload_id, vault, path, part_size FROM uploads")]
 
     # Retrieval jobs -----------------------------------------------------------
 
     def put_job(self, job: JobRecord) -> None:
         self._execute(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.job_id, job.vault, job.archive_id, job.range_start, job.range_end, int(job.whole),
-                 job.tier, job.requested, job.status, job.downloads, job.message, job.completed),
-            )
+            f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.job_id,
+                job.vault,
+                job.archive_id,
+                job.range_start,
+                job.range_end,
+                int(job.whole),
+                job.tier,
+                job.requested,
+                job.status,
+                job.downloads,
+                job.message,
+                job.completed,
+            ),
+        )
 
     def job(self, job_id: str) -> JobRecord | None:
         jobs = self._jobs("job_id=?", (job_id,))
@@ -390,7 +422,7 @@ class Catalog:
 
     def _jobs(self, where: str, args: tuple[object, ...]) -> list[JobRecord]:
         rows = self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY requested", args)
-        return [JobRecord(*row[:5], bool(row[5]), *row[6:]) for row in rows]
+        return [_job(row) for row in rows]
 
     def jobs_for(self, archive_id: str) -> list[JobRecord]:
         return self._jobs("archive_id=?", (archive_id,))
@@ -407,24 +439,26 @@ class Catalog:
     def inventory(self, vault: str) -> tuple[str | None, float | None, float | None] | None:
         """(pending job id, requested, date of the last inventory applied), or None if never asked."""
         rows = self._all("SELECT job_id, requested, inventory_date FROM inventories WHERE vault=?", (vault,))
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+        return tuple(rows[0]) if rows else None
 
-    def set_inventory(self, vault: str, job_id: str | None, requested: float | None, inventory_date: float | None) -> None:
+    def set_inventory(
+        self, vault: str, job_id: str | None, requested: float | None, inventory_date: float | None
+    ) -> None:
         self._execute(
-                "INSERT OR REPLACE INTO inventories (vault, job_id, requested, inventory_date) VALUES (?,?,?,?)",
-                (vault, job_id, requested, inventory_date),
-            )
+            "INSERT OR REPLACE INTO inventories (vault, job_id, requested, inventory_date) VALUES (?,?,?,?)",
+            (vault, job_id, requested, inventory_date),
+        )
 
     def pending_inventories(self) -> list[tuple[str, str]]:
         """(vault, job id) of inventory jobs not yet applied."""
-        return [tuple(r) for r in self._all("SELECT vault, job_id FROM inventories WHERE job_id IS NOT NULL")]  # type: ignore[misc]
+        return [tuple(r) for r in self._all("SELECT vault, job_id FROM inventories WHERE job_id IS NOT NULL")]
 
     def record_deleted(self, vault: str, archive_id: str) -> None:
         """Remember an archive glacierfs deleted: inventories keep listing it for a while."""
         self._execute(
-                "INSERT OR REPLACE INTO deleted (archive_id, vault, deleted) VALUES (?,?,?)",
-                (archive_id, vault, time.time()),
-            )
+            "INSERT OR REPLACE INTO deleted (archive_id, vault, deleted) VALUES (?,?,?)",
+            (archive_id, vault, time.time()),
+        )
 
     def deleted_ids(self, vault: str) -> set[str]:
         return {row[0] for row in self._all("SELECT archive_id FROM deleted WHERE vault=?", (vault,))}
@@ -434,7 +468,9 @@ class Catalog:
             entry.archive_id: entry
             for entry in (
                 _entry(row)
-                for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND archive_id IS NOT NULL", (vault,))
+                for row in self._all(
+                    f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND archive_id IS NOT NULL", (vault,)
+                )
             )
             if entry.archive_id
         }
@@ -444,15 +480,30 @@ class Catalog:
         return {row[0]: row[1] for row in self._all("SELECT path, kind FROM entries WHERE vault=?", (vault,))}
 
     def entries(self, vault: str) -> list[Entry]:
-        return [_entry(row) for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? ORDER BY path", (vault,))]
+        return [
+            _entry(row) for row in self._all(f"SELECT {_COLUMNS} FROM entries WHERE vault=? ORDER BY path", (vault,))
+        ]
 
     def put_many(self, entries: list[Entry]) -> None:
         with self._store.transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (e.vault, e.path, e.kind, e.size, e.mtime_ns, e.mode, e.uid, e.gid, e.state,
-                     e.archive_id, e.tree_hash, e.created, parent_of(e.path))
+                    (
+                        e.vault,
+                        e.path,
+                        e.kind,
+                        e.size,
+                        e.mtime_ns,
+                        e.mode,
+                        e.uid,
+                        e.gid,
+                        e.state,
+                        e.archive_id,
+                        e.tree_hash,
+                        e.created,
+                        parent_of(e.path),
+                    )
                     for e in entries
                 ],
             )
@@ -461,10 +512,10 @@ class Catalog:
         self, vault: str, archive_id: str, created: float, size: int, tree_hash: str | None, applied: bool = False
     ) -> None:
         self._execute(
-                "INSERT OR IGNORE INTO manifests (archive_id, vault, created, size, tree_hash, applied) "
-                "VALUES (?,?,?,?,?,?)",
-                (archive_id, vault, created, size, tree_hash, int(applied)),
-            )
+            "INSERT OR IGNORE INTO manifests (archive_id, vault, created, size, tree_hash, applied) "
+            "VALUES (?,?,?,?,?,?)",
+            (archive_id, vault, created, size, tree_hash, int(applied)),
+        )
 
     def manifests(self, vault: str) -> list[Manifest]:
         """The vault's manifests, oldest first."""

@@ -94,16 +94,29 @@ def add_emulator_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9797)
-    parser.add_argument("--job-delay", type=_non_negative, default=0.0, metavar="SECONDS",
-                        help="seconds until any job completes (default: 0, at once)")
-    parser.add_argument("--fault-rate", type=_fraction, default=0.0, metavar="FRACTION",
-                        help="fraction of requests answered with 500/503/throttling/timeout "
-                             "or a dropped connection (default: 0)")
-    parser.add_argument("--latency-ms", type=_non_negative, default=0.0, metavar="MS",
-                        help="delay added to every request (default: 0)")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="keep vaults, archives, uploads and jobs here across restarts "
-                             "(default: a temporary directory removed on exit)")
+    parser.add_argument(
+        "--job-delay",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds until any job completes (default: 0, at once)",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of requests answered with 500/503/throttling/timeout or a dropped connection (default: 0)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=_non_negative, default=0.0, metavar="MS", help="delay added to every request (default: 0)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep vaults, archives, uploads and jobs here across restarts "
+        "(default: a temporary directory removed on exit)",
+    )
     parser.add_argument("--debug", action="store_true")
     parser.set_defaults(run=run_emulator)
 
@@ -164,69 +177,143 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--endpoint-url", help="Glacier endpoint (default: AWS's for the region)")
     parser.add_argument("--region", help="AWS region (default: from the AWS config)")
     parser.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
-    parser.add_argument("--state-dir", type=Path,
-                        help="where the catalog lives (default: $XDG_DATA_HOME/glacierfs); "
-                             "losing it loses names, so it is never the cache directory")
-    parser.add_argument("--cache-dir", type=Path,
-                        help="where retrieved archives are cached (default: $XDG_CACHE_HOME/glacierfs)")
-    parser.add_argument("--cache-size", type=parse_size, default=parse_size("10G"),
-                        help="the cache's size; least recently used archives go first (default: 10G)")
-    parser.add_argument("--tier", choices=TIERS, default="Standard",
-                        help="retrieval tier for reads (default: Standard, 3-5 hours)")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="let open() wait this long for a retrieval instead of failing with "
-                             "EAGAIN at once (default: 0)")
-    parser.add_argument("--poll-interval", type=float, metavar="SECONDS",
-                        help="how often to ask Glacier about jobs (default: by tier: Expedited 60, "
-                             "Standard 900, Bulk 1800)")
-    parser.add_argument("--max-retrieval-bytes", type=parse_size, default=parse_size("10G"),
-                        help="cost guard: bytes open() may request per rolling 24 h; past it, "
-                             "open() fails with EDQUOT (default: 10G)")
-    parser.add_argument("--max-retrieval-jobs", type=int, default=50,
-                        help="cost guard: retrieval jobs open() may start per rolling 24 h (default: 50)")
-    parser.add_argument("--ranged-threshold", type=parse_size, default=parse_size("1G"),
-                        help="archives larger than this are read in ranges of --range-size, "
-                             "retrieved as reads reach them (default: 1G)")
-    parser.add_argument("--range-size", type=parse_size, default=parse_size("64M"),
-                        help="size of one ranged retrieval, 1 MiB x 2^n (default: 64M)")
-    parser.add_argument("--part-size", type=parse_size, default=DEFAULT_PART_SIZE,
-                        help="multipart part size, 1 MiB x 2^n (default: 64M, so files up to "
-                             "625 GiB; 512M allows 5 TiB, 4G the service's 40 TiB)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="parts uploaded at once per file (default: 4)")
-    parser.add_argument("--inventory-max-age", type=float, default=24 * 3600, metavar="SECONDS",
-                        help="ask for a new inventory of a vault when the last is older (default: 86400)")
-    parser.add_argument("--manifest-delay", type=float, default=60.0, metavar="SECONDS",
-                        help="write a vault's manifest once its changes have settled this long (default: 60)")
-    parser.add_argument("--max-attempts", type=int, default=5,
-                        help="attempts per Glacier request, with botocore's standard backoff "
-                             "(default: 5; a request that keeps failing gives up after ~8 s on average)")
-    parser.add_argument("--vault-list-ttl", type=_non_negative, default=60.0, metavar="SECONDS",
-                        help="list the vaults again (ListVaults) when the last list is older; during "
-                             "an outage the last list is served (default: 60)")
-    parser.add_argument("--cleanup-interval", type=float, default=30.0, metavar="SECONDS",
-                        help="how often to retry aborting multipart uploads a failure left open "
-                             "(default: 30)")
-    parser.add_argument("--keep-replaced", action="store_true",
-                        help="keep the old archive when a file is overwritten (default: delete it "
-                             "once the new one is stored)")
-    parser.add_argument("--cache-writes", action="store_true",
-                        help="keep a copy of what is written in the cache, so reading it back costs no "
-                             "retrieval (default: off; the copy is checked against Glacier's tree hash)")
-    parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
-                        help="serve reads of cached archives from glacierfs even where the kernel could "
-                             "read the cache's files itself (FUSE passthrough)")
-    parser.add_argument("--allow-other", action="store_true",
-                        help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the catalog lives (default: $XDG_DATA_HOME/glacierfs); "
+        "losing it loses names, so it is never the cache directory",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, help="where retrieved archives are cached (default: $XDG_CACHE_HOME/glacierfs)"
+    )
+    parser.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=parse_size("10G"),
+        help="the cache's size; least recently used archives go first (default: 10G)",
+    )
+    parser.add_argument(
+        "--tier", choices=TIERS, default="Standard", help="retrieval tier for reads (default: Standard, 3-5 hours)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="let open() wait this long for a retrieval instead of failing with EAGAIN at once (default: 0)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often to ask Glacier about jobs (default: by tier: Expedited 60, Standard 900, Bulk 1800)",
+    )
+    parser.add_argument(
+        "--max-retrieval-bytes",
+        type=parse_size,
+        default=parse_size("10G"),
+        help="cost guard: bytes open() may request per rolling 24 h; past it, open() fails with EDQUOT (default: 10G)",
+    )
+    parser.add_argument(
+        "--max-retrieval-jobs",
+        type=int,
+        default=50,
+        help="cost guard: retrieval jobs open() may start per rolling 24 h (default: 50)",
+    )
+    parser.add_argument(
+        "--ranged-threshold",
+        type=parse_size,
+        default=parse_size("1G"),
+        help="archives larger than this are read in ranges of --range-size, "
+        "retrieved as reads reach them (default: 1G)",
+    )
+    parser.add_argument(
+        "--range-size",
+        type=parse_size,
+        default=parse_size("64M"),
+        help="size of one ranged retrieval, 1 MiB x 2^n (default: 64M)",
+    )
+    parser.add_argument(
+        "--part-size",
+        type=parse_size,
+        default=DEFAULT_PART_SIZE,
+        help="multipart part size, 1 MiB x 2^n (default: 64M, so files up to "
+        "625 GiB; 512M allows 5 TiB, 4G the service's 40 TiB)",
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="parts uploaded at once per file (default: 4)")
+    parser.add_argument(
+        "--inventory-max-age",
+        type=float,
+        default=24 * 3600,
+        metavar="SECONDS",
+        help="ask for a new inventory of a vault when the last is older (default: 86400)",
+    )
+    parser.add_argument(
+        "--manifest-delay",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="write a vault's manifest once its changes have settled this long (default: 60)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="attempts per Glacier request, with botocore's standard backoff "
+        "(default: 5; a request that keeps failing gives up after ~8 s on average)",
+    )
+    parser.add_argument(
+        "--vault-list-ttl",
+        type=_non_negative,
+        default=60.0,
+        metavar="SECONDS",
+        help="list the vaults again (ListVaults) when the last list is older; during "
+        "an outage the last list is served (default: 60)",
+    )
+    parser.add_argument(
+        "--cleanup-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often to retry aborting multipart uploads a failure left open (default: 30)",
+    )
+    parser.add_argument(
+        "--keep-replaced",
+        action="store_true",
+        help="keep the old archive when a file is overwritten (default: delete it once the new one is stored)",
+    )
+    parser.add_argument(
+        "--cache-writes",
+        action="store_true",
+        help="keep a copy of what is written in the cache, so reading it back costs no "
+        "retrieval (default: off; the copy is checked against Glacier's tree hash)",
+    )
+    parser.add_argument(
+        "--no-passthrough",
+        dest="passthrough",
+        action="store_false",
+        help="serve reads of cached archives from glacierfs even where the kernel could "
+        "read the cache's files itself (FUSE passthrough)",
+    )
+    parser.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)",
+    )
     parser.add_argument("--foreground", action="store_true", help="stay in the foreground, log to stderr")
-    parser.add_argument("--log-file", type=Path,
-                        help="log here (default: glacierfs.log in the state directory when daemonized)")
+    parser.add_argument(
+        "--log-file", type=Path, help="log here (default: glacierfs.log in the state directory when daemonized)"
+    )
     parser.add_argument("--debug", action="store_true", help="log at debug level")
-    parser.add_argument("--emulator", action="store_true",
-                        help="start the local Glacier emulator in-process and mount it")
-    parser.add_argument("--emulator-dir", type=Path,
-                        help="with --emulator: keep the emulator's data (and, unless --state-dir is "
-                             "given, the catalog) here, so it survives remounts")
+    parser.add_argument(
+        "--emulator", action="store_true", help="start the local Glacier emulator in-process and mount it"
+    )
+    parser.add_argument(
+        "--emulator-dir",
+        type=Path,
+        help="with --emulator: keep the emulator's data (and, unless --state-dir is "
+        "given, the catalog) here, so it survives remounts",
+    )
     parser.set_defaults(run=run_mount)
 
     umount = commands.add_parser("umount", help="unmount a glacierfs mount")
@@ -234,9 +321,10 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     umount.set_defaults(run=run_umount)
 
     retrieve = commands.add_parser(
-        "retrieve", help="thaw every archive under PATHs (bulk retrieval)",
+        "retrieve",
+        help="thaw every archive under PATHs (bulk retrieval)",
         description="Start retrieval jobs for every stored archive under the PATHs of a running "
-                    "mount, after showing the count, bytes and tier and asking to confirm.",
+        "mount, after showing the count, bytes and tier and asking to confirm.",
     )
     retrieve.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     retrieve.add_argument("--tier", choices=TIERS, default="Standard")
@@ -321,15 +409,16 @@ def _lock_catalog(path: Path) -> int | str:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        return (f"the catalog in {path.parent} is in use by another glacierfs mount (pid {holder}); "
-                "mount an account and region once per state directory")
+        return (
+            f"the catalog in {path.parent} is in use by another glacierfs mount (pid {holder}); "
+            "mount an account and region once per state directory"
+        )
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
-def open_catalog(state_dir: Path, args: argparse.Namespace, region: str, account: str,
-                 listed: list[str]) -> Catalog:
+def open_catalog(state_dir: Path, args: argparse.Namespace, region: str, account: str, listed: list[str]) -> Catalog:
     """The account's catalog. One left under the old endpoint key is adopted, with
     the cache beside it, when its vaults are this account's (or it has none)."""
     from glacierfs.catalog import Catalog
@@ -342,13 +431,23 @@ def open_catalog(state_dir: Path, args: argparse.Namespace, region: str, account
         known = old.vaults() + [name for name, _, _ in old.gone_vaults()]
         old.close()
         if known and not set(known) & set(listed):
-            log.warning("left %s alone: none of its vaults (%s) is in the list of account %s; "
-                        "it is adopted when the account it belongs to mounts",
-                        legacy.name, ", ".join(sorted(known)[:5]), account)
+            log.warning(
+                "left %s alone: none of its vaults (%s) is in the list of account %s; "
+                "it is adopted when the account it belongs to mounts",
+                legacy.name,
+                ", ".join(sorted(known)[:5]),
+                account,
+            )
         else:
             _move_sqlite(legacy, path)
-            log.warning("adopted the catalog of %s (%s, keyed by endpoint) for account %s in %s as %s",
-                        args.endpoint_url or "AWS", legacy.name, account, region, path.name)
+            log.warning(
+                "adopted the catalog of %s (%s, keyed by endpoint) for account %s in %s as %s",
+                args.endpoint_url or "AWS",
+                legacy.name,
+                account,
+                region,
+                path.name,
+            )
             old_cache = default_cache_root() / _legacy_endpoint_key(args, region)
             new_cache = default_cache_root() / key
             if not args.cache_dir and old_cache.is_dir() and not new_cache.exists():
@@ -403,16 +502,29 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             args.cache_dir = args.cache_dir or root / "cache"
         try:
             part_size = check_part_size(args.part_size)
-            probe = GlacierClient(endpoint, args.region, args.profile, max_attempts=2,
-                                  connect_timeout=5, read_timeout=30, credentials=credentials)
+            probe = GlacierClient(
+                endpoint,
+                args.region,
+                args.profile,
+                max_attempts=2,
+                connect_timeout=5,
+                read_timeout=30,
+                credentials=credentials,
+            )
             listing = list(probe.list_vaults())
             account = probe.account(listing)
         except errors.GlacierFSError as error:
             report(f"cannot reach Glacier at {endpoint or 'AWS'}: {error}")
             return 1
         vaults = [vault.name for vault in listing]
-        glacier = GlacierClient(endpoint, args.region, args.profile, max_attempts=max(1, args.max_attempts),
-                                max_connections=max(16, args.concurrency * 4), credentials=credentials)
+        glacier = GlacierClient(
+            endpoint,
+            args.region,
+            args.profile,
+            max_attempts=max(1, args.max_attempts),
+            max_connections=max(16, args.concurrency * 4),
+            credentials=credentials,
+        )
         _private_dir(state_dir)
         holder = _lock_catalog(state_dir / f"catalog-{account_key(account, glacier.region)}.lock")
         if isinstance(holder, str):
@@ -423,14 +535,21 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         stack.callback(catalog.close)
         catalog.set_vaults(vaults)
         key = account_key(account, glacier.region)
-        cache = ContentCache(_private_dir(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key),
-                             args.cache_size)
+        cache = ContentCache(
+            _private_dir(Path(args.cache_dir) if args.cache_dir else default_cache_root() / key), args.cache_size
+        )
         stack.callback(cache.close)
         try:
             retriever = Retriever(
-                glacier, catalog, cache, tier=args.tier, poll_interval=args.poll_interval,
-                max_bytes=args.max_retrieval_bytes, max_jobs=args.max_retrieval_jobs,
-                concurrency=max(1, args.concurrency), range_size=args.range_size,
+                glacier,
+                catalog,
+                cache,
+                tier=args.tier,
+                poll_interval=args.poll_interval,
+                max_bytes=args.max_retrieval_bytes,
+                max_jobs=args.max_retrieval_jobs,
+                concurrency=max(1, args.concurrency),
+                range_size=args.range_size,
                 ranged_threshold=args.ranged_threshold,
             )
         except errors.GlacierFSError as error:
@@ -439,17 +558,38 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
         retriever.start()
         stack.callback(retriever.stop)
         manifests = ManifestKeeper(glacier, catalog, delay=args.manifest_delay)
-        vfs = GlacierFS(glacier, catalog, part_size, max(1, args.concurrency),
-                        keep_replaced=args.keep_replaced, cleanup_interval=args.cleanup_interval,
-                        retriever=retriever, wait_seconds=args.wait, manifests=manifests,
-                        cache_writes=args.cache_writes, vault_list_ttl=args.vault_list_ttl)
-        vfs.inventories = Inventories(glacier, catalog, retriever, max_age=args.inventory_max_age,
-                                      poll_interval=retriever.poll_interval, scratch_dir=cache.directory)
+        vfs = GlacierFS(
+            glacier,
+            catalog,
+            part_size,
+            max(1, args.concurrency),
+            keep_replaced=args.keep_replaced,
+            cleanup_interval=args.cleanup_interval,
+            retriever=retriever,
+            wait_seconds=args.wait,
+            manifests=manifests,
+            cache_writes=args.cache_writes,
+            vault_list_ttl=args.vault_list_ttl,
+        )
+        vfs.inventories = Inventories(
+            glacier,
+            catalog,
+            retriever,
+            max_age=args.inventory_max_age,
+            poll_interval=retriever.poll_interval,
+            scratch_dir=cache.directory,
+        )
         vfs.inventories.start()
         stack.callback(vfs.inventories.stop)
         manifests.start()
-        log.info("mounting %d vault(s) of account %s at %s (%s) on %s", len(vaults), account, endpoint or "AWS",
-                 glacier.region, args.mountpoint)
+        log.info(
+            "mounting %d vault(s) of account %s at %s (%s) on %s",
+            len(vaults),
+            account,
+            endpoint or "AWS",
+            glacier.region,
+            args.mountpoint,
+        )
         operations = GlacierOperations(vfs, on_ready=lambda: report("READY"), passthrough=args.passthrough)
         try:
             serve(operations, str(args.mountpoint), **mount_options(args.allow_other))
@@ -470,6 +610,7 @@ def run_mount(args: argparse.Namespace) -> int:
         print(f"glacierfs: {problem}", file=sys.stderr)
         return 1
     if args.foreground:
+
         def say(message: str) -> None:
             if message != "READY":
                 log.error("%s", message)
@@ -508,7 +649,7 @@ def _daemonize(args: argparse.Namespace) -> int:
         code = 1
         try:
             code = serve_mount(args, report)
-        except BaseException as error:  # noqa: BLE001 - the parent must hear of it
+        except BaseException as error:
             log.exception("glacierfs daemon failed")
             report(f"glacierfs failed: {error}")
         finally:
@@ -587,8 +728,10 @@ def run_retrieve(args: argparse.Namespace) -> int:
     wanted = [path for path in files if _state_of(path) == "stored" or _state_of(path).startswith("failed")]
     pending = [path for path in files if _state_of(path).startswith("retrieving")]
     total = sum(path.stat().st_size for path in wanted)
-    print(f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
-          f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty).")
+    print(
+        f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
+        f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty)."
+    )
     if wanted and not args.yes:
         if not sys.stdin.isatty():
             print("glacierfs: not confirmed (use --yes to retrieve without asking)", file=sys.stderr)
@@ -620,8 +763,9 @@ def _wait_with_progress(paths: list[Path]) -> int:
         failed = [path for path, state in states.items() if state.startswith("failed")]
         fraction = sum(sizes[path] for path in done) / total
         bar = "#" * int(fraction * 30)
-        print(f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}",
-              end="", flush=True)
+        print(
+            f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}", end="", flush=True
+        )
         if len(done) + len(failed) == len(paths):
             print()
             for path in failed:
@@ -672,29 +816,35 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"  retrievals in flight: {len(jobs)}")
         for job in jobs:
             age = time.time() - job["requested"]
-            print(f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
-                  f"{job['status']:<10} {age / 60:6.0f} min old")
+            print(
+                f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
+                f"{job['status']:<10} {age / 60:6.0f} min old"
+            )
         for waiting in status.get("held_back", []):
             print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
         for gone in status.get("gone_vaults", []):
             since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
-            print(f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
-                  f"{gone['entries']} name(s) kept until it is listed again")
+            print(
+                f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
+                f"{gone['entries']} name(s) kept until it is listed again"
+            )
         cache = status.get("cache")
         if cache:
-            print(f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
-                  f"read by {cache['read_by']}")
+            print(
+                f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
+                f"read by {cache['read_by']}"
+            )
         budget = status.get("budget")
         if budget:
-            print(f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
-                  f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)")
+            print(
+                f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
+                f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
+            )
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="glacierfs", description="Mount Amazon Glacier vaults as a filesystem."
-    )
+    parser = argparse.ArgumentParser(prog="glacierfs", description="Mount Amazon Glacier vaults as a filesystem.")
     parser.add_argument("--version", action="version", version=f"glacierfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_mount_parser(commands)

@@ -28,25 +28,20 @@ BUNDLED_LIBFUSE = Path(sys.prefix) / "lib" / "glacierfs" / "libfuse3.so.4"
 if "FUSE_LIBRARY_PATH" not in os.environ and BUNDLED_LIBFUSE.exists():
     os.environ["FUSE_LIBRARY_PATH"] = str(BUNDLED_LIBFUSE)
 
-try:
-    import mfusepy as fuse
-except ImportError:  # pragma: no cover - the maintained fork is a dependency
-    import fuse  # type: ignore[no-redef]  # fusepy: same API
+# mfusepy, not fusepy: fusepy has neither init_with_config nor libfuse 3 support.
+import mfusepy as fuse  # noqa: E402
 
-from glacierfs import errors
-from glacierfs.catalog import DIRECTORY
-from glacierfs import processes
-from glacierfs.handles import Closer
-from glacierfs.vfs import GlacierFS
+# After FUSE_LIBRARY_PATH is set: the binding loads libfuse when imported.
+from glacierfs import errors, processes  # noqa: E402
+from glacierfs.catalog import DIRECTORY  # noqa: E402
+from glacierfs.handles import Closer  # noqa: E402
+from glacierfs.vfs import GlacierFS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-FUSE = fuse.FUSE
 FuseOSError = fuse.FuseOSError
 Operations = fuse.Operations
-overrides: Callable[[type], Callable[[Any], Any]] = getattr(
-    fuse, "overrides", lambda _parent: (lambda method: method)
-)
+overrides = fuse.overrides
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,8 +102,10 @@ def translated(method: F) -> F:
         except errors.GlacierFSError as error:
             code = errno_of(error)
             level = (
-                logging.DEBUG if isinstance(error, QUIET)
-                else logging.INFO if isinstance(error, INFO)
+                logging.DEBUG
+                if isinstance(error, QUIET)
+                else logging.INFO
+                if isinstance(error, INFO)
                 else logging.WARNING
             )
             log.log(level, "%s%r: %s (%s)", method.__name__, args[:1], error, errno.errorcode.get(code, code))
@@ -167,8 +164,11 @@ class Passthrough:
             return
         version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
         if version < (3, 17):
-            log.info("reads of cached archives pass through this process: libfuse %d.%d has no passthrough "
-                     "(scripts/setup builds 3.17)", *version)
+            log.info(
+                "reads of cached archives pass through this process: libfuse %d.%d has no passthrough "
+                "(scripts/setup builds 3.17)",
+                *version,
+            )
             return
         if not conn.capable_ext & FUSE_CAP_PASSTHROUGH:
             log.info("reads of cached archives pass through this process: the kernel offers no FUSE passthrough")
@@ -203,8 +203,9 @@ class Passthrough:
             known = self._ids.get(key)
             if known is None:
                 try:
-                    backing_id = fcntl.ioctl(self._device, FUSE_DEV_IOC_BACKING_OPEN,
-                                             bytearray(struct.pack("iIQ", fd, 0, 0)))
+                    backing_id = fcntl.ioctl(
+                        self._device, FUSE_DEV_IOC_BACKING_OPEN, bytearray(struct.pack("iIQ", fd, 0, 0))
+                    )
                 except OSError as error:
                     log.warning("FUSE passthrough refused a cache file, serving it here: %s", error)
                     return False
@@ -224,6 +225,7 @@ class Passthrough:
             if known[1]:
                 return
             del self._ids[key]
+            assert self._device is not None  # ids exist only once passthrough is on
             try:
                 fcntl.ioctl(self._device, FUSE_DEV_IOC_BACKING_CLOSE, bytearray(struct.pack("I", known[0])))
             except OSError as error:
@@ -248,7 +250,7 @@ def _set_backing_id(fi: Any, backing_id: int) -> None:
     ctypes.c_int32.from_address(ctypes.addressof(fi) + offset).value = backing_id
 
 
-class GlacierOperations(Operations):  # type: ignore[misc]
+class GlacierOperations(fuse.Operations):
     """Short handlers over GlacierFS. Files opened for writing use direct_io:
     each write(2) reaches us in large requests and never lingers in the page cache.
     Cached archives are read by the kernel itself where it can (Passthrough), else
@@ -256,9 +258,7 @@ class GlacierOperations(Operations):  # type: ignore[misc]
 
     use_ns = True
 
-    def __init__(
-        self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True
-    ) -> None:
+    def __init__(self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True) -> None:
         self.vfs = vfs
         self._on_ready = on_ready
         self.passthrough = Passthrough(wanted=passthrough)
@@ -377,12 +377,15 @@ class GlacierOperations(Operations):  # type: ignore[misc]
     def flush(self, path: str | None, fi: Any) -> int:
         # The file's path below its vault: how /proc names it through any bind mount.
         suffix = os.fsencode("/" + path.lstrip("/").partition("/")[2]) if path else None
-        self.vfs.flush(fi.fh, Closer(
-            self._caller(),
-            holds=lambda process: None if suffix is None else processes.holds_file(process, suffix),
-            descendants=processes.descendants,
-            killed=processes.killed_by_signal,
-        ))
+        self.vfs.flush(
+            fi.fh,
+            Closer(
+                self._caller(),
+                holds=lambda process: None if suffix is None else processes.holds_file(process, suffix),
+                descendants=processes.descendants,
+                killed=processes.killed_by_signal,
+            ),
+        )
         return 0
 
     @overrides(Operations)
@@ -500,7 +503,7 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
     return options
 
 
-class _GlacierFUSE(FUSE):  # type: ignore[misc]
+class _GlacierFUSE(fuse.FUSE):
     """The binding copies each request's data into a new bytes object (write) or
     out of one (read). Handing the handlers libfuse's own buffer instead saves an
     allocation of fresh pages and a copy per request: most of the daemon's cost

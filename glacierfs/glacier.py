@@ -150,9 +150,7 @@ def _translate(error: Exception) -> errors.GlacierFSError:
         for fragment, kind in _MESSAGES:
             if fragment.lower() in message.lower():
                 return kind(message)
-        kind = _ERRORS.get(code) or (
-            errors.ServiceUnavailable if status >= 500 else errors.InvalidRequest
-        )
+        kind = _ERRORS.get(code) or (errors.ServiceUnavailable if status >= 500 else errors.InvalidRequest)
         return kind(f"{code}: {message}")
     if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return errors.AccessDenied(f"no usable AWS credentials: {error}")
@@ -227,9 +225,7 @@ class GlacierClient:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-        self._client = session.client(
-            "glacier", region_name=self.region, endpoint_url=endpoint_url, config=config
-        )
+        self._client = session.client("glacier", region_name=self.region, endpoint_url=endpoint_url, config=config)
         events = self._client.meta.events
         for operation in ("UploadArchive", "UploadMultipartPart"):
             events.register(f"before-parameter-build.glacier.{operation}", _stash_linear_hash)
@@ -255,16 +251,20 @@ class GlacierClient:
         credentials = self._session.get_credentials()
         key_id = credentials.access_key if credentials is not None else ""
         label = "key-" + hashlib.sha256(key_id.encode()).hexdigest()[:12]
-        log.warning("no vault and no answer from STS tell which account these credentials belong to; "
-                    "the catalog is keyed by the access key instead (%s)", label)
+        log.warning(
+            "no vault and no answer from STS tell which account these credentials belong to; "
+            "the catalog is keyed by the access key instead (%s)",
+            label,
+        )
         return label
 
     @_service_call
     def _caller_account(self) -> str:
         sts = self._session.client(
-            "sts", region_name=self.region, endpoint_url=self.endpoint_url,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 2},
-                          connect_timeout=5, read_timeout=30),
+            "sts",
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=5, read_timeout=30),
         )
         return str(sts.get_caller_identity()["Account"])
 
@@ -398,9 +398,7 @@ class GlacierClient:
         return Job.from_response(self._client.describe_job(vaultName=vault, jobId=job_id))
 
     @_paged
-    def list_jobs(
-        self, vault: str, completed: bool | None = None, status: str | None = None
-    ) -> Iterator[Job]:
+    def list_jobs(self, vault: str, completed: bool | None = None, status: str | None = None) -> Iterator[Job]:
         params: dict[str, Any] = {"vaultName": vault}
         if completed is not None:
             params["completed"] = "true" if completed else "false"
@@ -411,9 +409,7 @@ class GlacierClient:
                 yield Job.from_response(raw)
 
     @_service_call
-    def get_job_output(
-        self, vault: str, job_id: str, byte_range: tuple[int, int] | None = None
-    ) -> JobOutput:
+    def get_job_output(self, vault: str, job_id: str, byte_range: tuple[int, int] | None = None) -> JobOutput:
         """Download job output, or the inclusive ``byte_range`` of it."""
         params: dict[str, Any] = {"vaultName": vault, "jobId": job_id}
         if byte_range is not None:

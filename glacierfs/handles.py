@@ -27,11 +27,12 @@ under way (and leaves it the files to retire) or one already recorded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import BinaryIO
 
@@ -105,7 +106,7 @@ class Outcomes:
                     state=STORED,
                     archive_id=stored.archive.archive_id,
                     tree_hash=stored.archive.tree_hash,
-                    created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 )
             try:
                 self.catalog.put(entry)
@@ -119,11 +120,14 @@ class Outcomes:
                 log.error(
                     "%s/%s was stored as archive %s, but the state directory is full and cannot record it: "
                     "close() fails with ENOSPC, and the archive is deleted once there is room",
-                    handle.vault, handle.path, stored.archive.archive_id[:16],
+                    handle.vault,
+                    handle.path,
+                    stored.archive.archive_id[:16],
                 )
                 archive = entry.but(path=handle.path)
-                self._later(f"delete unrecorded archive {stored.archive.archive_id[:16]}",
-                            lambda: self.delete_archive(archive))
+                self._later(
+                    f"delete unrecorded archive {stored.archive.archive_id[:16]}", lambda: self.delete_archive(archive)
+                )
             self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
             if handle.copy is not None:
                 handle.copy.discard()
@@ -131,8 +135,13 @@ class Outcomes:
         self._changed(handle.vault)
         if handle.copy is not None and stored is not None:
             handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
-        log.info("stored %s/%s (%d bytes) as archive %s",
-                 handle.vault, handle.path, entry.size, (entry.archive_id or "-")[:16])
+        log.info(
+            "stored %s/%s (%d bytes) as archive %s",
+            handle.vault,
+            handle.path,
+            entry.size,
+            (entry.archive_id or "-")[:16],
+        )
         for old in replaced:
             if old.archive_id != entry.archive_id:
                 self.retire(old)
@@ -180,17 +189,20 @@ class Outcomes:
         except errors.NotFound:
             pass
         except errors.GlacierFSError as error:
-            log.error("could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
-                      entry.archive_id, entry.vault, entry.path, error)
+            log.error(
+                "could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
+                entry.archive_id,
+                entry.vault,
+                entry.path,
+                error,
+            )
 
     def delete_archive(self, entry: Entry) -> None:
         """DeleteArchive, remembered first so that inventories (which lag) do not bring it back."""
         assert entry.archive_id is not None
         self.catalog.record_deleted(entry.vault, entry.archive_id)
-        try:
+        with contextlib.suppress(errors.NotFound):
             self.glacier.delete_archive(entry.vault, entry.archive_id)
-        except errors.NotFound:
-            pass
 
     def _later(self, what: str, repair: Callable[[], None]) -> None:
         with self._pending_lock:
@@ -323,10 +335,8 @@ class WriteHandle:
             if not self._flushed:
                 self._abort("the kernel refused the open after glacierfs had answered it")
                 return
-            try:
+            with contextlib.suppress(Exception):  # Outcomes.failed logged it; no close() is there to tell
                 self._commit()
-            except Exception:  # noqa: BLE001 - reported by Outcomes.failed; no close() to tell
-                pass
 
     def abort(self, reason: str) -> None:
         with self.lock:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def parse_date(text: str) -> float:
     """Glacier's ISO 8601 dates, with or without milliseconds."""
     cleaned = text.strip().rstrip("Z").split(".")[0]
     try:
-        return datetime.strptime(cleaned, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(cleaned, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return 0.0
 
@@ -143,8 +143,9 @@ class Inventories:
             self._follower.wake()
             return previous[0]
         try:
-            job_id = (None if force else self._recent_job(vault, previous[2] if previous else None)) \
-                or self.glacier.initiate_inventory_retrieval(vault)
+            job_id = (
+                None if force else self._recent_job(vault, previous[2] if previous else None)
+            ) or self.glacier.initiate_inventory_retrieval(vault)
         except errors.GlacierFSError as error:
             with self._lock:
                 self._checked.discard(vault)  # try again on the next look
@@ -168,10 +169,10 @@ class Inventories:
         known = self.catalog.inventory(vault)
         if known is None:
             return "none"
-        job_id, requested, dated = known
+        job_id, _, dated = known
         if job_id:
             return f"pending job={job_id}"
-        return datetime.fromtimestamp(dated or 0, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(dated or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # Following ----------------------------------------------------------------
 
@@ -212,8 +213,13 @@ class Inventories:
             dated = inventory_date(path)
             added, flagged = self.reconcile(vault, iter_archives(path), dated)
             self.catalog.set_inventory(vault, None, None, dated)
-            log.info("inventory of vault %s dated %s: %d archive(s) added, %d missing from it",
-                     vault, datetime.fromtimestamp(dated, timezone.utc).isoformat(), added, flagged)
+            log.info(
+                "inventory of vault %s dated %s: %d archive(s) added, %d missing from it",
+                vault,
+                datetime.fromtimestamp(dated, UTC).isoformat(),
+                added,
+                flagged,
+            )
         except errors.GlacierFSError as error:
             log.error("could not apply the inventory of vault %s: %s", vault, error)
         finally:
@@ -272,8 +278,13 @@ class Inventories:
             )
         self.catalog.put_many(entries)
         for folder, count in moved.items():
-            log.warning("vault %s holds a file named %s, so %d archive(s) without a usable name are in %s/",
-                        vault, UNNAMED, count, folder)
+            log.warning(
+                "vault %s holds a file named %s, so %d archive(s) without a usable name are in %s/",
+                vault,
+                UNNAMED,
+                count,
+                folder,
+            )
 
         flagged = []
         for archive_id, entry in known.items():
@@ -282,8 +293,12 @@ class Inventories:
             uploaded = parse_date(entry.created or "")
             if uploaded and uploaded < dated - LAG_GRACE:
                 flagged.append(entry.but(state=MISSING))
-                log.warning("%s/%s (archive %s) is missing from an inventory taken well after its upload",
-                            vault, entry.path, archive_id[:16])
+                log.warning(
+                    "%s/%s (archive %s) is missing from an inventory taken well after its upload",
+                    vault,
+                    entry.path,
+                    archive_id[:16],
+                )
         if flagged:
             self.catalog.put_many(flagged)
         return sum(1 for e in entries if e.kind == FILE), len(flagged)
@@ -332,7 +347,7 @@ def _free_path(path: str, created: float, archive_id: str, kinds: dict[str, str]
         return _unnamed_path(archive_id, kinds)
     if path not in kinds:
         return path
-    stamp = datetime.fromtimestamp(created or 0, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.fromtimestamp(created or 0, UTC).strftime("%Y%m%dT%H%M%SZ")
     candidate = f"{path}.older-{stamp}-{archive_id[:8]}"
     return candidate if candidate not in kinds else _unnamed_path(archive_id, kinds)
 

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from glacierfs import errors, names
@@ -43,8 +43,12 @@ def encode(vault: str, entries: list[Entry]) -> bytes:
         "written": time.time(),
         "entries": [
             {
-                "path": e.path, "kind": e.kind, "archive_id": e.archive_id, "size": e.size,
-                "mtime_ns": e.mtime_ns, "mode": e.mode,
+                "path": e.path,
+                "kind": e.kind,
+                "archive_id": e.archive_id,
+                "size": e.size,
+                "mtime_ns": e.mtime_ns,
+                "mode": e.mode,
             }
             for e in entries
             if e.state != "uploading" and not e.path.startswith(MANIFEST_DIR + "/")
@@ -160,7 +164,7 @@ class ManifestKeeper:
             changed_at = self._changed.pop(vault, None)
         if changed_at is None or not self.catalog.has_vault(vault):
             return
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = f"{MANIFEST_DIR}/manifest-{stamp}.json.gz"
         try:
             body = encode(vault, self.catalog.entries(vault))
@@ -189,4 +193,3 @@ class ManifestKeeper:
                 continue
             self.catalog.record_deleted(vault, archive_id)
             self.catalog.forget_manifest(archive_id)
-

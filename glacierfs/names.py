@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MAX_DESCRIPTION = 1024
 MAX_COMPONENT = 255
@@ -32,12 +32,12 @@ class Decoded:
 
 
 def format_mtime(mtime: float) -> str:
-    return datetime.fromtimestamp(int(mtime), timezone.utc).strftime(_MTIME_FORMAT)
+    return datetime.fromtimestamp(int(mtime), UTC).strftime(_MTIME_FORMAT)
 
 
 def parse_mtime(text: str) -> float | None:
     try:
-        return datetime.strptime(text, _MTIME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(text, _MTIME_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

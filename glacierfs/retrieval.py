@@ -32,7 +32,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as all_done
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -97,7 +97,7 @@ class Target:
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Retriever:
@@ -239,8 +239,17 @@ class Retriever:
                 tier=tier,
                 byte_range=None if target.whole else (target.first, target.last),
             )
-            job = JobRecord(job_id, target.vault, target.archive_id, target.first, target.last,
-                            target.whole, tier, time.time(), IN_PROGRESS)
+            job = JobRecord(
+                job_id,
+                target.vault,
+                target.archive_id,
+                target.first,
+                target.last,
+                target.whole,
+                tier,
+                time.time(),
+                IN_PROGRESS,
+            )
             self.catalog.put_job(job)
         finally:
             with self._budget:
@@ -248,7 +257,12 @@ class Retriever:
                 self._reserved_jobs -= 1
         log.info(
             "requested retrieval job %s for archive %s bytes %d-%d (%s tier, usually %s)",
-            job_id[:16], target.archive_id[:16], target.first, target.last, tier, EXPECTED[tier],
+            job_id[:16],
+            target.archive_id[:16],
+            target.first,
+            target.last,
+            tier,
+            EXPECTED[tier],
         )
         self._poller.wake()
         return job
@@ -256,8 +270,10 @@ class Retriever:
     def _covers(self, job: JobRecord, target: Target) -> bool:
         if target.whole:
             return job.whole
-        return job.range_start <= target.first and job.range_end >= target.last and (
-            job.whole or job.range_start == target.first
+        return (
+            job.range_start <= target.first
+            and job.range_end >= target.last
+            and (job.whole or job.range_start == target.first)
         )
 
     @staticmethod
@@ -280,9 +296,15 @@ class Retriever:
                     # The cache lost what this job brought; its output is still there.
                     job = job.but(status=SUCCEEDED, message="")
                     self._set(job)
-                    log.info("archive %s bytes %d-%d are no longer in the cache: downloading them again from "
-                             "job %s, whose output lasts until %s (no new job)", target.archive_id[:16],
-                             target.first, target.last, job.job_id[:16], iso(job.output_expires))
+                    log.info(
+                        "archive %s bytes %d-%d are no longer in the cache: downloading them again from "
+                        "job %s, whose output lasts until %s (no new job)",
+                        target.archive_id[:16],
+                        target.first,
+                        target.last,
+                        job.job_id[:16],
+                        iso(job.output_expires),
+                    )
                     self._poller.wake()
                     return job
                 self._wake_if_retry_due(job)
@@ -310,8 +332,15 @@ class Retriever:
             whole = listed.byte_range is None or listed.byte_range == (0, target.archive_size - 1)
             first, last = listed.byte_range or (0, target.archive_size - 1)
             job = JobRecord(
-                listed.job_id, target.vault, target.archive_id, first, last, whole, listed.tier,
-                _epoch(listed.created), SUCCEEDED if listed.completed else IN_PROGRESS,
+                listed.job_id,
+                target.vault,
+                target.archive_id,
+                first,
+                last,
+                whole,
+                listed.tier,
+                _epoch(listed.created),
+                SUCCEEDED if listed.completed else IN_PROGRESS,
                 completed=_epoch(listed.completed_at) if listed.completed_at else None,
             )
             if not self._covers(job, target):
@@ -322,8 +351,11 @@ class Retriever:
                     continue
                 job = known.but(status=job.status, completed=job.completed, message="")
             self._set(job)
-            log.info("reusing retrieval job %s for archive %s, found in Glacier's job list",
-                     job.job_id[:16], target.archive_id[:16])
+            log.info(
+                "reusing retrieval job %s for archive %s, found in Glacier's job list",
+                job.job_id[:16],
+                target.archive_id[:16],
+            )
             self._poller.wake()
             return job
         return None
@@ -462,19 +494,32 @@ class Retriever:
             scratch = None
             self._retries.pop(job.job_id, None)
             self._set(job.but(status=CACHED, message=""))
-            log.info("retrieved archive %s bytes %d-%d (job %s), verified and cached",
-                     job.archive_id[:16], job.range_start, job.range_end, job.job_id[:16])
+            log.info(
+                "retrieved archive %s bytes %d-%d (job %s), verified and cached",
+                job.archive_id[:16],
+                job.range_start,
+                job.range_end,
+                job.job_id[:16],
+            )
         except errors.ChecksumMismatch as error:
             self._retries.pop(job.job_id, None)
             self._set(job.but(status=UNVERIFIED, downloads=job.downloads + 1, message=str(error)[:300]))
-            log.error("the output of job %s (archive %s) failed verification: %s; nothing was cached or served, "
-                      "and `glacierfs retrieve` (or setfattr -n user.glacier.retrieve) starts a new job",
-                      job.job_id[:16], job.archive_id[:16], error)
+            log.error(
+                "the output of job %s (archive %s) failed verification: %s; nothing was cached or served, "
+                "and `glacierfs retrieve` (or setfattr -n user.glacier.retrieve) starts a new job",
+                job.job_id[:16],
+                job.archive_id[:16],
+                error,
+            )
         except errors.NotFound as error:
             self._retries.pop(job.job_id, None)
             self._set(job.but(status=EXPIRED, message=f"Glacier no longer has its output: {error}"[:300]))
-            log.warning("the output of job %s (archive %s) is gone from Glacier: %s",
-                        job.job_id[:16], job.archive_id[:16], error)
+            log.warning(
+                "the output of job %s (archive %s) is gone from Glacier: %s",
+                job.job_id[:16],
+                job.archive_id[:16],
+                error,
+            )
         except Exception as error:  # noqa: BLE001 - network, disk, permissions: not the bytes' fault
             self._retry_later(job, error)
         finally:
@@ -494,23 +539,36 @@ class Retriever:
         if again >= job.output_expires:
             self._retries.pop(job.job_id, None)
             self._set(job.but(status=EXPIRED, message=f"its output expired before a download succeeded: {error}"[:300]))
-            log.error("download of job %s (archive %s) failed, and its output expires before another try: %s",
-                      job.job_id[:16], job.archive_id[:16], error)
+            log.error(
+                "download of job %s (archive %s) failed, and its output expires before another try: %s",
+                job.job_id[:16],
+                job.archive_id[:16],
+                error,
+            )
             return
         self._retries[job.job_id] = (failures, again)
         message = f"{NO_SPACE}: {error}" if _disk_full(error) else f"download failed: {error}"
         self._set(job.but(message=message[:300]))
-        log.warning("download of job %s (archive %s) failed, nothing was cached: %s; trying again in %.0f s "
-                    "(failure %d in a row), as long as its output lasts (until %s)",
-                    job.job_id[:16], job.archive_id[:16], error, pause, failures, iso(job.output_expires))
+        log.warning(
+            "download of job %s (archive %s) failed, nothing was cached: %s; trying again in %.0f s "
+            "(failure %d in a row), as long as its output lasts (until %s)",
+            job.job_id[:16],
+            job.archive_id[:16],
+            error,
+            pause,
+            failures,
+            iso(job.output_expires),
+        )
 
     def _fetch_chunks(self, job: JobRecord, scratch: Path) -> list[bytes]:
         size = job.size
         fd = os.open(scratch, os.O_WRONLY)
         try:
             offsets = range(0, size, self.chunk_size)
-            futures = [self._chunks.submit(self._fetch_chunk, job, fd, offset, min(offset + self.chunk_size, size))
-                       for offset in offsets]
+            futures = [
+                self._chunks.submit(self._fetch_chunk, job, fd, offset, min(offset + self.chunk_size, size))
+                for offset in offsets
+            ]
             all_done(futures)  # every chunk done with ``fd`` before it is closed, failed or not
             return [future.result() for future in futures]
         finally:
@@ -528,8 +586,14 @@ class Retriever:
             else:
                 os.pwrite(fd, output.body, start)
                 return digest
-            log.warning("job %s bytes %d-%d failed verification (attempt %d): %s",
-                        job.job_id[:16], start, stop - 1, attempt, problem)
+            log.warning(
+                "job %s bytes %d-%d failed verification (attempt %d): %s",
+                job.job_id[:16],
+                start,
+                stop - 1,
+                attempt,
+                problem,
+            )
         raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job.job_id[:16]}: {problem}")
 
 
@@ -543,6 +607,6 @@ def _disk_full(error: BaseException) -> bool:
 
 def _epoch(created: str) -> float:
     try:
-        return datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return time.time()

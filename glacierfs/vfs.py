@@ -8,6 +8,7 @@ catalog's own lock. Nothing that talks to Glacier runs under the VFS lock.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -130,8 +131,7 @@ class GlacierFS:
         self._vaults_listed_at = 0.0
         self._vault_list_failing = False  # logged once per outage
         for entry in catalog.drop_unfinished():
-            log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored",
-                        entry.vault, entry.path)
+            log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored", entry.vault, entry.path)
         # The janitor's first round aborts the multipart uploads such a stop left open.
         # Part buffers pass from one file to the next (see writer.PartBuffers).
         self._part_buffers = PartBuffers(part_size, keep=concurrency + 1)
@@ -152,8 +152,11 @@ class GlacierFS:
         self._janitor.stop()
         self.outcomes.retry()
         for waiting in self.outcomes.pending:
-            log.error("unmounted before there was room to %s; an archive left in Glacier comes back with "
-                      "the next inventory (under a name with .older- if the name is taken)", waiting)
+            log.error(
+                "unmounted before there was room to %s; an archive left in Glacier comes back with "
+                "the next inventory (under a name with .older- if the name is taken)",
+                waiting,
+            )
         self.abort_abandoned_uploads()
         if self.manifests is not None:
             try:
@@ -176,7 +179,8 @@ class GlacierFS:
         recorded = self.catalog.uploads()
         with self._lock:
             owned = {
-                handle.writer.uploader.upload_id for handle in self._handles.values()
+                handle.writer.uploader.upload_id
+                for handle in self._handles.values()
                 if isinstance(handle, WriteHandle) and handle.writing
             }
         for upload_id, vault, path, _ in recorded:
@@ -206,8 +210,11 @@ class GlacierFS:
                 with self._lock:
                     first, self._vault_list_failing = not self._vault_list_failing, True
                 if first:
-                    log.warning("cannot list the vaults (%s); serving the last list from the catalog "
-                                "until Glacier answers again", error)
+                    log.warning(
+                        "cannot list the vaults (%s); serving the last list from the catalog "
+                        "until Glacier answers again",
+                        error,
+                    )
                 return self.catalog.vaults()
             self.catalog.set_vaults(names_now)
             self._vaults_listed_at = time.monotonic()
@@ -223,10 +230,8 @@ class GlacierFS:
         ):
             raise errors.NotFound(f"no vault named {vault!r}")
         if self.inventories is not None:
-            try:
+            with contextlib.suppress(errors.GlacierFSError):  # logged; the catalog serves meanwhile
                 self.inventories.seen(vault)
-            except errors.GlacierFSError:
-                pass  # logged; the vault shows what the catalog knows meanwhile
 
     def _changed(self, vault: str) -> None:
         """The vault's tree changed: its manifest is due once changes settle."""
@@ -261,8 +266,11 @@ class GlacierFS:
         """The open read handles of ``path``."""
         vault, rel = split(path)
         with self._lock:
-            return [handle_id for handle_id, handle in self._handles.items()
-                    if isinstance(handle, ReadHandle) and (handle.vault, handle.path) == (vault, rel)]
+            return [
+                handle_id
+                for handle_id, handle in self._handles.items()
+                if isinstance(handle, ReadHandle) and (handle.vault, handle.path) == (vault, rel)
+            ]
 
     def stat(self, path: str) -> Stat:
         vault, rel = split(path)
@@ -374,9 +382,7 @@ class GlacierFS:
             tee=copy.write if copy else None,
             buffers=self._part_buffers,
         )
-        return self._add_handle(
-            WriteHandle(vault, rel, Writer(uploader), self.outcomes, opener, replaces, copy=copy)
-        )
+        return self._add_handle(WriteHandle(vault, rel, Writer(uploader), self.outcomes, opener, replaces, copy=copy))
 
     def create(self, path: str, mode: int, opener: int | None = None) -> int:
         """A new file, or an existing one truncated (O_CREAT): ``opener`` is the
@@ -547,8 +553,9 @@ class GlacierFS:
         if entry.is_dir:
             raise errors.IsADirectory(path)
         if self._writing(vault, rel):
-            raise errors.Busy(f"{path} is being uploaded; close it first (removing it would pay for an upload "
-                              "and its early deletion)")
+            raise errors.Busy(
+                f"{path} is being uploaded; close it first (removing it would pay for an upload and its early deletion)"
+            )
         if entry.archive_id:
             self.outcomes.delete_archive(entry)
         self.catalog.delete(vault, rel)
@@ -729,21 +736,39 @@ class GlacierFS:
             {"path": f"{h.vault}/{h.path}", "bytes": h.size, "parts_sent": h.writer.uploader.parts_done}
             for h in writing
         ]
-        result: dict[str, object] = {"uploads": uploads, "part_size": self.part_size,
-                                     "held_back": self.outcomes.pending}
+        result: dict[str, object] = {
+            "uploads": uploads,
+            "part_size": self.part_size,
+            "held_back": self.outcomes.pending,
+        }
         result["gone_vaults"] = [
             {"name": name, "since": since, "entries": kept} for name, since, kept in self.catalog.gone_vaults()
         ]
         if self.retriever is not None:
             result["jobs"] = [
-                {"job_id": job.job_id, "vault": job.vault, "archive_id": job.archive_id, "tier": job.tier,
-                 "bytes": job.size, "requested": job.requested, "status": job.status}
+                {
+                    "job_id": job.job_id,
+                    "vault": job.vault,
+                    "archive_id": job.archive_id,
+                    "tier": job.tier,
+                    "bytes": job.size,
+                    "requested": job.requested,
+                    "status": job.status,
+                }
                 for job in self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
             ]
             used, entries = self.retriever.cache.usage()
-            result["cache"] = {"bytes": used, "entries": entries, "limit": self.retriever.cache.size_limit,
-                               "read_by": "the kernel (FUSE passthrough)" if self.kernel_reads else "glacierfs"}
+            result["cache"] = {
+                "bytes": used,
+                "entries": entries,
+                "limit": self.retriever.cache.size_limit,
+                "read_by": "the kernel (FUSE passthrough)" if self.kernel_reads else "glacierfs",
+            }
             bytes_left, jobs_left = self.retriever.budget_left()
-            result["budget"] = {"bytes_left": bytes_left, "jobs_left": jobs_left,
-                                "max_bytes": self.retriever.max_bytes, "max_jobs": self.retriever.max_jobs}
+            result["budget"] = {
+                "bytes_left": bytes_left,
+                "jobs_left": jobs_left,
+                "max_bytes": self.retriever.max_bytes,
+                "max_jobs": self.retriever.max_jobs,
+            }
         return result

@@ -31,9 +31,7 @@ MAX_PART_SIZE = 4096 * MiB
 
 def check_part_size(part_size: int) -> int:
     if part_size < MIN_PART_SIZE or part_size > MAX_PART_SIZE or part_size & (part_size - 1):
-        raise errors.InvalidRequest(
-            f"part size {part_size} is not 1 MiB x 2^n between 1 MiB and 4 GiB"
-        )
+        raise errors.InvalidRequest(f"part size {part_size} is not 1 MiB x 2^n between 1 MiB and 4 GiB")
     return part_size
 
 
@@ -308,8 +306,10 @@ class Uploader:
                 pass
             except errors.GlacierFSError as error:
                 log.error(
-                    "could not abort multipart upload %s in %s (it lingers until Glacier "
-                    "expires it after 24 h): %s", self._upload_id, self.vault, error,
+                    "could not abort multipart upload %s in %s (it lingers until Glacier expires it after 24 h): %s",
+                    self._upload_id,
+                    self.vault,
+                    error,
                 )
                 return
             self._ended()

@@ -17,11 +17,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+
 from benchlib import MiB
+from botocore.utils import calculate_sha256, calculate_tree_hash
 
-from botocore.utils import calculate_sha256, calculate_tree_hash  # noqa: E402
-
-from glacierfs.treehash import part_hashes, tree_hash  # noqa: E402
+from glacierfs.treehash import part_hashes, tree_hash
 
 
 def timed(function: Callable[[], object]) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchlib import MiB, drop_page_cache, scratch, write_random_file
 
-from tests.harness import Mount, ServedEmulator, run, wait_for  # noqa: E402
+from glacierfs.testing import Mount, ServedEmulator, run, wait_for
 
 
 def read_all(path: Path, block: int = MiB) -> float:
@@ -64,9 +64,20 @@ def main() -> int:
         source = work / "source.bin"
         write_random_file(source, size)
         emulator = ServedEmulator(data_dir=work / "emulator")
-        mount = Mount(work, emulator.url, "--poll-interval", "0.5", "--cache-dir", str(work / "cache"),
-                      "--cache-size", f"{2 * args.size_mib + 64}M", "--ranged-threshold", f"{2 * args.size_mib}M",
-                      "--max-retrieval-bytes", f"{2 * args.size_mib}M")
+        mount = Mount(
+            work,
+            emulator.url,
+            "--poll-interval",
+            "0.5",
+            "--cache-dir",
+            str(work / "cache"),
+            "--cache-size",
+            f"{2 * args.size_mib + 64}M",
+            "--ranged-threshold",
+            f"{2 * args.size_mib}M",
+            "--max-retrieval-bytes",
+            f"{2 * args.size_mib}M",
+        )
         try:
             mount.path("bench").mkdir()
             archive = mount.path("bench", "archive.bin")
@@ -95,8 +106,10 @@ def main() -> int:
     first = rate(cold["mount"]) / rate(cold["direct"])
     second = rate(warm["mount"]) / rate(warm["page cache"])
     how = "page cache dropped before each first read" if dropped else "page cache NOT dropped (not root)"
-    print(f"read: {args.size_mib} MiB cached archive, 1 MiB reads, {args.rounds} alternating rounds, median, "
-          f"{os.cpu_count()} cores; {how}")
+    print(
+        f"read: {args.size_mib} MiB cached archive, 1 MiB reads, {args.rounds} alternating rounds, median, "
+        f"{os.cpu_count()} cores; {how}"
+    )
     print(f"  cached archives are read by {read_by}")
     print(f"  first read through the mount     {rate(cold['mount']):8.0f} MB/s")
     print(f"  first read of the cache's file   {rate(cold['direct']):8.0f} MB/s")

@@ -29,12 +29,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 from benchlib import MiB, scratch, write_random_file
+from botocore.config import Config
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-
-from tests.harness import Mount, ServedEmulator  # noqa: E402
+from glacierfs.testing import Mount, ServedEmulator
 
 FIXED_OVERHEAD_MIB = 24
 
@@ -51,8 +50,9 @@ def combine(hex_hashes: list[str]) -> str:
 
 def direct_upload(url: str, vault: str, source: Path, part_size: int, concurrency: int) -> None:
     """What a user would write with boto3: parts read from the file, botocore hashing them."""
-    client = boto3.client("glacier", endpoint_url=url, region_name="us-east-1",
-                          config=Config(max_pool_connections=concurrency * 2))
+    client = boto3.client(
+        "glacier", endpoint_url=url, region_name="us-east-1", config=Config(max_pool_connections=concurrency * 2)
+    )
     upload_id = client.initiate_multipart_upload(vaultName=vault, partSize=str(part_size))["uploadId"]
     size = source.stat().st_size
 
@@ -61,15 +61,18 @@ def direct_upload(url: str, vault: str, source: Path, part_size: int, concurrenc
             handle.seek(offset)
             body = handle.read(part_size)
         response = client.upload_multipart_part(
-            vaultName=vault, uploadId=upload_id, body=body,
+            vaultName=vault,
+            uploadId=upload_id,
+            body=body,
             range=f"bytes {offset}-{offset + len(body) - 1}/*",
         )
         return response["checksum"]
 
     with ThreadPoolExecutor(concurrency) as pool:
         hashes = list(pool.map(send, range(0, size, part_size)))
-    client.complete_multipart_upload(vaultName=vault, uploadId=upload_id,
-                                     archiveSize=str(size), checksum=combine(hashes))
+    client.complete_multipart_upload(
+        vaultName=vault, uploadId=upload_id, archiveSize=str(size), checksum=combine(hashes)
+    )
 
 
 def direct_small_uploads(url: str, vault: str, files: list[Path]) -> None:
@@ -78,7 +81,9 @@ def direct_small_uploads(url: str, vault: str, files: list[Path]) -> None:
         client.upload_archive(vaultName=vault, body=path.read_bytes(), archiveDescription=path.name)
 
 
-def alternate(rounds: int, through_mount: Callable[[int], None], direct: Callable[[], None]) -> tuple[list[float], list[float]]:
+def alternate(
+    rounds: int, through_mount: Callable[[int], None], direct: Callable[[], None]
+) -> tuple[list[float], list[float]]:
     """Seconds of each side, round after round, one after the other."""
     times: tuple[list[float], list[float]] = ([], [])
     for round_ in range(rounds):
@@ -122,8 +127,9 @@ def main() -> int:
         emulator = ServedEmulator(data_dir=work / "emulator")
         try:
             boto3.client("glacier", endpoint_url=emulator.url, region_name="us-east-1").create_vault(vaultName="bench")
-            mount = Mount(work / "throughput", emulator.url, "--part-size", str(part_size),
-                          "--concurrency", str(args.concurrency))
+            mount = Mount(
+                work / "throughput", emulator.url, "--part-size", str(part_size), "--concurrency", str(args.concurrency)
+            )
             try:
                 mount_times, direct_times = alternate(
                     args.rounds,
@@ -136,8 +142,9 @@ def main() -> int:
             memory_part = args.memory_part_mib * MiB
             memory_source = work / "twenty-parts.bin"
             write_random_file(memory_source, 20 * memory_part)
-            mount = Mount(work / "memory", emulator.url, "--part-size", str(memory_part),
-                          "--concurrency", str(args.concurrency))
+            mount = Mount(
+                work / "memory", emulator.url, "--part-size", str(memory_part), "--concurrency", str(args.concurrency)
+            )
             try:
                 idle = rss_kib(mount.pid, "VmRSS")
                 subprocess.run(["cp", str(memory_source), str(mount.path("bench", "twenty-parts"))], check=True)
@@ -150,8 +157,14 @@ def main() -> int:
             small_files = [tree / f"f{i}" for i in range(args.small_files)]
             for path in small_files:
                 path.write_bytes(os.urandom(args.small_kib * 1024))
-            mount = Mount(work / "small-files", emulator.url, "--part-size", str(part_size),
-                          "--concurrency", str(args.concurrency))
+            mount = Mount(
+                work / "small-files",
+                emulator.url,
+                "--part-size",
+                str(part_size),
+                "--concurrency",
+                str(args.concurrency),
+            )
             try:
                 small_mount, small_direct = alternate(
                     args.rounds,
@@ -169,14 +182,18 @@ def main() -> int:
     ratio = mount_rate / direct_rate
     bound_kib = memory_part * (args.concurrency + 2) // 1024 + FIXED_OVERHEAD_MIB * 1024
     grown_kib = peak - idle
-    print(f"write: {args.size_mib} MiB file, part {args.part_mib} MiB, concurrency {args.concurrency}, "
-          f"{args.rounds} alternating rounds, median, {os.cpu_count()} cores")
+    print(
+        f"write: {args.size_mib} MiB file, part {args.part_mib} MiB, concurrency {args.concurrency}, "
+        f"{args.rounds} alternating rounds, median, {os.cpu_count()} cores"
+    )
     print(f"  cp into the mount          {mount_rate:8.0f} MB/s  ({', '.join(f'{t:.2f}s' for t in mount_times)})")
     print(f"  plain boto3 multipart      {direct_rate:8.0f} MB/s  ({', '.join(f'{t:.2f}s' for t in direct_times)})")
     print(f"mount / direct = {ratio:.2f}  (target >= 0.90)")
     print(f"memory: 20 parts of {args.memory_part_mib} MiB, concurrency {args.concurrency}")
-    print(f"  mount RSS idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB: grew {grown_kib / 1024:.0f} MiB "
-          f"against the bound part x (concurrency + 2) + {FIXED_OVERHEAD_MIB} MiB = {bound_kib / 1024:.0f} MiB")
+    print(
+        f"  mount RSS idle {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB: grew {grown_kib / 1024:.0f} MiB "
+        f"against the bound part x (concurrency + 2) + {FIXED_OVERHEAD_MIB} MiB = {bound_kib / 1024:.0f} MiB"
+    )
     print(f"growth / bound = {grown_kib / bound_kib:.2f}  (target <= 1.00)")
     per_file = [statistics.median(times) / args.small_files * 1000 for times in (small_mount, small_direct)]
     print(f"small files: {args.small_files} of {args.small_kib} KiB, {args.rounds} alternating rounds, median")

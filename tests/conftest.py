@@ -22,8 +22,7 @@ os.environ.update(
 )
 
 from glacierfs.emulator import Emulator  # noqa: E402
-
-from .harness import ServedEmulator  # noqa: E402
+from glacierfs.testing import ServedEmulator  # noqa: E402
 
 MiB = 1 << 20
 
@@ -58,7 +57,7 @@ def endpoint(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("served").url
 
 
-def boto_client(url: str, attempts: int = 1) -> "boto3.client":
+def boto_client(url: str, attempts: int = 1) -> boto3.client:
     return boto3.client(
         "glacier",
         endpoint_url=url,

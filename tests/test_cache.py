@@ -144,8 +144,9 @@ time.sleep(600)
 
 def test_downloads_left_by_a_killed_process_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
     def writer() -> tuple[subprocess.Popen[str], Path]:
-        process = subprocess.Popen([sys.executable, "-c", SCRATCH_WRITER, str(tmp_path)],
-                                   stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", SCRATCH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         assert process.stdout is not None
         return process, Path(process.stdout.readline().strip())
 

@@ -19,10 +19,10 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import ServedEmulator
 from glacierfs.treehash import combine, tree_hash
 
 from .conftest import MiB, boto_client
-from .harness import ServedEmulator
 
 
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
@@ -45,7 +45,9 @@ def multipart(boto, vault: str, data: bytes, part_size: int, description: str = 
     for offset in range(0, len(data), part_size):
         chunk = data[offset : offset + part_size]
         boto.upload_multipart_part(
-            vaultName=vault, uploadId=upload_id, body=chunk,
+            vaultName=vault,
+            uploadId=upload_id,
+            body=chunk,
             range=f"bytes {offset}-{offset + len(chunk) - 1}/*",
         )
     return upload_id
@@ -65,9 +67,7 @@ def test_invalid_vault_names_are_refused(boto, name: str) -> None:  # type: igno
     with pytest.raises(ClientError) as excinfo:
         boto.create_vault(vaultName=name)
     assert error_code(excinfo) == (400, "InvalidParameterValueException")
-    assert boto.list_vaults()["VaultList"] == [] or all(
-        v["VaultName"] != name for v in boto.list_vaults()["VaultList"]
-    )
+    assert boto.list_vaults()["VaultList"] == [] or all(v["VaultName"] != name for v in boto.list_vaults()["VaultList"])
 
 
 def test_valid_vault_name_rules(boto) -> None:  # type: ignore[no-untyped-def]
@@ -181,7 +181,9 @@ def test_multipart_upload_round_trip(boto, vault: str) -> None:  # type: ignore[
     parts = boto.list_parts(vaultName=vault, uploadId=upload_id)
     assert parts["PartSizeInBytes"] == 2 * MiB and parts["ArchiveDescription"] == "three parts"
     assert [p["RangeInBytes"] for p in parts["Parts"]] == [
-        f"0-{2 * MiB - 1}", f"{2 * MiB}-{4 * MiB - 1}", f"{4 * MiB}-{5 * MiB + 2}",
+        f"0-{2 * MiB - 1}",
+        f"{2 * MiB}-{4 * MiB - 1}",
+        f"{4 * MiB}-{5 * MiB + 2}",
     ]
     assert [p["SHA256TreeHash"] for p in parts["Parts"]] == [
         tree_hash(data[i : i + 2 * MiB]) for i in range(0, len(data), 2 * MiB)
@@ -231,8 +233,11 @@ def test_part_with_wrong_hash_is_refused(boto, vault: str) -> None:  # type: ign
     body = data_of(MiB)
     with pytest.raises(ClientError) as excinfo:
         boto.upload_multipart_part(
-            vaultName=vault, uploadId=upload_id, range=f"bytes 0-{MiB - 1}/*",
-            body=body, checksum=tree_hash(body[:-1] + b"!"),
+            vaultName=vault,
+            uploadId=upload_id,
+            range=f"bytes 0-{MiB - 1}/*",
+            body=body,
+            checksum=tree_hash(body[:-1] + b"!"),
         )
     assert error_code(excinfo) == (400, "InvalidParameterValueException")
     assert boto.list_parts(vaultName=vault, uploadId=upload_id)["Parts"] == []
@@ -242,13 +247,17 @@ def test_reupload_of_a_part_overwrites_it(boto, vault: str) -> None:  # type: ig
     data = data_of(2 * MiB)
     upload_id = multipart(boto, vault, data_of(2 * MiB, seed=9), MiB)
     boto.upload_multipart_part(vaultName=vault, uploadId=upload_id, range=f"bytes 0-{MiB - 1}/*", body=data[:MiB])
-    boto.upload_multipart_part(vaultName=vault, uploadId=upload_id, range=f"bytes {MiB}-{2 * MiB - 1}/*", body=data[MiB:])
+    boto.upload_multipart_part(
+        vaultName=vault, uploadId=upload_id, range=f"bytes {MiB}-{2 * MiB - 1}/*", body=data[MiB:]
+    )
     parts = boto.list_parts(vaultName=vault, uploadId=upload_id)["Parts"]
     assert [p["SHA256TreeHash"] for p in parts] == [tree_hash(data[:MiB]), tree_hash(data[MiB:])]
     done = boto.complete_multipart_upload(
         vaultName=vault, uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data)
     )
-    job = boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": done["archiveId"]})
+    job = boto.initiate_job(
+        vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": done["archiveId"]}
+    )
     assert boto.get_job_output(vaultName=vault, jobId=job["jobId"])["body"].read() == data
 
 
@@ -257,7 +266,9 @@ def test_complete_with_a_missing_part_is_refused(boto, vault: str) -> None:  # t
     upload_id = boto.initiate_multipart_upload(vaultName=vault, partSize=str(MiB))["uploadId"]
     for index in (0, 2):  # no part 1
         boto.upload_multipart_part(
-            vaultName=vault, uploadId=upload_id, body=data[index * MiB : (index + 1) * MiB],
+            vaultName=vault,
+            uploadId=upload_id,
+            body=data[index * MiB : (index + 1) * MiB],
             range=f"bytes {index * MiB}-{(index + 1) * MiB - 1}/*",
         )
     with pytest.raises(ClientError) as excinfo:
@@ -271,22 +282,33 @@ def test_complete_with_a_missing_part_is_refused(boto, vault: str) -> None:  # t
 def test_complete_with_short_middle_part_is_refused(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     upload_id = boto.initiate_multipart_upload(vaultName=vault, partSize=str(MiB))["uploadId"]
     boto.upload_multipart_part(vaultName=vault, uploadId=upload_id, body=b"a" * 10, range="bytes 0-9/*")
-    boto.upload_multipart_part(vaultName=vault, uploadId=upload_id, body=b"b" * MiB, range=f"bytes {MiB}-{2 * MiB - 1}/*")
+    boto.upload_multipart_part(
+        vaultName=vault, uploadId=upload_id, body=b"b" * MiB, range=f"bytes {MiB}-{2 * MiB - 1}/*"
+    )
     with pytest.raises(ClientError) as excinfo:
-        boto.complete_multipart_upload(vaultName=vault, uploadId=upload_id, archiveSize=str(MiB + 10),
-                                       checksum=tree_hash(b"a" * 10 + b"b" * MiB))
+        boto.complete_multipart_upload(
+            vaultName=vault, uploadId=upload_id, archiveSize=str(MiB + 10), checksum=tree_hash(b"a" * 10 + b"b" * MiB)
+        )
     assert error_code(excinfo) == (400, "InvalidParameterValueException")
 
 
 def test_complete_with_wrong_tree_hash_or_size_is_refused(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     data = data_of(2 * MiB + 1)
     upload_id = multipart(boto, vault, data, MiB)
-    for size, checksum in [(len(data), tree_hash(data[:-1])), (len(data) + 1, tree_hash(data)), (len(data) - 1, tree_hash(data))]:
+    for size, checksum in [
+        (len(data), tree_hash(data[:-1])),
+        (len(data) + 1, tree_hash(data)),
+        (len(data) - 1, tree_hash(data)),
+    ]:
         with pytest.raises(ClientError) as excinfo:
-            boto.complete_multipart_upload(vaultName=vault, uploadId=upload_id, archiveSize=str(size), checksum=checksum)
+            boto.complete_multipart_upload(
+                vaultName=vault, uploadId=upload_id, archiveSize=str(size), checksum=checksum
+            )
         assert error_code(excinfo) == (400, "InvalidParameterValueException")
     # Still open, and completes once the hash is right.
-    done = boto.complete_multipart_upload(vaultName=vault, uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data))
+    done = boto.complete_multipart_upload(
+        vaultName=vault, uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data)
+    )
     assert done["checksum"] == tree_hash(data)
 
 
@@ -334,7 +356,9 @@ def test_list_parts_paginates(boto, vault: str) -> None:  # type: ignore[no-unty
 def test_retrieval_returns_archive_and_hash(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     data = data_of(3 * MiB + 100)
     archive_id = upload(boto, vault, data, "whole")
-    job_id = boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"})["jobId"]
+    job_id = boto.initiate_job(
+        vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Expedited"}
+    )["jobId"]
     job = boto.describe_job(vaultName=vault, jobId=job_id)
     assert (job["StatusCode"], job["Completed"], job["Tier"]) == ("Succeeded", True, "Expedited")
     assert job["ArchiveSizeInBytes"] == len(data)
@@ -349,8 +373,14 @@ def test_retrieval_returns_archive_and_hash(boto, vault: str) -> None:  # type: 
 def test_ranged_retrieval_and_ranged_output(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     data = data_of(6 * MiB + 7)
     archive_id = upload(boto, vault, data)
-    job_id = boto.initiate_job(vaultName=vault, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "RetrievalByteRange": f"{4 * MiB}-{len(data) - 1}"})["jobId"]
+    job_id = boto.initiate_job(
+        vaultName=vault,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "RetrievalByteRange": f"{4 * MiB}-{len(data) - 1}",
+        },
+    )["jobId"]
     job = boto.describe_job(vaultName=vault, jobId=job_id)
     wanted = data[4 * MiB :]
     assert job["RetrievalByteRange"] == f"{4 * MiB}-{len(data) - 1}"
@@ -373,8 +403,14 @@ def test_ranged_retrieval_and_ranged_output(boto, vault: str) -> None:  # type: 
 def test_unaligned_retrieval_range_has_no_tree_hash(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     data = data_of(4 * MiB)
     archive_id = upload(boto, vault, data)
-    job_id = boto.initiate_job(vaultName=vault, jobParameters={
-        "Type": "archive-retrieval", "ArchiveId": archive_id, "RetrievalByteRange": f"{MiB}-{3 * MiB - 1}"})["jobId"]
+    job_id = boto.initiate_job(
+        vaultName=vault,
+        jobParameters={
+            "Type": "archive-retrieval",
+            "ArchiveId": archive_id,
+            "RetrievalByteRange": f"{MiB}-{3 * MiB - 1}",
+        },
+    )["jobId"]
     assert "SHA256TreeHash" not in boto.describe_job(vaultName=vault, jobId=job_id)
     assert boto.get_job_output(vaultName=vault, jobId=job_id)["body"].read() == data[MiB : 3 * MiB]
 
@@ -383,11 +419,17 @@ def test_unaligned_retrieval_range_has_no_tree_hash(boto, vault: str) -> None:  
 def test_misaligned_retrieval_ranges_are_refused(boto, vault: str, byte_range: str) -> None:  # type: ignore[no-untyped-def]
     archive_id = upload(boto, vault, data_of(3 * MiB))
     with pytest.raises(ClientError) as excinfo:
-        boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "RetrievalByteRange": byte_range})
+        boto.initiate_job(
+            vaultName=vault,
+            jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "RetrievalByteRange": byte_range},
+        )
     assert error_code(excinfo) == (400, "InvalidParameterValueException")
 
 
-@pytest.mark.parametrize("params", [{"Type": "nonsense"}, {"Type": "archive-retrieval"}, {"Type": "inventory-retrieval", "Format": "XML"}, {}])
+@pytest.mark.parametrize(
+    "params",
+    [{"Type": "nonsense"}, {"Type": "archive-retrieval"}, {"Type": "inventory-retrieval", "Format": "XML"}, {}],
+)
 def test_invalid_job_parameters_are_refused(boto, vault: str, params: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ClientError) as excinfo:
         boto.initiate_job(vaultName=vault, jobParameters=params)
@@ -397,7 +439,9 @@ def test_invalid_job_parameters_are_refused(boto, vault: str, params: dict[str, 
 def test_invalid_tier_is_refused(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     archive_id = upload(boto, vault, b"x")
     with pytest.raises(ClientError) as excinfo:
-        boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Instant"})
+        boto.initiate_job(
+            vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": "Instant"}
+        )
     assert error_code(excinfo) == (400, "InvalidParameterValueException")
 
 
@@ -422,10 +466,19 @@ def test_inventory_leaves_out_deleted_archives(boto, vault: str) -> None:  # typ
 
 def test_list_jobs_filters_and_paginates(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
     archive_id = upload(boto, vault, b"x")
-    ids = [boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id})["jobId"] for _ in range(3)]
+    ids = [
+        boto.initiate_job(vaultName=vault, jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id})[
+            "jobId"
+        ]
+        for _ in range(3)
+    ]
     first = boto.list_jobs(vaultName=vault, limit="2")
     assert len(first["JobList"]) == 2 and first["Marker"]
-    paged = [j["JobId"] for page in boto.get_paginator("list_jobs").paginate(vaultName=vault, limit="2") for j in page["JobList"]]
+    paged = [
+        j["JobId"]
+        for page in boto.get_paginator("list_jobs").paginate(vaultName=vault, limit="2")
+        for j in page["JobList"]
+    ]
     assert paged == ids
     assert len(boto.list_jobs(vaultName=vault, statuscode="Succeeded")["JobList"]) == 3
     assert boto.list_jobs(vaultName=vault, statuscode="InProgress")["JobList"] == []
@@ -437,7 +490,9 @@ def test_job_delay_keeps_jobs_in_progress(inprocess: Emulator) -> None:
     boto.create_vault(vaultName="delayed")
     archive_id = upload(boto, "delayed", b"later")
     inprocess.settings.job_delay = 1.5
-    job_id = boto.initiate_job(vaultName="delayed", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id})["jobId"]
+    job_id = boto.initiate_job(
+        vaultName="delayed", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
+    )["jobId"]
     job = boto.describe_job(vaultName="delayed", jobId=job_id)
     assert (job["StatusCode"], job["Completed"]) == ("InProgress", False)
     assert [j["JobId"] for j in boto.list_jobs(vaultName="delayed", statuscode="InProgress")["JobList"]] == [job_id]
@@ -465,7 +520,7 @@ def test_fault_rate_one_refuses_every_request(inprocess: Emulator) -> None:
             boto.list_vaults()
         except ClientError as error:
             seen.add(error.response["Error"]["Code"])
-        except Exception as error:  # a dropped connection
+        except Exception as error:  # noqa: BLE001 - a dropped connection, whatever botocore calls it
             seen.add(type(error).__name__)
         else:
             pytest.fail("a request got through at fault rate 1.0")
@@ -480,7 +535,9 @@ def test_faults_are_survived_by_botocore_retries(inprocess: Emulator) -> None:
     data = data_of(2 * MiB)
     ids = [upload(boto, "faulty", data) for _ in range(5)]
     upload_id = multipart(boto, "faulty", data, MiB)
-    boto.complete_multipart_upload(vaultName="faulty", uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data))
+    boto.complete_multipart_upload(
+        vaultName="faulty", uploadId=upload_id, archiveSize=str(len(data)), checksum=tree_hash(data)
+    )
     inprocess.settings.fault_rate = 0.0
     assert boto.describe_vault(vaultName="faulty")["NumberOfArchives"] == len(ids) + 1
 
@@ -498,7 +555,9 @@ def test_corrupted_output_keeps_the_true_hash(inprocess: Emulator) -> None:
     boto.create_vault(vaultName="corrupt")
     data = data_of(MiB)
     archive_id = upload(boto, "corrupt", data)
-    job_id = boto.initiate_job(vaultName="corrupt", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id})["jobId"]
+    job_id = boto.initiate_job(
+        vaultName="corrupt", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
+    )["jobId"]
     inprocess.settings.corrupt_outputs = 1
     bad = boto.get_job_output(vaultName="corrupt", jobId=job_id)
     assert bad["checksum"] == tree_hash(data) and tree_hash(bad["body"].read()) != tree_hash(data)
@@ -534,7 +593,9 @@ def test_state_survives_a_restart_of_the_served_emulator(tmp_path: Path) -> None
         boto.create_vault(vaultName="durable")
         archive_id = upload(boto, "durable", data, "kept")
         open_upload = multipart(boto, "durable", data[: 2 * MiB], MiB)
-        job_id = boto.initiate_job(vaultName="durable", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id})["jobId"]
+        job_id = boto.initiate_job(
+            vaultName="durable", jobParameters={"Type": "archive-retrieval", "ArchiveId": archive_id}
+        )["jobId"]
     finally:
         server.stop()
     server = ServedEmulator(data_dir=tmp_path / "glacier")
@@ -542,9 +603,13 @@ def test_state_survives_a_restart_of_the_served_emulator(tmp_path: Path) -> None
         boto = boto_client(server.url)
         assert boto.describe_vault(vaultName="durable")["NumberOfArchives"] == 1
         assert boto.get_job_output(vaultName="durable", jobId=job_id)["body"].read() == data
-        assert [u["MultipartUploadId"] for u in boto.list_multipart_uploads(vaultName="durable")["UploadsList"]] == [open_upload]
+        assert [u["MultipartUploadId"] for u in boto.list_multipart_uploads(vaultName="durable")["UploadsList"]] == [
+            open_upload
+        ]
         assert len(boto.list_parts(vaultName="durable", uploadId=open_upload)["Parts"]) == 2
-        boto.complete_multipart_upload(vaultName="durable", uploadId=open_upload, archiveSize=str(2 * MiB), checksum=tree_hash(data[: 2 * MiB]))
+        boto.complete_multipart_upload(
+            vaultName="durable", uploadId=open_upload, archiveSize=str(2 * MiB), checksum=tree_hash(data[: 2 * MiB])
+        )
         assert boto.describe_vault(vaultName="durable")["NumberOfArchives"] == 2
     finally:
         server.stop()

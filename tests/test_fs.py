@@ -85,7 +85,10 @@ def test_written_file_is_stored_with_attributes(ops: GlacierOperations, inproces
         (ops.getxattr("/vault/a.bin", "user.glacier.archive-id"), len(data))
     ]
     assert set(ops.listxattr("/vault/a.bin")) == {
-        "user.glacier.state", "user.glacier.tree-hash", "user.glacier.archive-id", "user.glacier.created"
+        "user.glacier.state",
+        "user.glacier.tree-hash",
+        "user.glacier.archive-id",
+        "user.glacier.created",
     }
 
 
@@ -166,7 +169,10 @@ def test_failed_new_file_is_not_listed(ops: GlacierOperations, inprocess: Emulat
     assert errno_of(lambda: ops.flush("/vault/new", fi)) == errno.EIO
     inprocess.settings.fault_rate = 0.0
     ops.release("/vault/new", fi)
-    assert ops.readdir("/vault", 0) == [".", "..", ]
+    assert ops.readdir("/vault", 0) == [
+        ".",
+        "..",
+    ]
     assert errno_of(lambda: ops.getattr("/vault/new")) == errno.ENOENT
 
 

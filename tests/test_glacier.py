@@ -94,7 +94,9 @@ def test_inventory(client: GlacierClient) -> None:
     archive = client.upload_archive("inv", b"hello", "greeting")
     job_id = client.initiate_inventory_retrieval("inv")
     listed = client.get_inventory("inv", job_id)["ArchiveList"]
-    assert [(a["ArchiveId"], a["ArchiveDescription"], a["Size"]) for a in listed] == [(archive.archive_id, "greeting", 5)]
+    assert [(a["ArchiveId"], a["ArchiveDescription"], a["Size"]) for a in listed] == [
+        (archive.archive_id, "greeting", 5)
+    ]
 
 
 @pytest.mark.parametrize(

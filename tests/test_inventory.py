@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from glacierfs import names
 from glacierfs.catalog import STORED, Catalog, new_entry
 from glacierfs.emulator import Emulator
 from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
-from glacierfs import names
+from glacierfs.testing import GLACIERFS, Mount, read_or_none, run, wait_for
 
 from .conftest import boto_client
-from .harness import GLACIERFS, Mount, read_or_none, run, wait_for
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")
 
@@ -38,8 +38,12 @@ def tree(root: Path) -> dict[str, tuple[str, int, int, int]]:
             path = Path(folder) / name
             info = path.stat()
             kind = "dir" if path.is_dir() else "file"
-            found[str(path.relative_to(root))] = (kind, 0 if kind == "dir" else info.st_size,
-                                                   int(info.st_mtime), info.st_mode & 0o777)
+            found[str(path.relative_to(root))] = (
+                kind,
+                0 if kind == "dir" else info.st_size,
+                int(info.st_mtime),
+                info.st_mode & 0o777,
+            )
     return found
 
 
@@ -83,10 +87,17 @@ def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_
         files = {p: v[1] for p, v in found.items() if v[0] == "file"}
         dup_older = [p for p in files if p.startswith("dup.txt.older-")]
         assert files == {
-            "photos/2019/beach.jpg": 400, "old/fastglacier-v1.doc": 2, "mt/aws.tar": 7,
-            "C:/backup/cloudberry.txt": 2, "qnap/share.bin": 4, "glacier-cli-name.txt": 5,
-            "escape/attempt": 7, f"{UNNAMED}/{empty_id}": 14, f"{UNNAMED}/{broken_id}": 6,
-            "dup.txt": 7, dup_older[0]: 5,
+            "photos/2019/beach.jpg": 400,
+            "old/fastglacier-v1.doc": 2,
+            "mt/aws.tar": 7,
+            "C:/backup/cloudberry.txt": 2,
+            "qnap/share.bin": 4,
+            "glacier-cli-name.txt": 5,
+            "escape/attempt": 7,
+            f"{UNNAMED}/{empty_id}": 14,
+            f"{UNNAMED}/{broken_id}": 6,
+            "dup.txt": 7,
+            dup_older[0]: 5,
         }
         assert found["photos/2019/beach.jpg"][2] == 1_560_000_000
         assert found["mt/aws.tar"][2] == 1_546_398_245
@@ -126,10 +137,12 @@ def test_inventory_lag_rules(inprocess: Emulator, tmp_path: Path) -> None:
 def test_entry_missing_from_a_later_inventory_is_flagged(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     catalog.add_vault("v")
-    old = new_entry("v", "old.bin", "file", 0o644).but(state=STORED, archive_id="A" * 138, size=3,
-                                                        created="2020-01-01T00:00:00Z")
-    recent = new_entry("v", "recent.bin", "file", 0o644).but(state=STORED, archive_id="B" * 138, size=3,
-                                                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    old = new_entry("v", "old.bin", "file", 0o644).but(
+        state=STORED, archive_id="A" * 138, size=3, created="2020-01-01T00:00:00Z"
+    )
+    recent = new_entry("v", "recent.bin", "file", 0o644).but(
+        state=STORED, archive_id="B" * 138, size=3, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
     catalog.put_many([old, recent])
     inventories = Inventories(None, catalog, None)  # type: ignore[arg-type]
     added, flagged = inventories.reconcile("v", iter([]), time.time())
@@ -142,9 +155,20 @@ def test_streaming_parse_of_a_large_inventory(tmp_path: Path) -> None:
     path = tmp_path / "inventory.json"
     with open(path, "w") as out:
         out.write('{"VaultARN":"arn","InventoryDate":"2026-01-01T00:00:00Z","ArchiveList":[')
-        out.write(",".join(json.dumps({"ArchiveId": f"id{i}", "ArchiveDescription": f'f{i} "q" ] {{',
-                                       "CreationDate": "2025-01-01T00:00:00Z", "Size": i, "SHA256TreeHash": "00"})
-                           for i in range(20_000)))
+        out.write(
+            ",".join(
+                json.dumps(
+                    {
+                        "ArchiveId": f"id{i}",
+                        "ArchiveDescription": f'f{i} "q" ] {{',
+                        "CreationDate": "2025-01-01T00:00:00Z",
+                        "Size": i,
+                        "SHA256TreeHash": "00",
+                    }
+                )
+                for i in range(20_000)
+            )
+        )
         out.write("]}")
     items = iter_archives(path, block=4096)  # blocks far smaller than the file
     assert sum(1 for _ in items) == 20_000
@@ -188,12 +212,14 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(tmp_path: Path
     with pytest.raises(errors.InvalidRequest):
         list(iter_archives(truncated))
     garbage = tmp_path / "garbage.json"
-    garbage.write_text('{"ArchiveList":[1, "two", null, {"Size": 5}, {"ArchiveId": ""}, '
-                       '{"ArchiveId": "ok", "Size": -4, "ArchiveDescription": 7, "CreationDate": "yesterday"}]}')
+    garbage.write_text(
+        '{"ArchiveList":[1, "two", null, {"Size": 5}, {"ArchiveId": ""}, '
+        '{"ArchiveId": "ok", "Size": -4, "ArchiveDescription": 7, "CreationDate": "yesterday"}]}'
+    )
     catalog = Catalog(tmp_path / "c.sqlite")
     catalog.add_vault("v")
     added, _ = Inventories(None, catalog, None).reconcile("v", iter_archives(garbage), time.time())  # type: ignore[arg-type]
     assert added == 1
     (entry,) = [e for e in catalog.entries("v") if e.archive_id]
     assert (entry.path, entry.size) == (f"{UNNAMED}/ok", 0)
-    assert list(iter_archives(tmp_path / "garbage.json"))[0] == {"Size": 5}  # only objects are items
+    assert next(iter_archives(tmp_path / "garbage.json")) == {"Size": 5}  # only objects are items

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import Mount, read_when_ready
 
 from .conftest import MiB
-from .harness import Mount, read_when_ready
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
 
@@ -98,8 +98,12 @@ class MountAgainstModel(RuleBasedStateMachine):
 
     @rule(source=st.sampled_from(PATHS), destination=st.sampled_from(PATHS))
     def rename_file(self, source: str, destination: str) -> None:
-        if (source not in self.files or destination in self.dirs or not self.parent_exists(destination)
-                or source == destination):
+        if (
+            source not in self.files
+            or destination in self.dirs
+            or not self.parent_exists(destination)
+            or source == destination
+        ):
             return  # directory renames and refusals are covered by the other tests
         assert attempt(lambda: os.rename(self.top / source, self.top / destination)) is None
         self.files[destination] = self.files.pop(source)

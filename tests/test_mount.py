@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import random
@@ -17,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, daemon_pid, run, stop_daemon
 from glacierfs.treehash import tree_hash
 
 from .conftest import MiB, archives, boto_client
-from .harness import GLACIERFS, Mount, daemon_pid, run, stop_daemon
 
 pytestmark = pytest.mark.mount
 
@@ -153,8 +154,7 @@ def test_tar_extracts_into_the_mount(mount: Mount, inprocess: Emulator, tmp_path
 
 
 def test_refused_uploads_fail_cp_and_leave_nothing(inprocess: Emulator, tmp_path: Path) -> None:
-    mount = Mount(tmp_path, inprocess.url, "--part-size", str(PART), "--max-attempts", "2",
-                  "--cleanup-interval", "0.5")
+    mount = Mount(tmp_path, inprocess.url, "--part-size", str(PART), "--max-attempts", "2", "--cleanup-interval", "0.5")
     try:
         refused_uploads_fail_cp(mount, inprocess, tmp_path)
     finally:
@@ -198,10 +198,8 @@ def rewrite_behind(path: Path) -> None:
         os.write(fd, bytes(2 * PART + 1))
         os.pwrite(fd, b"back", 0)
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def test_rewriting_a_header_still_buffered_keeps_the_rest(mount: Mount, inprocess: Emulator) -> None:
@@ -231,7 +229,7 @@ def test_bad_input_gets_clear_errnos(mount: Mount, tmp_path: Path) -> None:
         (lambda: os.symlink("f", vault / "link"), errno.EPERM),
         (lambda: os.link(vault / "f", vault / "hard"), errno.EPERM),
         (lambda: os.rename(vault / "f", mount.path("other", "f")), errno.EXDEV),
-        (lambda: open(vault / "f", "ab").write(b"more"), errno.EPERM),
+        (lambda: open(vault / "f", "ab").write(b"more"), errno.EPERM),  # noqa: SIM115 - the open is refused
         (lambda: vault.rmdir(), errno.ENOTEMPTY),
         (lambda: (vault / ("n" * 256)).write_bytes(b"x"), errno.ENAMETOOLONG),
         (lambda: os.mknod(vault / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 3)), errno.EPERM),
@@ -268,9 +266,18 @@ def test_catalog_survives_remount(inprocess: Emulator, tmp_path: Path) -> None:
 def test_daemon_reports_unreachable_endpoint(tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
     result = subprocess.run(
-        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", "http://127.0.0.1:9",
-         "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=120,
+        [
+            *GLACIERFS,
+            "mount",
+            str(tmp_path / "mnt"),
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0 and "cannot reach Glacier" in result.stderr
     assert not os.path.ismount(tmp_path / "mnt")
@@ -279,16 +286,27 @@ def test_daemon_reports_unreachable_endpoint(tmp_path: Path) -> None:
 def test_daemon_mounts_and_umount_unmounts(inprocess: Emulator, tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
     result = subprocess.run(
-        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url,
-         "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=60,
+        [
+            *GLACIERFS,
+            "mount",
+            str(tmp_path / "mnt"),
+            "--endpoint-url",
+            inprocess.url,
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     try:
         assert result.returncode == 0, result.stderr
         assert os.path.ismount(tmp_path / "mnt")
         busy = subprocess.run(
             [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--endpoint-url", inprocess.url],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert busy.returncode != 0 and "busy" in busy.stderr
     finally:
@@ -343,9 +361,11 @@ def test_daemon_reports_missing_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
     result = subprocess.run(
-        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--region", "us-east-1",
-         "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=120, env=env,
+        [*GLACIERFS, "mount", str(tmp_path / "mnt"), "--region", "us-east-1", "--state-dir", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode != 0 and "credentials" in result.stderr
     assert not os.path.ismount(tmp_path / "mnt")

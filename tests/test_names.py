@@ -29,7 +29,11 @@ CASES = [
     (f"<ArchiveMetadata><Path>{b64('old/v1.doc')}</Path></ArchiveMetadata>", "old/v1.doc", None),
     (mt("mt2", {"mtime": "20190102T030405Z", "filename": "photos/ñ.jpg"}), "photos/ñ.jpg", 1_546_398_245),
     (mt("mt1", {"filename": "docs/ü.pdf", "mtime": "20180101T000000Z"}), "docs/ü.pdf", 1_514_764_800),
-    (json.dumps({"Path": "C:\\Users\\me\\f.txt", "UTCDateModified": "20170101T000000Z", "Flags": 0}), "C:/Users/me/f.txt", 1_483_228_800),
+    (
+        json.dumps({"Path": "C:\\Users\\me\\f.txt", "UTCDateModified": "20170101T000000Z", "Flags": 0}),
+        "C:/Users/me/f.txt",
+        1_483_228_800,
+    ),
     (json.dumps({"path": "/share/x.bin", "type": "file"}), "share/x.bin", None),
     ("glacier-cli name.tar", "glacier-cli name.tar", None),
 ]
@@ -41,23 +45,39 @@ def test_every_format_decodes(description: str, path: str, mtime: float | None) 
     assert decoded is not None and decoded.path == path and decoded.mtime == mtime
 
 
-@pytest.mark.parametrize("description", [
-    "", "   ", "..", "/./../", "<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>",
-    "<ArchiveMetadata><Path>%%%</Path></ArchiveMetadata>", "{not json", '{"Other": 1}',
-    "mt2 ***", "mt1 e30", "mt2 MA", "mt2 WzFd", f"<m><v>4</v><p>{base64.b64encode(bytes([0xFF, 0xFE])).decode()}</p><lm>20200101T000000Z</lm></m>",
-])
+@pytest.mark.parametrize(
+    "description",
+    [
+        "",
+        "   ",
+        "..",
+        "/./../",
+        "<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>",
+        "<ArchiveMetadata><Path>%%%</Path></ArchiveMetadata>",
+        "{not json",
+        '{"Other": 1}',
+        "mt2 ***",
+        "mt1 e30",
+        "mt2 MA",
+        "mt2 WzFd",
+        f"<m><v>4</v><p>{base64.b64encode(bytes([0xFF, 0xFE])).decode()}</p><lm>20200101T000000Z</lm></m>",
+    ],
+)
 def test_broken_or_empty_descriptions_name_nothing(description: str) -> None:
     assert names.decode(description) is None
 
 
-@pytest.mark.parametrize(("hostile", "expected"), [
-    ("../../etc/passwd", "etc/passwd"),
-    ("a/./b//c/../d", "a/b/c/d"),
-    ("dos\\style\\path.txt", "dos/style/path.txt"),
-    ("nul\x00and\x07bell/\x1bx", "nulandbell/x"),
-    ("/absolute/path", "absolute/path"),
-    ("x" * 300 + "/y", "x" * 255 + "/y"),
-])
+@pytest.mark.parametrize(
+    ("hostile", "expected"),
+    [
+        ("../../etc/passwd", "etc/passwd"),
+        ("a/./b//c/../d", "a/b/c/d"),
+        ("dos\\style\\path.txt", "dos/style/path.txt"),
+        ("nul\x00and\x07bell/\x1bx", "nulandbell/x"),
+        ("/absolute/path", "absolute/path"),
+        ("x" * 300 + "/y", "x" * 255 + "/y"),
+    ],
+)
 def test_hostile_paths_are_contained(hostile: str, expected: str) -> None:
     assert names.sanitize(hostile) == expected
     decoded = names.decode(names.encode(hostile, 0))
@@ -65,9 +85,16 @@ def test_hostile_paths_are_contained(hostile: str, expected: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(), st.text().map(lambda t: names.encode(t, 0)),
-                 st.text().map(lambda t: "mt2 " + base64.urlsafe_b64encode(t.encode()).decode()),
-                 st.binary().map(lambda b: "<m><v>4</v><p>" + base64.b64encode(b).decode() + "</p><lm>20200101T000000Z</lm></m>")))
+@given(
+    st.one_of(
+        st.text(),
+        st.text().map(lambda t: names.encode(t, 0)),
+        st.text().map(lambda t: "mt2 " + base64.urlsafe_b64encode(t.encode()).decode()),
+        st.binary().map(
+            lambda b: "<m><v>4</v><p>" + base64.b64encode(b).decode() + "</p><lm>20200101T000000Z</lm></m>"
+        ),
+    )
+)
 def test_no_description_escapes_its_vault(description: str) -> None:
     decoded = names.decode(description)
     if decoded is None:

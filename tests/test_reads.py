@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, read_errno, read_when_ready, run
 
 from .conftest import MiB, boto_client
-from .harness import GLACIERFS, Mount, read_errno, read_when_ready, run
 
 pytestmark = pytest.mark.mount
 
@@ -185,8 +185,18 @@ def test_eviction_never_takes_an_open_archive(inprocess: Emulator, tmp_path: Pat
 
 
 def test_small_read_of_a_large_archive_retrieves_a_range(inprocess: Emulator, tmp_path: Path) -> None:
-    mount = Mount(tmp_path, inprocess.url, "--poll-interval", "0.2", "--part-size", str(8 * MiB),
-                  "--ranged-threshold", "32M", "--range-size", "4M")
+    mount = Mount(
+        tmp_path,
+        inprocess.url,
+        "--poll-interval",
+        "0.2",
+        "--part-size",
+        str(8 * MiB),
+        "--ranged-threshold",
+        "32M",
+        "--range-size",
+        "4M",
+    )
     try:
         data = random_bytes(64 * MiB, 7)
         path = put(mount, tmp_path, "large.bin", data)
@@ -226,8 +236,13 @@ def test_retrieve_and_status_commands(mount: Mount, inprocess: Emulator, tmp_pat
         put(mount, tmp_path, rel.replace("/", "_"), data)
         os.rename(mount.path("v", rel.replace("/", "_")), mount.path("v", rel))
     inprocess.settings.job_delay = 1.0
-    refused = subprocess.run([*GLACIERFS, "retrieve", str(mount.path("v"))], capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL, timeout=60)
+    refused = subprocess.run(
+        [*GLACIERFS, "retrieve", str(mount.path("v"))],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert refused.returncode != 0 and "3 archive(s)" in refused.stdout
     assert inprocess.calls["InitiateJob"] == 0
     started = run(*GLACIERFS, "retrieve", "--yes", "--tier", "Expedited", "--wait", mount.path("v"))
@@ -242,8 +257,9 @@ def test_retrieve_and_status_commands(mount: Mount, inprocess: Emulator, tmp_pat
 
 
 def test_cache_writes_reads_own_uploads_back_without_a_job(inprocess: Emulator, tmp_path: Path) -> None:
-    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-writes", "--cache-size", "8M",
-                  "--cache-dir", str(tmp_path / "cached"))
+    mount = Mount(
+        tmp_path, inprocess.url, *FAST, "--cache-writes", "--cache-size", "8M", "--cache-dir", str(tmp_path / "cached")
+    )
     try:
         multipart = random_bytes(3 * MiB + 11, 1)
         single = random_bytes(MiB // 2, 2)
@@ -295,9 +311,9 @@ def test_cached_archives_read_by_either_path(inprocess: Emulator, tmp_path: Path
         with open(path, "rb") as first, open(path, "rb") as second:
             assert first.read(MiB) == data[:MiB]
             second.seek(4 * MiB)
-            assert second.read() == data[4 * MiB:]
+            assert second.read() == data[4 * MiB :]
             with mmap.mmap(first.fileno(), 0, prot=mmap.PROT_READ) as mapped:
-                assert mapped[MiB: 2 * MiB] == data[MiB: 2 * MiB]
+                assert mapped[MiB : 2 * MiB] == data[MiB : 2 * MiB]
         results: list[bytes] = []
         readers = [threading.Thread(target=lambda: results.append(path.read_bytes())) for _ in range(6)]
         for reader in readers:

@@ -18,9 +18,9 @@ from glacierfs.catalog import CACHED, UNVERIFIED, Catalog
 from glacierfs.emulator import Emulator
 from glacierfs.glacier import GlacierClient
 from glacierfs.retrieval import Retriever, Target
+from glacierfs.testing import wait_for
 
 from .conftest import MiB, boto_client
-from .harness import wait_for
 
 VAULT = "r"
 KiB = 1 << 10
@@ -37,8 +37,9 @@ class Rig:
         self.boto.create_vault(vaultName=VAULT)
         self._opened: list[tuple[Retriever, ContentCache]] = []
 
-    def retriever(self, cache_dir: str = "cache", cache_size: int = 64 * MiB, start: bool = True,
-                  **options: object) -> Retriever:
+    def retriever(
+        self, cache_dir: str = "cache", cache_size: int = 64 * MiB, start: bool = True, **options: object
+    ) -> Retriever:
         glacier = GlacierClient(self.url, "us-east-1", max_attempts=1)
         cache = ContentCache(self.tmp_path / cache_dir, cache_size)
         options.setdefault("poll_interval", 0.05)
@@ -90,6 +91,7 @@ def read(retriever: Retriever, target: Target, timeout: float = 20) -> bytes:
 
 # 7: a job's output is downloaded again, never paid for again --------------------
 
+
 def test_an_evicted_archive_is_downloaded_again_from_its_job(rig: Rig, inprocess: Emulator) -> None:
     retriever = rig.retriever(cache_size=400 * KiB)
     x, y = random_bytes(300 * KiB, 1), random_bytes(300 * KiB, 2)
@@ -129,6 +131,7 @@ def test_the_output_lives_a_day_from_the_jobs_completion_not_its_request(rig: Ri
 
 # 8: the cost guard's check and spend are one step --------------------------------
 
+
 def test_parallel_requests_start_no_more_jobs_than_the_guard_allows(rig: Rig, inprocess: Emulator) -> None:
     retriever = rig.retriever(max_jobs=5, start=False)
     targets = [rig.upload(random_bytes(1000, i)) for i in range(30)]
@@ -160,6 +163,7 @@ def test_parallel_requests_start_no_more_jobs_than_the_guard_allows(rig: Rig, in
 
 # 9: one download per job output --------------------------------------------------
 
+
 def test_a_stale_round_of_the_poller_downloads_nothing_twice(rig: Rig, inprocess: Emulator) -> None:
     retriever = rig.retriever(start=False, chunk_size=MiB)
     data = random_bytes(3 * MiB, 9)
@@ -183,6 +187,7 @@ def test_a_stale_round_of_the_poller_downloads_nothing_twice(rig: Rig, inprocess
 
 
 # 10: transient failures are retried; only bad bytes condemn a job ----------------
+
 
 def test_an_outage_of_get_job_output_is_waited_out(rig: Rig, inprocess: Emulator) -> None:
     retriever = rig.retriever()
@@ -236,6 +241,7 @@ def test_after_a_failed_verification_an_explicit_request_starts_a_new_job(rig: R
 
 
 # 11 and fetch(): what the cache holds is checked at every open --------------------
+
 
 def test_fetch_names_the_job_and_serves_only_verified_bytes(rig: Rig, inprocess: Emulator) -> None:
     retriever = rig.retriever()

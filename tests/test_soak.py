@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, run
 from glacierfs.treehash import tree_hash
 
 from .conftest import MiB, archives, boto_client
-from .harness import GLACIERFS, Mount, run
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
 
@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.mount, pytest.mark.slow]
 def make_files(root: Path, count: int = 200) -> dict[str, bytes]:
     """Sizes from 1 byte to 50 MiB: mostly small, a few large, both ends included."""
     rng = random.Random(2026)
-    sizes = [1, 50 * MiB] + [int(2 ** rng.uniform(0, 18)) for _ in range(count - 22)] + [
-        int(2 ** rng.uniform(20, 25.6)) for _ in range(20)
-    ]
+    sizes = (
+        [1, 50 * MiB]
+        + [int(2 ** rng.uniform(0, 18)) for _ in range(count - 22)]
+        + [int(2 ** rng.uniform(20, 25.6)) for _ in range(20)]
+    )
     files = {}
     for index, size in enumerate(sizes):
         rel = f"d{index % 7}/sub{index % 3}/f{index:03d}.bin"
@@ -41,8 +43,18 @@ def make_files(root: Path, count: int = 200) -> dict[str, bytes]:
 def test_transient_faults_lose_nothing(inprocess: Emulator, tmp_path: Path) -> None:
     source = tmp_path / "src"
     files = make_files(source)
-    mount = Mount(tmp_path, inprocess.url, "--part-size", str(8 * MiB), "--max-attempts", "10",
-                  "--poll-interval", "0.2", "--cache-size", "2G")
+    mount = Mount(
+        tmp_path,
+        inprocess.url,
+        "--part-size",
+        str(8 * MiB),
+        "--max-attempts",
+        "10",
+        "--poll-interval",
+        "0.2",
+        "--cache-size",
+        "2G",
+    )
     try:
         vault = mount.path("vault")
         vault.mkdir()
@@ -71,8 +83,18 @@ def test_transient_faults_lose_nothing(inprocess: Emulator, tmp_path: Path) -> N
 
 
 def test_writers_and_readers_at_once(inprocess: Emulator, tmp_path: Path) -> None:
-    mount = Mount(tmp_path, inprocess.url, "--part-size", str(MiB), "--poll-interval", "0.1",
-                  "--max-retrieval-jobs", "100000", "--max-retrieval-bytes", "100G")
+    mount = Mount(
+        tmp_path,
+        inprocess.url,
+        "--part-size",
+        str(MiB),
+        "--poll-interval",
+        "0.1",
+        "--max-retrieval-jobs",
+        "100000",
+        "--max-retrieval-bytes",
+        "100G",
+    )
     vault = mount.path("busy")
     vault.mkdir()
     written: dict[str, bytes] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import random
 
 import pytest
@@ -110,7 +111,7 @@ def test_streaming_hasher_any_split(blob: bytes, cuts: list[int]) -> None:
     data = blob[: 4 * MiB + 17]
     points = sorted(set([0, len(data), *cuts]))
     hasher = TreeHasher()
-    for start, stop in zip(points, points[1:]):
+    for start, stop in itertools.pairwise(points):
         hasher.update(data[start:stop])
     assert hasher.hexdigest() == reference_tree_hash(data)
 

@@ -20,9 +20,9 @@ import pytest
 
 from glacierfs.catalog import DIRECTORY, FILE, Catalog, new_entry
 from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
 from .conftest import archives, boto_client
-from .harness import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -182,7 +182,8 @@ def test_unnamed_archives_beside_a_file_named_unnamed(inprocess: Emulator, tmp_p
         mount.path("v").mkdir()
         mount.path("v", "_unnamed").write_bytes(b"the user's own file")
         archive_id = boto_client(inprocess.url).upload_archive(
-            vaultName="v", archiveDescription="", body=b"no name at all")["archiveId"]
+            vaultName="v", archiveDescription="", body=b"no name at all"
+        )["archiveId"]
         run(*GLACIERFS, "refresh", mount.path("v"))
         wait_for(lambda: len(os.listdir(mount.path("v"))) == 2, what="the inventory")
         assert sorted(os.listdir(mount.path("v"))) == ["_unnamed", "_unnamed-2"]

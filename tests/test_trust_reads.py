@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, read_errno, read_when_ready, run, wait_for
 
 from .conftest import MiB
-from .harness import GLACIERFS, Mount, read_errno, read_when_ready, run, wait_for
 from .test_reads import FAST, put, random_bytes, state
 
 pytestmark = pytest.mark.mount
@@ -30,9 +30,8 @@ def cache_files(cache_dir: Path) -> list[Path]:
 
 # 7 ----------------------------------------------------------------------------------
 
-def test_files_evicted_from_a_small_cache_are_read_again_without_new_jobs(
-    inprocess: Emulator, tmp_path: Path
-) -> None:
+
+def test_files_evicted_from_a_small_cache_are_read_again_without_new_jobs(inprocess: Emulator, tmp_path: Path) -> None:
     mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-size", "400K")
     try:
         files = {"x": random_bytes(300 * KiB, 1), "y": random_bytes(300 * KiB, 2)}
@@ -46,8 +45,19 @@ def test_files_evicted_from_a_small_cache_are_read_again_without_new_jobs(
 
 
 def test_a_ranged_archive_larger_than_the_cache_costs_one_job_per_block(inprocess: Emulator, tmp_path: Path) -> None:
-    mount = Mount(tmp_path, inprocess.url, *FAST, "--cache-size", "3M", "--ranged-threshold", "1M",
-                  "--range-size", "1M", "--wait", "20")
+    mount = Mount(
+        tmp_path,
+        inprocess.url,
+        *FAST,
+        "--cache-size",
+        "3M",
+        "--ranged-threshold",
+        "1M",
+        "--range-size",
+        "1M",
+        "--wait",
+        "20",
+    )
     try:
         data = random_bytes(5 * MiB + MiB // 2, 3)
         path = put(mount, tmp_path, "ranged.bin", data)
@@ -76,6 +86,7 @@ def test_a_remount_with_a_new_cache_directory_reuses_the_job(inprocess: Emulator
 
 # 8 ----------------------------------------------------------------------------------
 
+
 def test_parallel_opens_start_no_more_jobs_than_max_retrieval_jobs(inprocess: Emulator, tmp_path: Path) -> None:
     mount = Mount(tmp_path, inprocess.url, *FAST, "--max-retrieval-jobs", "5")
     try:
@@ -83,8 +94,9 @@ def test_parallel_opens_start_no_more_jobs_than_max_retrieval_jobs(inprocess: Em
         inprocess.settings.latency_ms = 300
         inprocess.settings.job_delay = 60
         listing = "\n".join(str(path) for path in paths)
-        subprocess.run(["xargs", "-P", "30", "-n", "1", "head", "-c1"], input=listing, text=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["xargs", "-P", "30", "-n", "1", "head", "-c1"], input=listing, text=True, capture_output=True, timeout=120
+        )
         assert inprocess.calls["InitiateJob"] == 5
         assert "--max-retrieval-jobs" in mount.log_text()
     finally:
@@ -92,6 +104,7 @@ def test_parallel_opens_start_no_more_jobs_than_max_retrieval_jobs(inprocess: Em
 
 
 # 9 ----------------------------------------------------------------------------------
+
 
 def test_each_chunk_of_a_job_output_is_downloaded_once(inprocess: Emulator, tmp_path: Path) -> None:
     mount = Mount(tmp_path, inprocess.url, *FAST)
@@ -107,6 +120,7 @@ def test_each_chunk_of_a_job_output_is_downloaded_once(inprocess: Emulator, tmp_
 
 
 # 10 ---------------------------------------------------------------------------------
+
 
 def test_an_outage_of_get_job_output_is_waited_out(inprocess: Emulator, tmp_path: Path) -> None:
     mount = Mount(tmp_path, inprocess.url, *FAST, "--max-attempts", "2")
@@ -133,7 +147,8 @@ def test_after_bytes_fail_verification_retrieve_starts_a_new_job(inprocess: Emul
         paths = {name: put(mount, tmp_path, name, data) for name, data in files.items()}
         inprocess.settings.corrupt_outputs = 1000
         for path in paths.values():
-            assert wait_for(lambda: read_errno(path) not in (errno.EAGAIN, None) and read_errno(path)) == errno.EIO
+            verdict = wait_for(lambda path=path: read_errno(path) not in (errno.EAGAIN, None) and read_errno(path))
+            assert verdict == errno.EIO
             assert state(path).startswith("failed")
         inprocess.settings.corrupt_outputs = 0
         assert inprocess.calls["InitiateJob"] == 2
@@ -148,6 +163,7 @@ def test_after_bytes_fail_verification_retrieve_starts_a_new_job(inprocess: Emul
 
 
 # 11 ---------------------------------------------------------------------------------
+
 
 def test_a_cache_file_changed_behind_the_mount_is_never_served(inprocess: Emulator, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"

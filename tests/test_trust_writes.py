@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
+from glacierfs.testing import Mount, ServedEmulator, read_when_ready, run, wait_for
 from glacierfs.treehash import tree_hash
 
 from .conftest import MiB, archives, boto_client
-from .harness import Mount, ServedEmulator, read_when_ready, run, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -59,7 +59,7 @@ def test_a_shutdown_signal_never_stores_a_half_written_file(
     try:
         mount.path("v").mkdir()
         mount.path("v", "kept.txt").write_bytes(b"already stored")
-        writer = open(mount.path("v", "half.bin"), "wb", buffering=0)
+        writer = open(mount.path("v", "half.bin"), "wb", buffering=0)  # noqa: SIM115 - open across the signal
         writer.write(bytes(cut))
         if part == MiB:
             wait_for(lambda: inprocess.calls["UploadMultipartPart"] >= 2, what="two parts to be sent")
@@ -105,8 +105,9 @@ def test_a_shell_that_shares_its_descriptor_stores_the_whole_output(
         pytest.skip("make is not installed")
     (tmp_path / "Makefile").write_text("all:\n\t@echo one\n\t@/bin/echo two\n\t@echo three >&2\n")
     script = SHELLS[name].replace("{work}", str(tmp_path))
-    result = subprocess.run(["bash", "-c", f"cd {mount.path('v')} && {script}"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", f"cd {mount.path('v')} && {script}"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert stored_by_size(inprocess.url) == {len(EXPECTED[name]): tree_hash(EXPECTED[name])}
     assert os.stat(mount.path("v", "f")).st_size == len(EXPECTED[name])
@@ -123,10 +124,8 @@ def test_a_child_process_then_more_writes_from_the_parent(mount: Mount, inproces
     assert stored_by_size(inprocess.url) == {len(expected): tree_hash(expected)}
 
 
-def test_a_failed_upload_reaches_the_close_of_the_process_that_opened_it(
-    mount: Mount, inprocess: Emulator
-) -> None:
-    log = open(mount.path("v", "log"), "wb")
+def test_a_failed_upload_reaches_the_close_of_the_process_that_opened_it(mount: Mount, inprocess: Emulator) -> None:
+    log = open(mount.path("v", "log"), "wb")  # noqa: SIM115 - its close is what is checked
     log.write(b"parent\n")
     log.flush()
     subprocess.run([sys.executable, "-c", "print('child')"], stdout=log, check=True)  # its close succeeds
@@ -183,7 +182,7 @@ def test_rename_over_a_stored_file_then_an_outage_loses_neither_version(tmp_path
         mount.path("v").mkdir()
         mount.path("v", "doc.txt").write_bytes(b"version one")
         old_id = os.getxattr(mount.path("v", "doc.txt"), "user.glacier.archive-id")
-        temp = open(mount.path("v", "doc.txt.tmp"), "wb")
+        temp = open(mount.path("v", "doc.txt.tmp"), "wb")  # noqa: SIM115 - its close is what is checked
         temp.write(b"version two, longer")
         os.rename(mount.path("v", "doc.txt.tmp"), mount.path("v", "doc.txt"))
         server.stop()
@@ -227,9 +226,7 @@ def test_rm_of_a_file_being_written_is_refused(mount: Mount, inprocess: Emulator
     assert stored_by_size(inprocess.url) == {} and os.listdir(mount.path("v")) == []
 
 
-def test_rm_of_a_file_being_read_deletes_it_and_the_reader_keeps_its_bytes(
-    mount: Mount, inprocess: Emulator
-) -> None:
+def test_rm_of_a_file_being_read_deletes_it_and_the_reader_keeps_its_bytes(mount: Mount, inprocess: Emulator) -> None:
     mount.path("v", "r").write_bytes(b"to be read")
     assert read_when_ready(mount.path("v", "r")) == b"to be read"
     with open(mount.path("v", "r"), "rb") as reader:
@@ -242,8 +239,12 @@ def test_rm_of_a_file_being_read_deletes_it_and_the_reader_keeps_its_bytes(
 
 
 def test_a_name_that_is_not_utf8_gets_eilseq_and_a_log_line(mount: Mount) -> None:
-    result = subprocess.run(["bash", "-c", f"printf x > {mount.path('v')}/$'bad\\xff\\xfe'"],
-                            capture_output=True, text=True, errors="replace")
+    result = subprocess.run(
+        ["bash", "-c", f"printf x > {mount.path('v')}/$'bad\\xff\\xfe'"],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
     assert result.returncode != 0 and "Invalid or incomplete multibyte" in result.stderr, result.stderr
     with pytest.raises(OSError) as excinfo:
         os.mkdir(os.fsencode(mount.path("v")) + b"/dir\xff")
@@ -343,8 +344,12 @@ def bind_mount(mount: Mount, tmp_path: Path) -> Iterator[Path]:
 def test_a_shell_writing_through_a_bind_mount_stores_its_whole_output(
     mount: Mount, inprocess: Emulator, bind_mount: Path
 ) -> None:
-    result = subprocess.run(["bash", "-c", f"{{ echo one; sleep 0.3; echo two; }} > {bind_mount}/v/grp"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", f"{{ echo one; sleep 0.3; echo two; }} > {bind_mount}/v/grp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert stored_by_size(inprocess.url) == {8: tree_hash(b"one\ntwo\n")}
 
@@ -353,8 +358,13 @@ def test_a_lazy_unmount_lets_open_files_finish(inprocess: Emulator, tmp_path: Pa
     mount = Mount(tmp_path, inprocess.url, *FAST)
     try:
         mount.path("v").mkdir()
-        script = subprocess.Popen(["bash", "-c", f"exec > {mount.path('v', 'f')}; echo 1; "
-                                   "(sleep 1; echo child); sleep 0.3; echo parent-after"])
+        script = subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                f"exec > {mount.path('v', 'f')}; echo 1; (sleep 1; echo child); sleep 0.3; echo parent-after",
+            ]
+        )
         time.sleep(0.5)
         subprocess.run(["umount", "-l", str(mount.mountpoint)], check=True)
         assert script.wait(timeout=30) == 0
@@ -365,11 +375,12 @@ def test_a_lazy_unmount_lets_open_files_finish(inprocess: Emulator, tmp_path: Pa
     assert stored_by_size(inprocess.url) == {len(expected): tree_hash(expected)}
 
 
-def test_a_background_child_that_writes_after_its_shell_closed_is_stored(
-    mount: Mount, inprocess: Emulator
-) -> None:
-    subprocess.run(["bash", "-c", f"exec 3>{mount.path('v', 'f')}; ( sleep 0.5; echo late ) >&3 2>&1 & "
-                    "exec 3>&-"], check=True, timeout=30)
+def test_a_background_child_that_writes_after_its_shell_closed_is_stored(mount: Mount, inprocess: Emulator) -> None:
+    subprocess.run(
+        ["bash", "-c", f"exec 3>{mount.path('v', 'f')}; ( sleep 0.5; echo late ) >&3 2>&1 & exec 3>&-"],
+        check=True,
+        timeout=30,
+    )
     wait_for(lambda: stored_by_size(inprocess.url), what="the late child's output")
     assert stored_by_size(inprocess.url) == {5: tree_hash(b"late\n")}
 
@@ -379,14 +390,19 @@ def test_a_writer_killed_mid_write_stores_nothing_and_keeps_the_old_version(
     mount: Mount, inprocess: Emulator, signum: int
 ) -> None:
     mount.path("v", "over").write_bytes(b"old version")
-    code = ("import sys, time\n"
-            "files = [open(name, 'wb') for name in sys.argv[1:]]\n"
-            "for f in files:\n"
-            "    f.write(b'x' * 500_000); f.flush()\n"
-            "print('written', flush=True)\n"
-            "time.sleep(60)\n")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(mount.path("v", "over")), str(mount.path("v", "new"))],
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time\n"
+        "files = [open(name, 'wb') for name in sys.argv[1:]]\n"
+        "for f in files:\n"
+        "    f.write(b'x' * 500_000); f.flush()\n"
+        "print('written', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(mount.path("v", "over")), str(mount.path("v", "new"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout is not None and writer.stdout.readline() == "written\n"
     writer.send_signal(signum)
     writer.wait(timeout=30)

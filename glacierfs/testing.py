@@ -1,5 +1,6 @@
-"""The emulator and a real glacierfs mount in subprocesses, for end-to-end tests
-and the benchmarks in scripts/."""
+"""The emulator and a real glacierfs mount in subprocesses, stopped by their own
+PIDs: what the end-to-end tests and the benchmarks in scripts/ share, so that
+neither depends on the other. Nothing in the mount itself imports this."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 
 # The CLI of the glacierfs under test, whatever is on PATH.
 GLACIERFS = [sys.executable, "-m", "glacierfs"]
@@ -30,14 +30,13 @@ class ServedEmulator:
         command = [*GLACIERFS, "emulator", "--port", "0", *extra]
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if "listening on" not in line:
+            problem = self.process.stderr.read() if self.process.stderr else ""
             self.stop()
-            raise RuntimeError(f"emulator did not start: {line!r} {self.process.stderr.read()}")
+            raise RuntimeError(f"emulator did not start: {line!r} {problem}")
         self.url = line.rsplit(" ", 1)[-1].strip()
 
     def stop(self) -> None:
@@ -70,9 +69,21 @@ class Mount:
         # Every emulator is account 123456789012: a cache of each test's own, never the
         # user's default one shared across tests (an --cache-dir in extra wins).
         command = [
-            *GLACIERFS, "mount", str(self.mountpoint), "--foreground",
-            "--endpoint-url", endpoint, "--region", "us-east-1", "--state-dir", str(self.state),
-            "--cache-dir", str(workdir / "cache"), "--log-file", str(self.log), *extra,
+            *GLACIERFS,
+            "mount",
+            str(self.mountpoint),
+            "--foreground",
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--state-dir",
+            str(self.state),
+            "--cache-dir",
+            str(workdir / "cache"),
+            "--log-file",
+            str(self.log),
+            *extra,
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -96,9 +107,11 @@ class Mount:
 
     def unmount(self) -> None:
         """fusermount -u, then -uz, then terminate, then kill."""
-        if is_mounted(self.mountpoint):
-            if subprocess.run([fusermount(), "-u", str(self.mountpoint)], capture_output=True).returncode:
-                subprocess.run([fusermount(), "-uz", str(self.mountpoint)], capture_output=True)
+        if (
+            is_mounted(self.mountpoint)
+            and subprocess.run([fusermount(), "-u", str(self.mountpoint)], capture_output=True).returncode
+        ):
+            subprocess.run([fusermount(), "-uz", str(self.mountpoint)], capture_output=True)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -186,5 +199,7 @@ def read_or_none(path: Path) -> bytes | None:
         return None
 
 
-def run(*command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, check=check, timeout=300)
