@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glacierfs import __version__, errors
+from glacierfs import __version__, client, errors
 
 if TYPE_CHECKING:
     from glacierfs.catalog import Catalog
@@ -330,15 +330,15 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     retrieve.add_argument("--tier", choices=TIERS, default="Standard")
     retrieve.add_argument("--yes", action="store_true", help="do not ask")
     retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
-    retrieve.set_defaults(run=run_retrieve)
+    retrieve.set_defaults(run=client.run_retrieve)
 
     refresh = commands.add_parser("refresh", help="ask for a new inventory of each VAULTPATH")
     refresh.add_argument("vaults", nargs="+", type=Path, metavar="VAULTPATH")
-    refresh.set_defaults(run=run_refresh)
+    refresh.set_defaults(run=client.run_refresh)
 
     status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
     status.add_argument("mountpoint", nargs="?", type=Path)
-    status.set_defaults(run=run_status)
+    status.set_defaults(run=client.run_status)
 
 
 def _mountpoint_problem(mountpoint: Path) -> str | None:
@@ -673,174 +673,6 @@ def run_umount(args: argparse.Namespace) -> int:
         return 1
     result = subprocess.run([tool, "-u", str(args.mountpoint)], check=False)
     return result.returncode
-
-
-def _glacierfs_mounts() -> list[Path]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as table:
-        mounts = []
-        for line in table:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype == "fuse.glacierfs":
-                mounts.append(Path(fields[4].encode().decode("unicode_escape")))
-        return mounts
-
-
-def _mount_root(path: Path) -> Path | None:
-    path = path.absolute()
-    roots = sorted(_glacierfs_mounts(), key=lambda p: len(str(p)), reverse=True)
-    return next((root for root in roots if path == root or root in path.parents), None)
-
-
-def _files_under(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            for folder, _, names in os.walk(path):
-                files.extend(Path(folder) / name for name in sorted(names))
-        else:
-            files.append(path)
-    return files
-
-
-def _state_of(path: Path) -> str:
-    try:
-        return os.getxattr(path, "user.glacier.state").decode()
-    except OSError:
-        return "unknown"
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
-
-
-def run_retrieve(args: argparse.Namespace) -> int:
-    for path in args.paths:
-        if _mount_root(path) is None:
-            print(f"glacierfs: {path} is not inside a glacierfs mount", file=sys.stderr)
-            return 1
-    files = _files_under(args.paths)
-    # A "failed" archive's last job gave bytes that failed verification: a new job is what helps.
-    wanted = [path for path in files if _state_of(path) == "stored" or _state_of(path).startswith("failed")]
-    pending = [path for path in files if _state_of(path).startswith("retrieving")]
-    total = sum(path.stat().st_size for path in wanted)
-    print(
-        f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
-        f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty)."
-    )
-    if wanted and not args.yes:
-        if not sys.stdin.isatty():
-            print("glacierfs: not confirmed (use --yes to retrieve without asking)", file=sys.stderr)
-            return 1
-        if input("Retrievals cost money. Start them? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("Nothing started.")
-            return 1
-    failed = 0
-    for path in wanted:
-        try:
-            os.setxattr(path, "user.glacier.retrieve", args.tier.encode())
-        except OSError as error:
-            failed += 1
-            print(f"glacierfs: {path}: {error.strerror}", file=sys.stderr)
-    print(f"Started {len(wanted) - failed} retrieval job(s).")
-    if args.wait:
-        return _wait_with_progress(wanted + pending)
-    return 1 if failed else 0
-
-
-def _wait_with_progress(paths: list[Path]) -> int:
-    import time
-
-    sizes = {path: path.stat().st_size for path in paths}
-    total = sum(sizes.values()) or 1
-    while True:
-        states = {path: _state_of(path) for path in paths}
-        done = [path for path, state in states.items() if state == "cached"]
-        failed = [path for path, state in states.items() if state.startswith("failed")]
-        fraction = sum(sizes[path] for path in done) / total
-        bar = "#" * int(fraction * 30)
-        print(
-            f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}", end="", flush=True
-        )
-        if len(done) + len(failed) == len(paths):
-            print()
-            for path in failed:
-                print(f"glacierfs: {path}: {states[path]}", file=sys.stderr)
-            return 1 if failed else 0
-        time.sleep(2)
-
-
-def run_refresh(args: argparse.Namespace) -> int:
-    code = 0
-    for vault in args.vaults:
-        root = _mount_root(vault)
-        if root is None or vault.absolute().parent != root:
-            print(f"glacierfs: {vault} is not a vault of a glacierfs mount", file=sys.stderr)
-            code = 1
-            continue
-        try:
-            os.setxattr(vault, "user.glacier.refresh", b"1")
-            print(f"{vault}: {os.getxattr(vault, 'user.glacier.inventory').decode()}")
-        except OSError as error:
-            print(f"glacierfs: {vault}: {error.strerror}", file=sys.stderr)
-            code = 1
-    return code
-
-
-def run_status(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
-    if not mounts:
-        print("No glacierfs mounts.")
-        return 0
-    code = 0
-    for mount in mounts:
-        try:
-            status = json.loads(os.getxattr(mount, "user.glacier.status"))
-        except OSError as error:
-            print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
-            code = 1
-            continue
-        print(f"{mount}")
-        uploads = status.get("uploads", [])
-        print(f"  uploads in progress: {len(uploads)}")
-        for upload in uploads:
-            print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
-        jobs = status.get("jobs", [])
-        print(f"  retrievals in flight: {len(jobs)}")
-        for job in jobs:
-            age = time.time() - job["requested"]
-            print(
-                f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
-                f"{job['status']:<10} {age / 60:6.0f} min old"
-            )
-        for waiting in status.get("held_back", []):
-            print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
-        for gone in status.get("gone_vaults", []):
-            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
-            print(
-                f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
-                f"{gone['entries']} name(s) kept until it is listed again"
-            )
-        cache = status.get("cache")
-        if cache:
-            print(
-                f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
-                f"read by {cache['read_by']}"
-            )
-        budget = status.get("budget")
-        if budget:
-            print(
-                f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
-                f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
-            )
-    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

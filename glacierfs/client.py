@@ -1,0 +1,183 @@
+"""The control client: `glacierfs status`, `retrieve` and `refresh` talk to a
+running mount through extended attributes on it, from any shell. Nothing here
+imports the mount's own modules: the xattrs are the whole protocol."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+_ESCAPED = re.compile(rb"\\([0-7]{3})")
+
+
+def _unescape_mount_field(field: bytes) -> Path:
+    """mountinfo writes space, tab, newline and backslash as octal escapes; other
+    bytes (UTF-8 names included) as they are."""
+    return Path(os.fsdecode(_ESCAPED.sub(lambda match: bytes([int(match[1], 8)]), field)))
+
+
+def _glacierfs_mounts() -> list[Path]:
+    with open("/proc/self/mountinfo", "rb") as table:
+        mounts = []
+        for line in table:
+            fields = line.split()
+            if fields[fields.index(b"-") + 1] == b"fuse.glacierfs":
+                mounts.append(_unescape_mount_field(fields[4]))
+        return mounts
+
+
+def _mount_root(path: Path) -> Path | None:
+    path = path.absolute()
+    roots = sorted(_glacierfs_mounts(), key=lambda p: len(str(p)), reverse=True)
+    return next((root for root in roots if path == root or root in path.parents), None)
+
+
+def _files_under(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for folder, _, names in os.walk(path):
+                files.extend(Path(folder) / name for name in sorted(names))
+        else:
+            files.append(path)
+    return files
+
+
+def _state_of(path: Path) -> str:
+    try:
+        return os.getxattr(path, "user.glacier.state").decode()
+    except OSError:
+        return "unknown"
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    for path in args.paths:
+        if _mount_root(path) is None:
+            print(f"glacierfs: {path} is not inside a glacierfs mount", file=sys.stderr)
+            return 1
+    files = _files_under(args.paths)
+    # A "failed" archive's last job gave bytes that failed verification: a new job is what helps.
+    wanted = [path for path in files if _state_of(path) == "stored" or _state_of(path).startswith("failed")]
+    pending = [path for path in files if _state_of(path).startswith("retrieving")]
+    total = sum(path.stat().st_size for path in wanted)
+    print(
+        f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
+        f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty)."
+    )
+    if wanted and not args.yes:
+        if not sys.stdin.isatty():
+            print("glacierfs: not confirmed (use --yes to retrieve without asking)", file=sys.stderr)
+            return 1
+        if input("Retrievals cost money. Start them? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("Nothing started.")
+            return 1
+    failed = 0
+    for path in wanted:
+        try:
+            os.setxattr(path, "user.glacier.retrieve", args.tier.encode())
+        except OSError as error:
+            failed += 1
+            print(f"glacierfs: {path}: {error.strerror}", file=sys.stderr)
+    print(f"Started {len(wanted) - failed} retrieval job(s).")
+    if args.wait:
+        return _wait_with_progress(wanted + pending)
+    return 1 if failed else 0
+
+
+def _wait_with_progress(paths: list[Path]) -> int:
+    sizes = {path: path.stat().st_size for path in paths}
+    total = sum(sizes.values()) or 1
+    while True:
+        states = {path: _state_of(path) for path in paths}
+        done = [path for path, state in states.items() if state == "cached"]
+        failed = [path for path, state in states.items() if state.startswith("failed")]
+        fraction = sum(sizes[path] for path in done) / total
+        bar = "#" * int(fraction * 30)
+        print(
+            f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}", end="", flush=True
+        )
+        if len(done) + len(failed) == len(paths):
+            print()
+            for path in failed:
+                print(f"glacierfs: {path}: {states[path]}", file=sys.stderr)
+            return 1 if failed else 0
+        time.sleep(2)
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    code = 0
+    for vault in args.vaults:
+        root = _mount_root(vault)
+        if root is None or vault.absolute().parent != root:
+            print(f"glacierfs: {vault} is not a vault of a glacierfs mount", file=sys.stderr)
+            code = 1
+            continue
+        try:
+            os.setxattr(vault, "user.glacier.refresh", b"1")
+            print(f"{vault}: {os.getxattr(vault, 'user.glacier.inventory').decode()}")
+        except OSError as error:
+            print(f"glacierfs: {vault}: {error.strerror}", file=sys.stderr)
+            code = 1
+    return code
+
+
+def run_status(args: argparse.Namespace) -> int:
+    mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
+    if not mounts:
+        print("No glacierfs mounts.")
+        return 0
+    code = 0
+    for mount in mounts:
+        try:
+            status = json.loads(os.getxattr(mount, "user.glacier.status"))
+        except OSError as error:
+            print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
+            code = 1
+            continue
+        print(f"{mount}")
+        uploads = status.get("uploads", [])
+        print(f"  uploads in progress: {len(uploads)}")
+        for upload in uploads:
+            print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
+        jobs = status.get("jobs", [])
+        print(f"  retrievals in flight: {len(jobs)}")
+        for job in jobs:
+            age = time.time() - job["requested"]
+            print(
+                f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
+                f"{job['status']:<10} {age / 60:6.0f} min old"
+            )
+        for waiting in status.get("held_back", []):
+            print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
+        for gone in status.get("gone_vaults", []):
+            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
+            print(
+                f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
+                f"{gone['entries']} name(s) kept until it is listed again"
+            )
+        cache = status.get("cache")
+        if cache:
+            print(
+                f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
+                f"read by {cache['read_by']}"
+            )
+        budget = status.get("budget")
+        if budget:
+            print(
+                f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
+                f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
+            )
+    return code
