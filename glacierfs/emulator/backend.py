@@ -8,141 +8,59 @@ replaces the behaviour with what the Glacier API reference says.
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from moto.core.base_backend import BackendDict
-from moto.core.exceptions import JsonRESTError
 from moto.glacier.models import GlacierBackend
 
 from glacierfs.treehash import MiB, combine, file_tree_hash, part_hashes, tree_hash
 
-from .store import Store, VaultRow
+from .knobs import EmulatorSettings, calls, settings
+from .rules import (
+    GiB,
+    GlacierError,
+    check_description,
+    check_page,
+    invalid,
+    iso,
+    missing,
+    new_id,
+    not_found,
+    parse_range,
+)
+from .store import Store, VaultRow, close_store, current_store, open_store
+
+# Names the HTTP layer and Emulator import from here.
+__all__ = [
+    "EmulatedGlacierBackend",
+    "EmulatorSettings",
+    "calls",
+    "check_page",
+    "close_store",
+    "emulated_backends",
+    "invalid",
+    "open_store",
+    "reset",
+    "settings",
+]
 
 log = logging.getLogger(__name__)
 
-GiB = 1 << 30
 MAX_PART_SIZE = 4 * GiB
 MAX_SINGLE_UPLOAD = 4 * GiB
 MAX_PARTS = 10_000
 MAX_VAULTS = 1_000
-MAX_DESCRIPTION = 1024
 OUTPUT_LIFETIME = 24 * 3600
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 TIERS = ("Expedited", "Standard", "Bulk")
-
-
-@dataclass
-class EmulatorSettings:
-    """Knobs a test may turn while the emulator runs."""
-
-    job_delay: float = 0.0
-    fault_rate: float = 0.0
-    latency_ms: float = 0.0
-    # Shift the date an inventory describes this many seconds into the past.
-    inventory_lag: float = 0.0
-    # Flip one byte in this many of the next archive job outputs served.
-    corrupt_outputs: int = 0
-    # Serve only the first half of this many of the next job outputs (archive or inventory).
-    truncate_outputs: int = 0
-    # An outage of one operation: answer every ``fail_operation`` request (an
-    # operation name, e.g. "GetJobOutput") with ``fail_status`` until the clock
-    # (time.time()) reaches ``fail_until``.
-    fail_operation: str = ""
-    fail_until: float = 0.0
-    fail_status: int = 503
-
-
-settings = EmulatorSettings()
-# Requests answered, by operation name: lets a test count InitiateJob calls.
-calls: Counter[str] = Counter()
-_store: Store | None = None
-_store_lock = threading.Lock()
-
-
-def open_store(root: Path) -> Store:
-    global _store
-    with _store_lock:
-        if _store is not None:
-            _store.close()
-        _store = Store(root)
-        return _store
-
-
-def close_store() -> None:
-    global _store
-    with _store_lock:
-        if _store is not None:
-            _store.close()
-            _store = None
-
-
-def current_store() -> Store:
-    if _store is None:
-        raise RuntimeError("the emulator's store is not open: start the emulator first")
-    return _store
-
-
-class GlacierError(JsonRESTError):
-    """An error the way Glacier sends it: JSON body with code, message and type."""
-
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(error_code, message)
-        self.code = status
-        self.description = json.dumps(
-            {"code": error_code, "message": message, "type": "Client" if status < 500 else "Server"}
-        )
-
-
-def not_found(message: str) -> GlacierError:
-    return GlacierError(404, "ResourceNotFoundException", message)
-
-
-def invalid(message: str) -> GlacierError:
-    return GlacierError(400, "InvalidParameterValueException", message)
-
-
-def missing(message: str) -> GlacierError:
-    return GlacierError(400, "MissingParameterValueException", message)
-
-
-def iso(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def new_id(raw_bytes: int) -> str:
-    """An opaque URL-safe id; 103 random bytes give the service's 138 characters."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(raw_bytes)).decode().rstrip("=")
-
-
-def check_description(description: str) -> None:
-    if len(description) > MAX_DESCRIPTION:
-        raise invalid(f"Invalid archive description: longer than {MAX_DESCRIPTION} characters")
-    if any(not 0x20 <= ord(char) <= 0x7E for char in description):
-        raise invalid("Invalid archive description: only printable ASCII characters are allowed")
-
-
-def check_page(limit: str | None, maximum: int) -> int:
-    if limit is None:
-        return maximum
-    if not limit.isdigit() or not 1 <= int(limit) <= maximum:
-        raise invalid(f"Invalid limit: {limit!r} (1 to {maximum})")
-    return int(limit)
 
 
 def is_tree_aligned(start: int, stop: int, total: int) -> bool:
@@ -158,13 +76,6 @@ def is_tree_aligned(start: int, stop: int, total: int) -> bool:
         if start + span >= total:
             return False
         span *= 2
-
-
-def parse_range(value: str, pattern: str) -> tuple[int, int]:
-    match = re.fullmatch(pattern, value.strip())
-    if not match:
-        raise invalid(f"Invalid range: {value!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 class EmulatedGlacierBackend(GlacierBackend):
