@@ -13,8 +13,10 @@ from types import TracebackType
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from .backend import EmulatorSettings, calls, close_store, open_store, reset, settings
+from .backend import reset
+from .knobs import EmulatorSettings, calls, settings
 from .responses import install
+from .store import close_store, open_store
 
 __all__ = ["Emulator", "EmulatorSettings", "settings"]
 

@@ -19,14 +19,9 @@ from moto.core.common_types import TYPE_RESPONSE
 from moto.glacier import urls as moto_glacier_urls
 from moto.glacier.responses import GlacierResponse
 
-from .backend import (
-    EmulatedGlacierBackend,
-    calls,
-    check_page,
-    emulated_backends,
-    invalid,
-    settings,
-)
+from .backend import EmulatedGlacierBackend, emulated_backends
+from .knobs import calls, settings
+from .rules import check_page, invalid
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,17 @@ Everything lives under one directory, so ``--data-dir`` makes vaults, archives,
 uploads and jobs survive a restart. Archive bodies never sit in memory: parts
 are written at their offset into the upload's file, which becomes the archive
 file by a rename on completion.
+
+One Store serves the whole process (moto's backends are global too): the
+emulator opens it at start, and every account's backend reaches it through
+``current_store``.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +121,30 @@ class Store(LockedDatabase):
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+_store: Store | None = None
+_store_lock = threading.Lock()
+
+
+def open_store(root: Path) -> Store:
+    global _store
+    with _store_lock:
+        if _store is not None:
+            _store.close()
+        _store = Store(root)
+        return _store
+
+
+def close_store() -> None:
+    global _store
+    with _store_lock:
+        if _store is not None:
+            _store.close()
+            _store = None
+
+
+def current_store() -> Store:
+    if _store is None:
+        raise RuntimeError("the emulator's store is not open: start the emulator first")
+    return _store
