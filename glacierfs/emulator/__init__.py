@@ -40,9 +40,7 @@ class Emulator:
         self.data_dir = Path(data_dir) if data_dir else None
         self.settings: EmulatorSettings = settings
         self.calls = calls  # requests answered, by operation name
-        self._initial = EmulatorSettings(
-            job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms
-        )
+        self._initial = EmulatorSettings(job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms)
         self._server: ThreadedMotoServer | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""

@@ -26,9 +26,7 @@ class ArchivesBackend(VaultsBackend):
             raise missing("Missing required header: x-amz-sha256-tree-hash")
         actual_linear, actual_tree = part_hashes(body)
         if linear and linear.lower() != actual_linear:
-            raise invalid(
-                f"Checksum mismatch: x-amz-content-sha256 {linear} but the body hashes to {actual_linear}"
-            )
+            raise invalid(f"Checksum mismatch: x-amz-content-sha256 {linear} but the body hashes to {actual_linear}")
         if tree_hash.lower() != actual_tree:
             raise invalid(
                 f"Checksum mismatch: x-amz-sha256-tree-hash {tree_hash} but the body's tree hash is {actual_tree}"
@@ -48,8 +46,7 @@ class ArchivesBackend(VaultsBackend):
         archive_id = new_id(103)
         self.store.write_at(self.store.archive_path(archive_id), 0, body)
         self.store.execute(
-            "INSERT INTO archives (id, vault_id, description, size, tree_hash, created) "
-            "VALUES (?,?,?,?,?,?)",
+            "INSERT INTO archives (id, vault_id, description, size, tree_hash, created) VALUES (?,?,?,?,?,?)",
             (archive_id, vault.id, description, len(body), actual, time.time()),
         )
         return archive_id, actual
@@ -67,7 +64,7 @@ class ArchivesBackend(VaultsBackend):
         """The archive's row even after deletion: jobs outlive the archives they read."""
         return self.store.query_one("SELECT * FROM archives WHERE id=?", (archive_id,))
 
-    def delete_archive(self, vault_name: str, archive_id: str) -> None:  # type: ignore[override]
+    def delete_archive(self, vault_name: str, archive_id: str) -> None:
         vault = self.vault(vault_name)
         self._archive(vault, archive_id)
         self.store.execute("UPDATE archives SET deleted=? WHERE id=?", (time.time(), archive_id))

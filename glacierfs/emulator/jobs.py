@@ -52,8 +52,11 @@ class JobsBackend(JobOutputsBackend):
             byte_range = params.get("RetrievalByteRange")
             if byte_range:
                 first, last = parse_range(byte_range, r"(\d+)-(\d+)")
-                if first % MiB or first > last or last >= archive["size"] or (
-                    (last + 1) % MiB and last != archive["size"] - 1
+                if (
+                    first % MiB
+                    or first > last
+                    or last >= archive["size"]
+                    or ((last + 1) % MiB and last != archive["size"] - 1)
                 ):
                     raise invalid(
                         f"Invalid RetrievalByteRange {byte_range}: it must be megabyte aligned "
@@ -75,9 +78,7 @@ class JobsBackend(JobOutputsBackend):
         else:
             raise invalid(f"Invalid job type: {job_type!r}")
         columns = ", ".join(row)
-        self.store.execute(
-            f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
-        )
+        self.store.execute(f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
         return row["id"]
 
     def _job_dict(self, vault: VaultRow, job: Any) -> dict[str, Any]:

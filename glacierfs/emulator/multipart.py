@@ -43,9 +43,7 @@ class MultipartBackend(ArchivesBackend):
 
     def _upload(self, vault_name: str, upload_id: str) -> Any:
         vault = self.vault(vault_name)
-        row = self.store.query_one(
-            "SELECT * FROM uploads WHERE id=? AND vault_id=?", (upload_id, vault.id)
-        )
+        row = self.store.query_one("SELECT * FROM uploads WHERE id=? AND vault_id=?", (upload_id, vault.id))
         if row is None:
             raise not_found(f"Multipart upload not found: {upload_id}")
         return row
@@ -66,9 +64,7 @@ class MultipartBackend(ArchivesBackend):
         part_size = upload["part_size"]
         length = last - first + 1
         if last < first or first % part_size or length > part_size:
-            raise invalid(
-                f"Content-Range: {content_range} is incompatible with part size {part_size}"
-            )
+            raise invalid(f"Content-Range: {content_range} is incompatible with part size {part_size}")
         if length != len(body):
             raise invalid(f"Content-Range {content_range} does not match a body of {len(body)} bytes")
         if first // part_size >= MAX_PARTS:
@@ -103,22 +99,17 @@ class MultipartBackend(ArchivesBackend):
                 raise invalid(f"Part at byte {part['start']} is shorter than the part size")
             expected_start += part["size"]
         if not parts or expected_start != size:
-            raise invalid(
-                f"Archive size {size} does not match the {expected_start} bytes uploaded in parts"
-            )
+            raise invalid(f"Archive size {size} does not match the {expected_start} bytes uploaded in parts")
         actual = combine([bytes.fromhex(part["tree_hash"]) for part in parts]).hex()
         if tree_hash.lower() != actual:
-            raise invalid(
-                f"Checksum mismatch: x-amz-sha256-tree-hash {tree_hash} but the parts combine to {actual}"
-            )
+            raise invalid(f"Checksum mismatch: x-amz-sha256-tree-hash {tree_hash} but the parts combine to {actual}")
         archive_id = new_id(103)
         source = self.store.upload_path(upload_id)
         os.truncate(source, size)
         os.replace(source, self.store.archive_path(archive_id))
         with self.store.transaction() as db:
             db.execute(
-                "INSERT INTO archives (id, vault_id, description, size, tree_hash, created) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO archives (id, vault_id, description, size, tree_hash, created) VALUES (?,?,?,?,?,?)",
                 (archive_id, upload["vault_id"], upload["description"], size, actual, time.time()),
             )
             db.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
@@ -141,14 +132,11 @@ class MultipartBackend(ArchivesBackend):
             "VaultARN": self.arn(vault_name),
         }
 
-    def list_parts_page(
-        self, vault_name: str, upload_id: str, marker: str | None, limit: int
-    ) -> dict[str, Any]:
+    def list_parts_page(self, vault_name: str, upload_id: str, marker: str | None, limit: int) -> dict[str, Any]:
         upload = self._upload(vault_name, upload_id)
         start = int(marker) if marker and marker.isdigit() else 0
         rows = self.store.query(
-            "SELECT start, size, tree_hash FROM parts WHERE upload_id=? AND start>=? "
-            "ORDER BY start LIMIT ?",
+            "SELECT start, size, tree_hash FROM parts WHERE upload_id=? AND start>=? ORDER BY start LIMIT ?",
             (upload_id, start, limit + 1),
         )
         result = self._upload_dict(vault_name, upload)

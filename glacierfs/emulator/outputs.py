@@ -70,9 +70,7 @@ class JobOutputsBackend(ArchivesBackend):
                 )
             else:
                 output_hash = None
-        self.store.execute(
-            "UPDATE jobs SET output_size=?, output_hash=? WHERE id=?", (size, output_hash, job["id"])
-        )
+        self.store.execute("UPDATE jobs SET output_size=?, output_hash=? WHERE id=?", (size, output_hash, job["id"]))
         return self.store.query_one("SELECT * FROM jobs WHERE id=?", (job["id"],))
 
     @staticmethod
@@ -89,9 +87,7 @@ class JobOutputsBackend(ArchivesBackend):
         )
         return inventory_body(self.arn(vault.name), as_of, rows, output_format)
 
-    def job_output(
-        self, vault_name: str, job_id: str, range_header: str | None
-    ) -> tuple[int, dict[str, str], bytes]:
+    def job_output(self, vault_name: str, job_id: str, range_header: str | None) -> tuple[int, dict[str, str], bytes]:
         vault, job = self._job(vault_name, job_id)
         if time.time() < job["completes"]:
             raise invalid(f"The job is not currently available for download: {job_id}")

@@ -7,6 +7,7 @@ moto's glacier ``url_paths``, serves them under moto's server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -39,10 +40,10 @@ class EmulatorResponse(GlacierResponse):
     _raw_path: str | None = None
 
     @property
-    def glacier_backend(self) -> EmulatedGlacierBackend:  # type: ignore[override]
+    def glacier_backend(self) -> EmulatedGlacierBackend:
         return emulated_backends[self.current_account][self.region]
 
-    def _dispatch(self, request: Any, full_url: str, headers: Any) -> TYPE_RESPONSE:
+    def _dispatch(self, request: Any, full_url: str | None = None, headers: Any = None) -> TYPE_RESPONSE:
         if settings.latency_ms:
             time.sleep(settings.latency_ms / 1000)
         if settings.fault_rate and random.random() < settings.fault_rate:
@@ -59,10 +60,8 @@ class EmulatorResponse(GlacierResponse):
         connection = environ.get("werkzeug.socket")
         if fault is None and connection is not None:
             log.info("emulator: dropping the connection of %s %s on purpose", request.method, request.path)
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return 500, {}, ""
         status, code = fault or (500, "ServiceUnavailableException")
         log.info("emulator: answering %s %s with %s %s on purpose", request.method, request.path, status, code)
@@ -73,11 +72,15 @@ class EmulatorResponse(GlacierResponse):
         action = self._get_action()
         calls[action] += 1
         if action == settings.fail_operation and time.time() < settings.fail_until:
-            log.info("emulator: answering %s with %s on purpose (an outage of that operation)",
-                     action, settings.fail_status)
+            log.info(
+                "emulator: answering %s with %s on purpose (an outage of that operation)", action, settings.fail_status
+            )
             body = json.dumps({"code": "ServiceUnavailableException", "message": "Injected outage", "type": "Server"})
-            return settings.fail_status, {"content-type": "application/json",
-                                          "x-amzn-errortype": "ServiceUnavailableException"}, body
+            return (
+                settings.fail_status,
+                {"content-type": "application/json", "x-amzn-errortype": "ServiceUnavailableException"},
+                body,
+            )
         return super().call_action()
 
     # Helpers --------------------------------------------------------------
@@ -199,16 +202,12 @@ class EmulatorResponse(GlacierResponse):
         limit = check_page(self._query("limit"), 1000)
         return self._json(
             200,
-            self.glacier_backend.list_parts_page(
-                self._vault_name, self._item_id(), self._query("marker"), limit
-            ),
+            self.glacier_backend.list_parts_page(self._vault_name, self._item_id(), self._query("marker"), limit),
         )
 
     def list_multipart_uploads(self) -> TYPE_RESPONSE:
         limit = check_page(self._query("limit"), 1000)
-        uploads, marker = self.glacier_backend.list_uploads_page(
-            self._vault_name, self._query("marker"), limit
-        )
+        uploads, marker = self.glacier_backend.list_uploads_page(self._vault_name, self._query("marker"), limit)
         return self._json(200, {"UploadsList": uploads, "Marker": marker})
 
     # Jobs -----------------------------------------------------------------
@@ -221,9 +220,7 @@ class EmulatorResponse(GlacierResponse):
         if not isinstance(params, dict):
             raise invalid("The job parameters are not a JSON object")
         job_id = self.glacier_backend.initiate_job_checked(self._vault_name, params)
-        return self._empty(
-            202, {"Location": self._location("jobs", job_id), "x-amz-job-id": job_id}
-        )
+        return self._empty(202, {"Location": self._location("jobs", job_id), "x-amz-job-id": job_id})
 
     def describe_job(self) -> TYPE_RESPONSE:  # type: ignore[override]
         return self._json(200, self.glacier_backend.describe_job_dict(self._vault_name, self._item_id()))

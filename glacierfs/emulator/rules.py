@@ -71,4 +71,3 @@ def parse_range(value: str, pattern: str) -> tuple[int, int]:
     if not match:
         raise invalid(f"Invalid range: {value!r}")
     return int(match.group(1)), int(match.group(2))
-

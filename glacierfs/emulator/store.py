@@ -12,6 +12,7 @@ emulator opens it at start, and every account's backend reaches it through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -117,10 +118,8 @@ class Store(LockedDatabase):
             return handle.read(size)
 
     def remove(self, path: Path) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 _store: Store | None = None

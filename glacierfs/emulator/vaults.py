@@ -38,11 +38,9 @@ class VaultsBackend(GlacierBackend):
             raise not_found(f"Vault not found for ARN: {self.arn(name)}")
         return VaultRow(row["id"], row["name"], row["created"])
 
-    def create_vault(self, vault_name: str) -> None:  # type: ignore[override]
+    def create_vault(self, vault_name: str) -> None:
         if not VAULT_NAME.fullmatch(vault_name):
-            raise invalid(
-                "Invalid vault name: 1 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.'"
-            )
+            raise invalid("Invalid vault name: 1 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.'")
         with self.store.transaction() as db:
             (count,) = db.execute(
                 "SELECT COUNT(*) FROM vaults WHERE account=? AND region=?",
@@ -67,8 +65,7 @@ class VaultsBackend(GlacierBackend):
 
     def _vault_dict(self, vault: VaultRow) -> dict[str, Any]:
         count, size = self.store.query_one(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM archives "
-            "WHERE vault_id=? AND deleted IS NULL",
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM archives WHERE vault_id=? AND deleted IS NULL",
             (vault.id,),
         )
         return {
@@ -82,14 +79,13 @@ class VaultsBackend(GlacierBackend):
 
     def list_vault_page(self, marker: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         rows = self.store.query(
-            "SELECT id, name, created FROM vaults WHERE account=? AND region=? AND name>? "
-            "ORDER BY name LIMIT ?",
+            "SELECT id, name, created FROM vaults WHERE account=? AND region=? AND name>? ORDER BY name LIMIT ?",
             (self.account_id, self.region_name, marker or "", limit + 1),
         )
         page = [self._vault_dict(VaultRow(r["id"], r["name"], r["created"])) for r in rows[:limit]]
         return page, (rows[limit - 1]["name"] if len(rows) > limit else None)
 
-    def delete_vault(self, vault_name: str) -> None:  # type: ignore[override]
+    def delete_vault(self, vault_name: str) -> None:
         vault = self.vault(vault_name)
         with self.store.transaction() as db:
             live = db.execute(
