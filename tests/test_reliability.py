@@ -20,7 +20,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import Mount, ServedEmulator, fusermount, is_mounted, read_errno, read_or_none, wait_for
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, archives, boto_client
+from .conftest import MiB, archives, boto_client, environment, small_tmpfs
 
 pytestmark = pytest.mark.mount
 
@@ -98,16 +98,8 @@ def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inpro
         "AWS_SECRET_ACCESS_KEY": "glacierfs-test-secret-key-never-logged",
         "AWS_SESSION_TOKEN": "glacierfs-test-session-token-never-logged",
     }
-    saved = {name: os.environ.get(name) for name in secrets}
-    os.environ.update(secrets)
-    try:
+    with environment(**secrets):
         mount = Mount(tmp_path, inprocess.url, *FAST, "--debug", "--cache-dir", str(tmp_path / "cache"))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     try:
         mount.path("v").mkdir()
         mount.path("v", "f").write_bytes(b"x" * (2 * MiB + 1))
@@ -132,13 +124,8 @@ def test_secrets_never_reach_the_log_and_files_are_private(tmp_path: Path, inpro
 @pytest.fixture
 def small_cache_disk(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs for --cache-dir: a cache disk that fills up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    cache = tmp_path / "small-cache"
-    cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
-    yield cache
-    subprocess.run(["umount", str(cache)], check=False)
+    with small_tmpfs(tmp_path / "small-cache", "3m") as cache:
+        yield cache
 
 
 def test_full_cache_disk_gives_enospc_and_the_mount_keeps_serving(

@@ -12,8 +12,6 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,28 +20,13 @@ from glacierfs.catalog import DIRECTORY, FILE, Catalog, new_entry
 from glacierfs.emulator import Emulator
 from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
-from .conftest import archives, boto_client
+from .conftest import archives, boto_client, environment
 
 pytestmark = pytest.mark.mount
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3", "--cleanup-interval", "0.5")
 DEFAULT_ACCOUNT = "123456789012"  # moto's
 OTHER_ACCOUNT = "222222222222"
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Run a mount with these variables (its subprocess copies the environment)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def other_account(url: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import Mount, ServedEmulator, read_when_ready, run, wait_for
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, archives, boto_client
+from .conftest import MiB, archives, boto_client, small_tmpfs
 
 pytestmark = pytest.mark.mount
 
@@ -273,13 +273,8 @@ def test_a_file_whose_close_succeeded_opens_for_reading_at_once(mount: Mount, in
 @pytest.fixture
 def small_state_disk(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs where the mount keeps its catalog."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    state = tmp_path / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(state)], check=True)
-    yield state
-    subprocess.run(["umount", "-l", str(state)], check=False)
+    with small_tmpfs(tmp_path / "state", "4m") as state:
+        yield state
 
 
 def fill(disk: Path) -> Path:
