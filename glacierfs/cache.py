@@ -44,7 +44,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from glacierfs.sqlitedb import LockedDatabase
-from glacierfs.treehash import MiB, TreeHasher, file_tree_hash
+from glacierfs.treehash import file_tree_hash
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,6 @@ def content_key(archive_id: str, start: int | None) -> str:
 def _looks(stat: os.stat_result) -> tuple[int, int, int, int]:
     """What a cache file looked like: any write, truncation or replacement changes it."""
     return stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
-
-
-def _hash_open_file(handle: BinaryIO) -> str:
-    """Tree hash of the very file a reader would get (not whatever its path names now)."""
-    hasher = TreeHasher()
-    fd, offset = handle.fileno(), 0
-    while chunk := os.pread(fd, 16 * MiB, offset):
-        hasher.update(chunk)
-        offset += len(chunk)
-    return hasher.hexdigest()
 
 
 class _Store:
@@ -271,7 +261,7 @@ class ContentCache:
         self, store: _Store, key: str, handle: BinaryIO, verified_as: str, looks: tuple[int, int, int, int]
     ) -> bool:
         """A cache file changed since it was verified: is it still those bytes?"""
-        now = _hash_open_file(handle)
+        now = file_tree_hash(handle.fileno())  # the very file a reader would get
         if now != verified_as:
             log.error(
                 "the cached file of %s was changed behind the mount's back (tree hash %s, verified as %s); "

@@ -153,20 +153,23 @@ class TreeHasher:
         return self.digest().hex()
 
 
-def file_tree_hash(path: str | os.PathLike[str], start: int = 0, stop: int | None = None) -> str:
+def file_tree_hash(source: str | os.PathLike[str] | int, start: int = 0, stop: int | None = None) -> str:
     """Tree hash of bytes ``start`` to ``stop`` (default: the end) of a file,
-    read a piece at a time; OSError if the file ends before ``stop``."""
+    read a piece at a time; OSError if the file ends before ``stop``. ``source``
+    is a path, or the descriptor of a file already open (the very file its
+    reader gets), read by offset so that the reader's position stays put."""
+    if not isinstance(source, int):
+        with open(source, "rb", buffering=0) as handle:
+            return file_tree_hash(handle.fileno(), start, stop)
     hasher = TreeHasher()
     buffer = memoryview(bytearray(16 * MiB))
-    with open(path, "rb", buffering=0) as handle:
-        if stop is None:
-            stop = os.fstat(handle.fileno()).st_size
-        handle.seek(start)
-        remaining = stop - start
-        while remaining:
-            count = handle.readinto(buffer[: min(remaining, len(buffer))])
-            if not count:
-                raise OSError(f"{path} is shorter than {stop} bytes")
-            hasher.update(buffer[:count])
-            remaining -= count
+    if stop is None:
+        stop = os.fstat(source).st_size
+    offset = start
+    while offset < stop:
+        count = os.preadv(source, [buffer[: min(stop - offset, len(buffer))]], offset)
+        if not count:
+            raise OSError(f"the file ends at byte {offset}, before byte {stop}")
+        hasher.update(buffer[:count])
+        offset += count
     return hasher.hexdigest()

@@ -132,3 +132,13 @@ def test_file_tree_hash_of_whole_file_and_range(tmp_path) -> None:  # type: igno
     assert file_tree_hash(path, MiB, 3 * MiB) == tree_hash(data[MiB : 3 * MiB])
     with pytest.raises(OSError):
         file_tree_hash(path, 0, len(data) + 1)
+
+
+def test_file_tree_hash_of_an_open_descriptor_leaves_its_position(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "open"
+    data = bytes(range(256)) * (5 * MiB // 256 + 3)
+    path.write_bytes(data)
+    with open(path, "rb") as reader:
+        assert reader.read(10) == data[:10]
+        assert file_tree_hash(reader.fileno()) == tree_hash(data)
+        assert reader.read(10) == data[10:20]
