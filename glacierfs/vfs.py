@@ -113,7 +113,6 @@ class GlacierFS:
         self.catalog = catalog
         self.part_size = part_size
         self.concurrency = concurrency
-        self.keep_replaced = keep_replaced
         self.vault_list_ttl = vault_list_ttl
         self.retriever = retriever
         self.wait_seconds = wait_seconds
