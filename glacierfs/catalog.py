@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from glacierfs import errors
+from glacierfs.paths import name_of, parent_of
 from glacierfs.sqlitedb import LockedDatabase
 
 log = logging.getLogger(__name__)
@@ -177,14 +178,10 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
+        return name_of(self.path)
 
     def but(self, **changes: object) -> Entry:
         return replace(self, **changes)  # type: ignore[arg-type]
-
-
-def parent_of(path: str) -> str:
-    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 def new_entry(vault: str, path: str, kind: str, mode: int, mtime_ns: int | None = None) -> Entry:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import BinaryIO
 
-from glacierfs import errors
+from glacierfs import errors, timestamps
 from glacierfs.cache import Incoming
 from glacierfs.catalog import EMPTY, FILE, STORED, UPLOADING, Catalog, Entry, new_entry
 from glacierfs.glacier import GlacierClient
@@ -106,7 +106,7 @@ class Outcomes:
                     state=STORED,
                     archive_id=stored.archive.archive_id,
                     tree_hash=stored.archive.tree_hash,
-                    created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    created=timestamps.iso(time.time()),
                 )
             try:
                 self.catalog.put(entry)

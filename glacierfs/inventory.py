@@ -18,13 +18,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from glacierfs import errors, manifest, names
-from glacierfs.catalog import DIRECTORY, FILE, STORED, Catalog, Entry, new_entry, parent_of
+from glacierfs import errors, manifest, names, timestamps
+from glacierfs.catalog import DIRECTORY, FILE, STORED, Catalog, Entry, new_entry
 from glacierfs.glacier import GlacierClient
+from glacierfs.paths import ancestors, parent_of
 from glacierfs.periodic import Periodic
 from glacierfs.retrieval import Retriever
 
@@ -34,15 +34,6 @@ UNNAMED = "_unnamed"  # archives whose description names nothing, by archive id
 MISSING = "missing"  # state of an entry a later inventory does not list
 LAG_GRACE = 2 * 24 * 3600  # an inventory describes the vault up to two days earlier
 CHUNK = 16 << 20
-
-
-def parse_date(text: str) -> float:
-    """Glacier's ISO 8601 dates, with or without milliseconds."""
-    cleaned = text.strip().rstrip("Z").split(".")[0]
-    try:
-        return datetime.strptime(cleaned, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def iter_archives(path: Path, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
@@ -82,7 +73,7 @@ def inventory_date(path: Path) -> float:
     if marker < 0:
         return time.time()
     value = head[marker:].split(":", 1)[1].lstrip().lstrip('"')
-    return parse_date(value[: value.find('"')]) or time.time()
+    return timestamps.parse_iso(value[: value.find('"')]) or time.time()
 
 
 class Inventories:
@@ -160,7 +151,7 @@ class Inventories:
         for job in self.glacier.list_jobs(vault):
             if job.action != "InventoryRetrieval" or job.status == "Failed":
                 continue
-            if applied_date is None or parse_date(job.created) > applied_date:
+            if applied_date is None or (timestamps.parse_iso(job.created) or 0.0) > applied_date:
                 return job.job_id
         return None
 
@@ -172,7 +163,7 @@ class Inventories:
         job_id, _, dated = known
         if job_id:
             return f"pending job={job_id}"
-        return datetime.fromtimestamp(dated or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamps.iso(dated or 0)
 
     # Following ----------------------------------------------------------------
 
@@ -216,7 +207,7 @@ class Inventories:
             log.info(
                 "inventory of vault %s dated %s: %d archive(s) added, %d missing from it",
                 vault,
-                datetime.fromtimestamp(dated, UTC).isoformat(),
+                timestamps.iso(dated),
                 added,
                 flagged,
             )
@@ -246,7 +237,7 @@ class Inventories:
                 continue
             description = item.get("ArchiveDescription")
             decoded = names.decode(description if isinstance(description, str) else "")
-            created = parse_date(str(item.get("CreationDate", "")))
+            created = timestamps.parse_iso(str(item.get("CreationDate", ""))) or 0.0
             if decoded is not None and manifest.is_manifest(decoded.path):
                 self.catalog.add_manifest(vault, archive_id, created, _size(item), _tree_hash(item))
                 continue
@@ -262,7 +253,7 @@ class Inventories:
             if wanted.startswith(UNNAMED + "/") and not path.startswith(UNNAMED + "/"):
                 folder = parent_of(path)
                 moved[folder] = moved.get(folder, 0) + 1
-            for directory in reversed(_parents(path)):
+            for directory in reversed(ancestors(path)):
                 if directory not in kinds:
                     entries.append(new_entry(vault, directory, DIRECTORY, 0o755))
                     kinds[directory] = DIRECTORY
@@ -290,7 +281,7 @@ class Inventories:
         for archive_id, entry in known.items():
             if archive_id in listed or entry.state != STORED:
                 continue
-            uploaded = parse_date(entry.created or "")
+            uploaded = timestamps.parse_iso(entry.created or "") or 0.0
             if uploaded and uploaded < dated - LAG_GRACE:
                 flagged.append(entry.but(state=MISSING))
                 log.warning(
@@ -343,11 +334,11 @@ def _tree_hash(item: dict[str, Any]) -> str | None:
 def _free_path(path: str, created: float, archive_id: str, kinds: dict[str, str]) -> str:
     """``path``, or where an archive goes when the name is taken: a file under a
     name that is a file gets a suffix; under a parent that is a file, _unnamed."""
-    if any(kinds.get(parent) == FILE for parent in _parents(path)):
+    if any(kinds.get(parent) == FILE for parent in ancestors(path)):
         return _unnamed_path(archive_id, kinds)
     if path not in kinds:
         return path
-    stamp = datetime.fromtimestamp(created or 0, UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = timestamps.compact(created or 0)
     candidate = f"{path}.older-{stamp}-{archive_id[:8]}"
     return candidate if candidate not in kinds else _unnamed_path(archive_id, kinds)
 
@@ -361,12 +352,3 @@ def _unnamed_path(archive_id: str, kinds: dict[str, str]) -> str:
         if kinds.get(folder, DIRECTORY) == DIRECTORY and path not in kinds:
             return path
     raise AssertionError("unreachable")
-
-
-def _parents(path: str) -> list[str]:
-    parents = []
-    parent = parent_of(path)
-    while parent:
-        parents.append(parent)
-        parent = parent_of(parent)
-    return parents

@@ -16,12 +16,12 @@ import logging
 import re
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from glacierfs import errors, names
-from glacierfs.catalog import DIRECTORY, EMPTY, FILE, Catalog, Entry, new_entry, parent_of
+from glacierfs import errors, names, timestamps
+from glacierfs.catalog import DIRECTORY, EMPTY, FILE, Catalog, Entry, new_entry
 from glacierfs.glacier import GlacierClient
+from glacierfs.paths import ancestors
 from glacierfs.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,7 @@ def apply(catalog: Catalog, vault: str, manifest: list[dict[str, Any]]) -> int:
 
 
 def _ensure_parents(catalog: Catalog, vault: str, path: str, taken: set[str]) -> None:
-    parent = parent_of(path)
-    missing = []
-    while parent and parent not in taken:
-        missing.append(parent)
-        parent = parent_of(parent)
-    for directory in reversed(missing):
+    for directory in reversed([parent for parent in ancestors(path) if parent not in taken]):
         catalog.put(new_entry(vault, directory, DIRECTORY, 0o755))
         taken.add(directory)
 
@@ -164,7 +159,7 @@ class ManifestKeeper:
             changed_at = self._changed.pop(vault, None)
         if changed_at is None or not self.catalog.has_vault(vault):
             return
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = timestamps.compact(time.time())
         path = f"{MANIFEST_DIR}/manifest-{stamp}.json.gz"
         try:
             body = encode(vault, self.catalog.entries(vault))

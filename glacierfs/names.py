@@ -12,11 +12,11 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from glacierfs import timestamps
+from glacierfs.paths import MAX_COMPONENT
 
 MAX_DESCRIPTION = 1024
-MAX_COMPONENT = 255
-_MTIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _FASTGLACIER_V4 = re.compile(
     r"<m><v>(?P<v>[34])</v><p>(?P<p>[A-Za-z0-9+/=]*)</p><lm>(?P<lm>\d{8}T\d{6}Z)</lm>"
     r"(?:<ce>[^<]*</ce>)?</m>"
@@ -31,21 +31,10 @@ class Decoded:
     mtime: float | None  # seconds since the epoch, when the description records one
 
 
-def format_mtime(mtime: float) -> str:
-    return datetime.fromtimestamp(int(mtime), UTC).strftime(_MTIME_FORMAT)
-
-
-def parse_mtime(text: str) -> float | None:
-    try:
-        return datetime.strptime(text, _MTIME_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def encode(path: str, mtime: float) -> str:
     """FastGlacier v4 description of ``path`` (relative to its vault)."""
     encoded = base64.b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")
-    return f"<m><v>4</v><p>{encoded}</p><lm>{format_mtime(mtime)}</lm></m>"
+    return f"<m><v>4</v><p>{encoded}</p><lm>{timestamps.compact(mtime)}</lm></m>"
 
 
 def fits(path: str) -> bool:
@@ -81,7 +70,7 @@ def _fastglacier(text: str) -> Decoded | None:
     match = _FASTGLACIER_V4.fullmatch(text)
     if not match:
         return None
-    return Decoded(_b64_text(match["p"]), parse_mtime(match["lm"]))
+    return Decoded(_b64_text(match["p"]), timestamps.parse_compact(match["lm"]))
 
 
 def _fastglacier_v1(text: str) -> Decoded | None:
@@ -89,7 +78,7 @@ def _fastglacier_v1(text: str) -> Decoded | None:
     if not match:
         return None
     mtime = re.search(r"<(?:LastModified|lm)>(\d{8}T\d{6}Z)</", text)
-    return Decoded(_b64_text(match[1]), parse_mtime(mtime[1]) if mtime else None)
+    return Decoded(_b64_text(match[1]), timestamps.parse_compact(mtime[1]) if mtime else None)
 
 
 def _mt_aws_glacier(text: str) -> Decoded | None:
@@ -102,7 +91,7 @@ def _mt_aws_glacier(text: str) -> Decoded | None:
     if not isinstance(fields, dict) or not isinstance(fields.get("filename"), str):
         return None
     mtime = fields.get("mtime")
-    return Decoded(fields["filename"], parse_mtime(mtime) if isinstance(mtime, str) else None)
+    return Decoded(fields["filename"], timestamps.parse_compact(mtime) if isinstance(mtime, str) else None)
 
 
 def _json_metadata(text: str) -> Decoded | None:
@@ -111,7 +100,7 @@ def _json_metadata(text: str) -> Decoded | None:
         return None
     if isinstance(fields.get("Path"), str):  # CloudBerry
         modified = fields.get("UTCDateModified")
-        return Decoded(fields["Path"], parse_mtime(modified) if isinstance(modified, str) else None)
+        return Decoded(fields["Path"], timestamps.parse_compact(modified) if isinstance(modified, str) else None)
     if isinstance(fields.get("path"), str):  # QNAP's Glacier app
         return Decoded(fields["path"], None)
     return None

@@ -32,11 +32,10 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as all_done
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from glacierfs import errors
+from glacierfs import errors, timestamps
 from glacierfs.cache import ContentCache
 from glacierfs.catalog import (
     CACHED,
@@ -94,10 +93,6 @@ class Target:
     @property
     def whole(self) -> bool:
         return self.start is None
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Retriever:
@@ -194,7 +189,7 @@ class Retriever:
             detail = f"; its last download failed ({job.message}), and is retried while its output lasts"
         raise errors.JobNotReady(
             f"{label}: bytes {target.first}-{target.last} are being retrieved by job {job.job_id} "
-            f"({job.tier} tier, requested {iso(job.requested)}, usually {EXPECTED[job.tier]}){detail}; "
+            f"({job.tier} tier, requested {timestamps.iso(job.requested)}, usually {EXPECTED[job.tier]}){detail}; "
             "try again later"
         )
 
@@ -303,7 +298,7 @@ class Retriever:
                         target.first,
                         target.last,
                         job.job_id[:16],
-                        iso(job.output_expires),
+                        timestamps.iso(job.output_expires),
                     )
                     self._poller.wake()
                     return job
@@ -418,7 +413,7 @@ class Retriever:
             if whole_only and not job.whole:
                 continue
             if job.status in (IN_PROGRESS, SUCCEEDED):
-                return f"retrieving job={job.job_id} tier={job.tier} requested={iso(job.requested)}"
+                return f"retrieving job={job.job_id} tier={job.tier} requested={timestamps.iso(job.requested)}"
             if job.status == UNVERIFIED:
                 return f"failed: {job.message}"
             break
@@ -557,7 +552,7 @@ class Retriever:
             error,
             pause,
             failures,
-            iso(job.output_expires),
+            timestamps.iso(job.output_expires),
         )
 
     def _fetch_chunks(self, job: JobRecord, scratch: Path) -> list[bytes]:
@@ -606,7 +601,5 @@ def _disk_full(error: BaseException) -> bool:
 
 
 def _epoch(created: str) -> float:
-    try:
-        return datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return time.time()
+    """A job's date; one Glacier did not give (or garbled) counts as now."""
+    return timestamps.parse_iso(created) or time.time()

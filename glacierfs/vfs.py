@@ -33,12 +33,12 @@ from glacierfs.catalog import (
     Catalog,
     Entry,
     new_entry,
-    parent_of,
 )
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import Closer, Handle, Outcomes, ReadHandle, WriteHandle
 from glacierfs.inventory import Inventories
 from glacierfs.manifest import ManifestKeeper
+from glacierfs.paths import MAX_COMPONENT, check_component, name_of, parent_of, split
 from glacierfs.periodic import Periodic
 from glacierfs.retrieval import EXPECTED, Retriever, Target
 from glacierfs.writer import PartBuffers, Uploader, Writer
@@ -46,7 +46,6 @@ from glacierfs.writer import PartBuffers, Uploader, Writer
 log = logging.getLogger(__name__)
 
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
-MAX_COMPONENT = 255
 READ_AHEAD = 16 << 20  # a cached archive is prefetched this far ahead of its reader
 PART_BUFFER_IDLE_SECONDS = 60.0  # idle part buffers are given back to the system after this
 XATTR_PREFIX = "user.glacier."
@@ -65,22 +64,6 @@ class Stat:
     mode: int
     uid: int
     gid: int
-
-
-def split(path: str) -> tuple[str | None, str]:
-    """'/vault/a/b' -> ('vault', 'a/b'); '/vault' -> ('vault', ''); '/' -> (None, '').
-
-    Names must be UTF-8: descriptions and the catalog hold text. The binding
-    hands us undecodable bytes as surrogates, refused here for every call."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise errors.BadEncoding(f"{shown}: glacierfs keeps only names that are valid UTF-8") from None
-    parts = [part for part in path.split("/") if part]
-    if not parts:
-        return None, ""
-    return parts[0], "/".join(parts[1:])
 
 
 def vault_name_problem(name: str) -> str | None:
@@ -315,7 +298,7 @@ class GlacierFS:
                 self.inventories.created_here(vault)
             log.info("created vault %s", vault)
             return
-        self._check_component(rel)
+        check_component(rel)
         self._require_parent_dir(vault, rel)
         if self.catalog.get(vault, rel) is not None:
             raise errors.AlreadyExists(path)
@@ -350,11 +333,6 @@ class GlacierFS:
 
     # Files ----------------------------------------------------------------
 
-    def _check_component(self, rel: str) -> None:
-        name = rel.rsplit("/", 1)[-1]
-        if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
-            raise errors.NameTooLong(f"{name[:40]}...: a name has at most {MAX_COMPONENT} bytes")
-
     def _file_path(self, path: str) -> tuple[str, str]:
         vault, rel = split(path)
         if vault is None or not rel:
@@ -364,7 +342,7 @@ class GlacierFS:
         return vault, rel
 
     def _new_handle(self, vault: str, rel: str, replaces: list[Entry], opener: int | None) -> int:
-        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(rel.rsplit("/", 1)[-1])]))
+        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(name_of(rel))]))
         description = names.encode(final, time.time())
         if not names.fits(final):
             raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")
@@ -387,7 +365,7 @@ class GlacierFS:
         """A new file, or an existing one truncated (O_CREAT): ``opener`` is the
         process that asked, for the commit rule (see handles)."""
         vault, rel = self._file_path(path)
-        self._check_component(rel)
+        check_component(rel)
         self._require_parent_dir(vault, rel)
         if not names.fits(rel):
             raise errors.NameTooLong(f"{path}: the path does not fit Glacier's 1,024-character description")
@@ -573,7 +551,7 @@ class GlacierFS:
             return
         if new_rel.startswith(old_rel + "/"):
             raise errors.InvalidRequest(f"cannot move {old} into itself")
-        self._check_component(new_rel)
+        check_component(new_rel)
         self._require_parent_dir(vault, new_rel)
         target = self.catalog.get(vault, new_rel)
         if target is not None:

@@ -1,0 +1,39 @@
+"""The two ways glacierfs writes a time, and the one way it reads Glacier's.
+
+Everything is UTC. ``iso`` is Glacier's own form (CreationDate, InventoryDate)
+and what the xattrs show; ``compact`` is the form that fits in a name: the
+mtime in FastGlacier descriptions, manifest names, and the suffix of a
+displaced duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+COMPACT_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime(ISO_FORMAT)
+
+
+def compact(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), UTC).strftime(COMPACT_FORMAT)
+
+
+def parse_iso(text: str) -> float | None:
+    """Glacier's ISO 8601 dates, with or without milliseconds; None when ``text``
+    is not one, so each caller says what a missing date means to it."""
+    cleaned = text.strip().removesuffix("Z").split(".")[0]
+    try:
+        return datetime.strptime(cleaned, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def parse_compact(text: str) -> float | None:
+    try:
+        return datetime.strptime(text, COMPACT_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
