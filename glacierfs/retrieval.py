@@ -1,5 +1,5 @@
-"""Retrieval jobs: start one or reuse one, follow it, and download its output
-in verified, tree-hash aligned chunks into the cache.
+"""Retrieval: open an archive's verified bytes from the cache, or find or start
+the job that will bring them, wait for it, or explain why not.
 
 Jobs cost money, so every path here tries not to start one: the cache first,
 then a job the catalog remembers (it survives a remount), then one Glacier
@@ -10,29 +10,22 @@ paid for twice. Concurrent readers of one archive share one job under a
 per-archive lock; the cost guard's check and its spend are one step under
 ``self._budget``, so readers of different archives cannot all pass it at once.
 
-A download that fails for want of network, disk or permission is retried,
-with growing pauses, for as long as the job's output lives; only bytes that
-fail verification condemn a job (Unverified), and an explicit retrieve starts
-a new one even then.
+Following jobs and downloading their output is downloads.py's job; an
+explicit retrieve starts a new job even where the last one's output failed
+verification.
 
-Lock order: an archive's request lock, then ``self._budget``, then
-``self._state`` (a Condition). No request to Glacier is made while holding
-``self._budget`` or ``self._state``.
+Lock order: an archive's request lock, then ``self._budget``, then the job
+events' condition. No request to Glacier is made while holding either of the
+last two.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import sqlite3
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as all_done
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from glacierfs import errors, timestamps
@@ -42,15 +35,14 @@ from glacierfs.catalog import (
     EXPIRED,
     FAILED,
     IN_PROGRESS,
-    JOB_LIFETIME,
     SUCCEEDED,
     UNVERIFIED,
     Catalog,
     JobRecord,
 )
-from glacierfs.glacier import GlacierClient, Job
-from glacierfs.periodic import Periodic
-from glacierfs.treehash import MiB, combine, tree_hash_bytes
+from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
+from glacierfs.glacier import GlacierClient
+from glacierfs.treehash import MiB
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +51,6 @@ TIERS = ("Expedited", "Standard", "Bulk")
 EXPECTED = {"Expedited": "1-5 minutes", "Standard": "3-5 hours", "Bulk": "5-12 hours"}
 # Poll about ten times per usual wait, never more than once a minute for real tiers.
 DEFAULT_POLL = {"Expedited": 60.0, "Standard": 900.0, "Bulk": 1800.0}
-NO_SPACE = "no space left in the cache directory"
-CHUNK_ATTEMPTS = 2  # a chunk that fails its tree hash is fetched once more
-# Pauses between attempts to download a job's output after a failure that was
-# not the bytes' fault: doubling from the first to the last, while the output lives.
-FIRST_RETRY = 1.0
-LAST_RETRY = 600.0
 
 
 @dataclass(frozen=True)
@@ -122,30 +108,24 @@ class Retriever:
         self.poll_interval = poll_interval if poll_interval is not None else DEFAULT_POLL[tier]
         self.max_bytes = max_bytes
         self.max_jobs = max_jobs
-        self.chunk_size = chunk_size
         self.range_size = range_size
         self.ranged_threshold = ranged_threshold
-        self._chunks = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="download")
-        self._jobs = ThreadPoolExecutor(max_workers=2, thread_name_prefix="job")
-        self._downloading: set[str] = set()
         self._request_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # Jobs being started: counted by the cost guard before Glacier has answered.
         self._budget = threading.Lock()
         self._reserved_bytes = 0
         self._reserved_jobs = 0
-        # Job id -> (downloads that failed in a row, not before this time).
-        self._retries: dict[str, tuple[int, float]] = {}
-        self._state = threading.Condition()
-        self._changes = 0  # under self._state: bumped at every change a waiter may care about
-        self._poller = Periodic("poller", self.poll_interval, self.poll_once)
+        self.events = JobEvents()
+        self.follower = JobFollower(glacier, catalog, cache, self.events, self.poll_interval, concurrency, chunk_size)
 
     def start(self) -> None:
-        self._poller.start()
+        self.follower.start()
 
     def stop(self) -> None:
-        self._poller.stop()
-        self._jobs.shutdown(wait=True)
-        self._chunks.shutdown(wait=True)
+        self.follower.stop()
+
+    def poll_once(self) -> None:
+        self.follower.poll_once()
 
     # What to retrieve ---------------------------------------------------------
 
@@ -259,7 +239,7 @@ class Retriever:
             tier,
             EXPECTED[tier],
         )
-        self._poller.wake()
+        self.follower.wake()
         return job
 
     def _covers(self, job: JobRecord, target: Target) -> bool:
@@ -290,7 +270,7 @@ class Retriever:
                         continue
                     # The cache lost what this job brought; its output is still there.
                     job = job.but(status=SUCCEEDED, message="")
-                    self._set(job)
+                    self.follower.set(job)
                     log.info(
                         "archive %s bytes %d-%d are no longer in the cache: downloading them again from "
                         "job %s, whose output lasts until %s (no new job)",
@@ -300,9 +280,9 @@ class Retriever:
                         job.job_id[:16],
                         timestamps.iso(job.output_expires),
                     )
-                    self._poller.wake()
+                    self.follower.wake()
                     return job
-                self._wake_if_retry_due(job)
+                self.follower.wake_if_retry_due(job)
                 if job.message.startswith(NO_SPACE) and not explicit:
                     raise errors.CacheFull(
                         f"archive {target.archive_id[:16]} is retrieved (job {job.job_id[:16]}) but the "
@@ -334,9 +314,9 @@ class Retriever:
                 last,
                 whole,
                 listed.tier,
-                _epoch(listed.created),
+                job_date(listed.created),
                 SUCCEEDED if listed.completed else IN_PROGRESS,
-                completed=_epoch(listed.completed_at) if listed.completed_at else None,
+                completed=job_date(listed.completed_at) if listed.completed_at else None,
             )
             if not self._covers(job, target):
                 continue
@@ -345,13 +325,13 @@ class Retriever:
                 if known.status in (FAILED, EXPIRED, UNVERIFIED) or not self._fills(known, target):
                     continue
                 job = known.but(status=job.status, completed=job.completed, message="")
-            self._set(job)
+            self.follower.set(job)
             log.info(
                 "reusing retrieval job %s for archive %s, found in Glacier's job list",
                 job.job_id[:16],
                 target.archive_id[:16],
             )
-            self._poller.wake()
+            self.follower.wake()
             return job
         return None
 
@@ -386,8 +366,7 @@ class Retriever:
         """Wait up to ``timeout`` seconds for ``target`` to be cached."""
         deadline = time.monotonic() + timeout
         while True:
-            with self._state:
-                seen = self._changes
+            seen = self.events.seen()
             # Under the archive's lock, as in request(): a download that ends
             # between the look at the cache and the look at the job is no loss
             # of the cache, and must not send the job to be downloaded again.
@@ -401,9 +380,7 @@ class Retriever:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            with self._state:
-                if self._changes == seen:
-                    self._state.wait(min(remaining, 1.0))
+            self.events.wait_after(seen, min(remaining, 1.0))
 
     def describe(self, archive_id: str, whole_only: bool = True) -> str:
         """user.glacier.state for a stored archive."""
@@ -418,188 +395,3 @@ class Retriever:
                 return f"failed: {job.message}"
             break
         return "stored"
-
-    # Following jobs -----------------------------------------------------------
-
-    def poll_once(self) -> None:
-        active = self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
-        by_vault: defaultdict[str, list[str]] = defaultdict(list)
-        for job in active:
-            by_vault[job.vault].append(job.job_id)
-        for vault, job_ids in by_vault.items():
-            try:
-                completed = {listed.job_id: listed for listed in self.glacier.list_jobs(vault, completed=True)}
-            except errors.GlacierFSError as error:
-                log.warning("could not list the jobs of vault %s: %s", vault, error)
-                continue
-            for job_id in job_ids:
-                self._follow(job_id, completed.get(job_id))
-
-    def _follow(self, job_id: str, listed: Job | None) -> None:
-        # Only the poller's one thread starts downloads, so a job neither being
-        # downloaded nor cached by now (read afresh: the round's list of active
-        # jobs may be stale) cannot become either before this one starts.
-        with self._state:
-            if job_id in self._downloading:
-                return
-        job = self.catalog.job(job_id)
-        if job is None or job.status not in (IN_PROGRESS, SUCCEEDED):
-            return
-        if listed is None:
-            if job.status == SUCCEEDED or time.time() - job.requested > 2 * JOB_LIFETIME:
-                self._set(job.but(status=EXPIRED, message="Glacier no longer lists this job"))
-                log.warning("retrieval job %s expired before its output was downloaded", job.job_id[:16])
-            return
-        if listed.status == "Failed":
-            self._set(job.but(status=FAILED, message=listed.status_message or "failed"))
-            log.error("Glacier failed retrieval job %s: %s", job.job_id[:16], listed.status_message)
-            return
-        if job.status == IN_PROGRESS or job.completed is None:
-            completed = _epoch(listed.completed_at) if listed.completed_at else time.time()
-            job = job.but(status=SUCCEEDED, completed=completed)
-            self._set(job)
-        if time.time() < self._retries.get(job_id, (0, 0.0))[1]:
-            return
-        with self._state:
-            self._downloading.add(job_id)
-        self._jobs.submit(self._download, job, listed)
-
-    def _wake_if_retry_due(self, job: JobRecord) -> None:
-        """A reader asks for a job whose download failed: try again now if its pause is over."""
-        retry = self._retries.get(job.job_id)
-        if retry is not None and time.time() >= retry[1]:
-            self._poller.wake()
-
-    def _set(self, job: JobRecord) -> None:
-        self.catalog.put_job(job)
-        with self._state:
-            self._changes += 1
-            self._state.notify_all()
-
-    def _download(self, job: JobRecord, listed: Job) -> None:
-        """Fetch the output in aligned chunks, verify each and the whole, then cache it."""
-        scratch: Path | None = None
-        try:
-            scratch = self.cache.scratch_file(job.size)
-            expected = listed.archive_tree_hash if job.whole else listed.tree_hash
-            whole = combine(self._fetch_chunks(job, scratch)).hex()
-            if expected and whole != expected:
-                raise errors.ChecksumMismatch(f"the output hashes to {whole}, Glacier says {expected}")
-            self.cache.adopt(job.archive_id, None if job.whole else job.range_start, scratch, whole)
-            scratch = None
-            self._retries.pop(job.job_id, None)
-            self._set(job.but(status=CACHED, message=""))
-            log.info(
-                "retrieved archive %s bytes %d-%d (job %s), verified and cached",
-                job.archive_id[:16],
-                job.range_start,
-                job.range_end,
-                job.job_id[:16],
-            )
-        except errors.ChecksumMismatch as error:
-            self._retries.pop(job.job_id, None)
-            self._set(job.but(status=UNVERIFIED, downloads=job.downloads + 1, message=str(error)[:300]))
-            log.error(
-                "the output of job %s (archive %s) failed verification: %s; nothing was cached or served, "
-                "and `glacierfs retrieve` (or setfattr -n user.glacier.retrieve) starts a new job",
-                job.job_id[:16],
-                job.archive_id[:16],
-                error,
-            )
-        except errors.NotFound as error:
-            self._retries.pop(job.job_id, None)
-            self._set(job.but(status=EXPIRED, message=f"Glacier no longer has its output: {error}"[:300]))
-            log.warning(
-                "the output of job %s (archive %s) is gone from Glacier: %s",
-                job.job_id[:16],
-                job.archive_id[:16],
-                error,
-            )
-        except Exception as error:  # noqa: BLE001 - network, disk, permissions: not the bytes' fault
-            self._retry_later(job, error)
-        finally:
-            if scratch is not None:
-                self.cache.discard_scratch(scratch)
-            with self._state:
-                self._downloading.discard(job.job_id)
-                self._changes += 1
-                self._state.notify_all()
-
-    def _retry_later(self, job: JobRecord, error: Exception) -> None:
-        """Keep the job, and download again after a pause that doubles each time,
-        while its output lives."""
-        failures = self._retries.get(job.job_id, (0, 0.0))[0] + 1
-        pause = min(FIRST_RETRY * 2 ** (failures - 1), LAST_RETRY)
-        again = time.time() + pause
-        if again >= job.output_expires:
-            self._retries.pop(job.job_id, None)
-            self._set(job.but(status=EXPIRED, message=f"its output expired before a download succeeded: {error}"[:300]))
-            log.error(
-                "download of job %s (archive %s) failed, and its output expires before another try: %s",
-                job.job_id[:16],
-                job.archive_id[:16],
-                error,
-            )
-            return
-        self._retries[job.job_id] = (failures, again)
-        message = f"{NO_SPACE}: {error}" if _disk_full(error) else f"download failed: {error}"
-        self._set(job.but(message=message[:300]))
-        log.warning(
-            "download of job %s (archive %s) failed, nothing was cached: %s; trying again in %.0f s "
-            "(failure %d in a row), as long as its output lasts (until %s)",
-            job.job_id[:16],
-            job.archive_id[:16],
-            error,
-            pause,
-            failures,
-            timestamps.iso(job.output_expires),
-        )
-
-    def _fetch_chunks(self, job: JobRecord, scratch: Path) -> list[bytes]:
-        size = job.size
-        fd = os.open(scratch, os.O_WRONLY)
-        try:
-            offsets = range(0, size, self.chunk_size)
-            futures = [
-                self._chunks.submit(self._fetch_chunk, job, fd, offset, min(offset + self.chunk_size, size))
-                for offset in offsets
-            ]
-            all_done(futures)  # every chunk done with ``fd`` before it is closed, failed or not
-            return [future.result() for future in futures]
-        finally:
-            os.close(fd)
-
-    def _fetch_chunk(self, job: JobRecord, fd: int, start: int, stop: int) -> bytes:
-        problem = ""
-        for attempt in range(1, CHUNK_ATTEMPTS + 1):
-            output = self.glacier.get_job_output(job.vault, job.job_id, (start, stop - 1))
-            digest = tree_hash_bytes(output.body)
-            if len(output.body) != stop - start:
-                problem = f"got {len(output.body)} bytes, asked for {stop - start}"
-            elif output.tree_hash is not None and output.tree_hash != digest.hex():
-                problem = f"tree hash {digest.hex()}, Glacier sent {output.tree_hash}"
-            else:
-                os.pwrite(fd, output.body, start)
-                return digest
-            log.warning(
-                "job %s bytes %d-%d failed verification (attempt %d): %s",
-                job.job_id[:16],
-                start,
-                stop - 1,
-                attempt,
-                problem,
-            )
-        raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job.job_id[:16]}: {problem}")
-
-
-def _disk_full(error: BaseException) -> bool:
-    """ENOSPC from our own writes, the cache index's SQLite saying the same
-    (NoSpace), or diskcache's own SQLite."""
-    if isinstance(error, errors.NoSpace) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
-        return True
-    return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
-
-
-def _epoch(created: str) -> float:
-    """A job's date; one Glacier did not give (or garbled) counts as now."""
-    return timestamps.parse_iso(created) or time.time()
