@@ -96,10 +96,6 @@ CREATE TABLE IF NOT EXISTS manifests (
     tree_hash TEXT,
     applied INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
 """
 
 
@@ -286,15 +282,6 @@ class Catalog:
         with self._store.transaction() as db:
             db.execute("DELETE FROM vaults WHERE name=?", (name,))
             db.execute("DELETE FROM entries WHERE vault=?", (name,))
-
-    # Identity (which account and region this catalog describes) -------------
-
-    def meta(self, key: str) -> str | None:
-        rows = self._all("SELECT value FROM meta WHERE key=?", (key,))
-        return rows[0][0] if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))
 
     # Entries --------------------------------------------------------------
 

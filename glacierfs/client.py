@@ -1,6 +1,6 @@
 """The control client: `glacierfs status`, `retrieve` and `refresh` talk to a
-running mount through extended attributes on it, from any shell. Nothing here
-imports the mount's own modules: the xattrs are the whole protocol."""
+running mount through extended attributes on it, from any shell. The xattrs
+are the whole protocol; their names and states are control.py's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import re
 import sys
 import time
 from pathlib import Path
+
+from glacierfs.control import Attr, State, state_of
 
 _ESCAPED = re.compile(rb"\\([0-7]{3})")
 
@@ -50,9 +52,9 @@ def _files_under(paths: list[Path]) -> list[Path]:
 
 def _state_of(path: Path) -> str:
     try:
-        return os.getxattr(path, "user.glacier.state").decode()
-    except OSError:
-        return "unknown"
+        return os.getxattr(path, Attr.STATE).decode()
+    except OSError as error:
+        return f"unknown ({error.strerror})"
 
 
 def _human(size: float) -> str:
@@ -70,8 +72,9 @@ def run_retrieve(args: argparse.Namespace) -> int:
             return 1
     files = _files_under(args.paths)
     # A "failed" archive's last job gave bytes that failed verification: a new job is what helps.
-    wanted = [path for path in files if _state_of(path) == "stored" or _state_of(path).startswith("failed")]
-    pending = [path for path in files if _state_of(path).startswith("retrieving")]
+    states = {path: state_of(_state_of(path)) for path in files}
+    wanted = [path for path in files if states[path] in (State.STORED, State.FAILED)]
+    pending = [path for path in files if states[path] == State.RETRIEVING]
     total = sum(path.stat().st_size for path in wanted)
     print(
         f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
@@ -87,7 +90,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     failed = 0
     for path in wanted:
         try:
-            os.setxattr(path, "user.glacier.retrieve", args.tier.encode())
+            os.setxattr(path, Attr.RETRIEVE, args.tier.encode())
         except OSError as error:
             failed += 1
             print(f"glacierfs: {path}: {error.strerror}", file=sys.stderr)
@@ -102,8 +105,8 @@ def _wait_with_progress(paths: list[Path]) -> int:
     total = sum(sizes.values()) or 1
     while True:
         states = {path: _state_of(path) for path in paths}
-        done = [path for path, state in states.items() if state == "cached"]
-        failed = [path for path, state in states.items() if state.startswith("failed")]
+        done = [path for path, state in states.items() if state_of(state) == State.CACHED]
+        failed = [path for path, state in states.items() if state_of(state) == State.FAILED]
         fraction = sum(sizes[path] for path in done) / total
         bar = "#" * int(fraction * 30)
         print(
@@ -126,8 +129,8 @@ def run_refresh(args: argparse.Namespace) -> int:
             code = 1
             continue
         try:
-            os.setxattr(vault, "user.glacier.refresh", b"1")
-            print(f"{vault}: {os.getxattr(vault, 'user.glacier.inventory').decode()}")
+            os.setxattr(vault, Attr.REFRESH, b"1")
+            print(f"{vault}: {os.getxattr(vault, Attr.INVENTORY).decode()}")
         except OSError as error:
             print(f"glacierfs: {vault}: {error.strerror}", file=sys.stderr)
             code = 1
@@ -142,7 +145,7 @@ def run_status(args: argparse.Namespace) -> int:
     code = 0
     for mount in mounts:
         try:
-            status = json.loads(os.getxattr(mount, "user.glacier.status"))
+            status = json.loads(os.getxattr(mount, Attr.STATUS))
         except OSError as error:
             print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
             code = 1

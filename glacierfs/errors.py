@@ -97,10 +97,6 @@ class UnknownAttribute(GlacierFSError):
     """An extended attribute glacierfs never holds."""
 
 
-class RetrievalRequired(GlacierFSError):
-    """The bytes live in Glacier and need a retrieval job to read."""
-
-
 class RetrievalBudgetExceeded(GlacierFSError):
     """Starting another retrieval would pass the mount's cost guard."""
 

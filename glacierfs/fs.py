@@ -34,6 +34,7 @@ import mfusepy as fuse  # noqa: E402
 # After FUSE_LIBRARY_PATH is set: the binding loads libfuse when imported.
 from glacierfs import errors, processes  # noqa: E402
 from glacierfs.catalog import DIRECTORY  # noqa: E402
+from glacierfs.control import Control  # noqa: E402
 from glacierfs.handles import Closer  # noqa: E402
 from glacierfs.vfs import GlacierFS  # noqa: E402
 
@@ -70,7 +71,6 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.Busy: errno.EBUSY,
     errors.NoAttribute: errno.ENODATA,
     errors.UnknownAttribute: errno.ENOTSUP,
-    errors.RetrievalRequired: errno.ENOTSUP,
     errors.RetrievalBudgetExceeded: errno.EDQUOT,
     errors.RetrievalFailed: errno.EIO,
     errors.NoSpace: errno.ENOSPC,
@@ -258,8 +258,15 @@ class GlacierOperations(fuse.Operations):
 
     use_ns = True
 
-    def __init__(self, vfs: GlacierFS, on_ready: Callable[[], None] | None = None, passthrough: bool = True) -> None:
+    def __init__(
+        self,
+        vfs: GlacierFS,
+        control: Control,
+        on_ready: Callable[[], None] | None = None,
+        passthrough: bool = True,
+    ) -> None:
         self.vfs = vfs
+        self.control = control
         self._on_ready = on_ready
         self.passthrough = Passthrough(wanted=passthrough)
 
@@ -275,7 +282,6 @@ class GlacierOperations(fuse.Operations):
         """mfusepy calls this, and not init(), once the connection is set up."""
         if conn is not None:
             self.passthrough.negotiate(conn)
-            self.vfs.kernel_reads = self.passthrough.enabled
         self.init("/")
 
     @overrides(Operations)
@@ -285,6 +291,8 @@ class GlacierOperations(fuse.Operations):
 
     @overrides(Operations)
     def destroy(self, path: str) -> None:
+        """Unmounted: open files are closed or aborted at once, before the
+        daemon's other parts stop (assembly.py)."""
         self.vfs.close()
 
     @overrides(Operations)
@@ -443,17 +451,18 @@ class GlacierOperations(fuse.Operations):
     @overrides(Operations)
     @translated
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        return self.vfs.xattr(path, name)
+        read_by = "the kernel (FUSE passthrough)" if self.passthrough.enabled else "glacierfs"
+        return self.control.get(path, name, read_by=read_by)
 
     @overrides(Operations)
     @translated
     def listxattr(self, path: str) -> list[str]:
-        return self.vfs.xattr_names(path)
+        return self.control.names(path)
 
     @overrides(Operations)
     @translated
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        self.vfs.set_xattr(path, name, value)
+        self.control.set(path, name, value)
         return 0
 
     @overrides(Operations)

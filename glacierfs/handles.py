@@ -5,7 +5,7 @@ share nothing but a name.
 
 A write handle moves through explicit states: open -> committing -> stored or
 failed, or open -> aborted. Commit, abort, and the retirement of the archives a
-new upload replaces all happen in ``Outcomes``, and only there.
+new upload replaces all happen in ``outcomes.Outcomes``, and only there.
 
 The commit rule. FUSE sends ``flush`` on every close() of every descriptor of
 an open file, including descriptors that children inherited
@@ -19,30 +19,36 @@ not store it. A release that follows no flush at all comes from an open the
 kernel refused after we answered it (a passthrough conflict): it aborts, so
 such an open changes nothing. Unmounting aborts every upload still open.
 
-Lock order: a handle's ``lock``, then the namespace lock (the VFS's), then the
-catalog's. ``Outcomes`` records a write's end under the namespace lock, in the
-same step as the handle's new state, so a rename sees either an upload still
-under way (and leaves it the files to retire) or one already recorded.
+Lock order: a handle's ``lock``, then the namespace lock (``OpenFiles.lock``),
+then the catalog's. ``Outcomes`` (outcomes.py) records a write's end under the
+namespace lock, in the same step as the handle's new state, so a rename sees
+either an upload still under way (and leaves it the files to retire) or one
+already recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from glacierfs import errors, timestamps
+from glacierfs import errors
 from glacierfs.cache import Incoming
-from glacierfs.catalog import EMPTY, FILE, STORED, UPLOADING, Catalog, Entry, new_entry
-from glacierfs.glacier import GlacierClient
-from glacierfs.writer import Stored, Writer
+from glacierfs.catalog import Entry
+from glacierfs.retrieval import Retriever
+from glacierfs.writer import Writer
+
+if TYPE_CHECKING:
+    from glacierfs.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
+
+READ_AHEAD = 16 << 20  # a cached archive is prefetched this far ahead of its reader
 
 
 class WriteState(StrEnum):
@@ -64,168 +70,6 @@ class Closer:
     holds: Callable[[int], bool | None]
     descendants: Callable[[int], set[int]] = lambda _process: set()
     killed: Callable[[int], bool] = lambda _process: False
-
-
-class Outcomes:
-    """What a finished, failed or abandoned upload does to the catalog and to
-    the archives it replaces. A stored file's old archives are deleted only
-    after the new one is stored; if the new one is not, the name gets its old
-    archive back.
-
-    A catalog write that fails for want of disk space (``errors.NoSpace``) is
-    not forgotten: the repair is kept and retried (``retry``) until there is
-    room, and an archive Glacier stored but the catalog could not record is
-    deleted then, so that close()'s ENOSPC stays true.
-    """
-
-    def __init__(
-        self,
-        glacier: GlacierClient,
-        catalog: Catalog,
-        keep_replaced: bool,
-        changed: Callable[[str], None],
-        namespace: threading.RLock,
-    ) -> None:
-        self.glacier = glacier
-        self.catalog = catalog
-        self.keep_replaced = keep_replaced
-        self.namespace = namespace  # held while a name and the handles' paths change together
-        self._changed = changed
-        self._pending: list[tuple[str, Callable[[], None]]] = []
-        self._pending_lock = threading.Lock()
-
-    def stored(self, handle: WriteHandle, stored: Stored | None) -> None:
-        unrecorded: errors.NoSpace | None = None
-        with self.namespace:
-            entry = self.catalog.get(handle.vault, handle.path) or new_entry(handle.vault, handle.path, FILE, 0o644)
-            if stored is None:
-                entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
-            else:
-                entry = entry.but(
-                    size=stored.size,
-                    state=STORED,
-                    archive_id=stored.archive.archive_id,
-                    tree_hash=stored.archive.tree_hash,
-                    created=timestamps.iso(time.time()),
-                )
-            try:
-                self.catalog.put(entry)
-                handle.state = WriteState.STORED
-                replaced = list(handle.replaces)
-            except errors.NoSpace as error:
-                handle.state, handle.error = WriteState.FAILED, error
-                unrecorded = error
-        if unrecorded is not None:
-            if stored is not None:
-                log.error(
-                    "%s/%s was stored as archive %s, but the state directory is full and cannot record it: "
-                    "close() fails with ENOSPC, and the archive is deleted once there is room",
-                    handle.vault,
-                    handle.path,
-                    stored.archive.archive_id[:16],
-                )
-                archive = entry.but(path=handle.path)
-                self._later(
-                    f"delete unrecorded archive {stored.archive.archive_id[:16]}", lambda: self.delete_archive(archive)
-                )
-            self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
-            if handle.copy is not None:
-                handle.copy.discard()
-            raise unrecorded
-        self._changed(handle.vault)
-        if handle.copy is not None and stored is not None:
-            handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
-        log.info(
-            "stored %s/%s (%d bytes) as archive %s",
-            handle.vault,
-            handle.path,
-            entry.size,
-            (entry.archive_id or "-")[:16],
-        )
-        for old in replaced:
-            if old.archive_id != entry.archive_id:
-                self.retire(old)
-
-    def failed(self, handle: WriteHandle, error: BaseException) -> None:
-        log.error("upload of %s/%s failed, nothing was stored: %s", handle.vault, handle.path, error)
-        self._undo(handle, WriteState.FAILED, error)
-
-    def aborted(self, handle: WriteHandle, reason: str) -> None:
-        log.error("upload of %s/%s aborted, nothing was stored: %s", handle.vault, handle.path, reason)
-        error = errors.GlacierFSError(f"the upload of {handle.vault}/{handle.path} was aborted: {reason}")
-        self._undo(handle, WriteState.ABORTED, error)
-
-    def _undo(self, handle: WriteHandle, state: WriteState, error: BaseException) -> None:
-        if handle.copy is not None:
-            handle.copy.discard()
-        with self.namespace:
-            handle.state, handle.error = state, error
-            try:
-                self._restore(handle)
-            except errors.NoSpace:
-                self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
-
-    def _restore(self, handle: WriteHandle) -> None:
-        """The name goes back to what it held before the upload: the newest file
-        it replaced, or nothing."""
-        with self.namespace:
-            if handle.replaces:
-                self.catalog.put(handle.replaces[-1].but(path=handle.path))
-                return
-            entry = self.catalog.get(handle.vault, handle.path)
-            if entry is not None and entry.state == UPLOADING:
-                self.catalog.delete(handle.vault, handle.path)
-
-    def retire(self, entry: Entry) -> None:
-        """Delete the archive of a file that was replaced, unless told to keep it."""
-        if not entry.archive_id:
-            return
-        if self.keep_replaced:
-            log.info("kept archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-            return
-        try:
-            self.delete_archive(entry)
-            log.info("deleted archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-        except errors.NotFound:
-            pass
-        except errors.GlacierFSError as error:
-            log.error(
-                "could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
-                entry.archive_id,
-                entry.vault,
-                entry.path,
-                error,
-            )
-
-    def delete_archive(self, entry: Entry) -> None:
-        """DeleteArchive, remembered first so that inventories (which lag) do not bring it back."""
-        assert entry.archive_id is not None
-        self.catalog.record_deleted(entry.vault, entry.archive_id)
-        with contextlib.suppress(errors.NotFound):
-            self.glacier.delete_archive(entry.vault, entry.archive_id)
-
-    def _later(self, what: str, repair: Callable[[], None]) -> None:
-        with self._pending_lock:
-            self._pending.append((what, repair))
-
-    @property
-    def pending(self) -> list[str]:
-        with self._pending_lock:
-            return [what for what, _ in self._pending]
-
-    def retry(self) -> None:
-        """Try the repairs a full disk (or an outage while deleting) held back, oldest first."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        for index, (what, repair) in enumerate(pending):
-            try:
-                repair()
-                log.info("done now that there is room: %s", what)
-            except errors.GlacierFSError as error:
-                log.warning("still waiting to %s: %s", what, error)
-                with self._pending_lock:
-                    self._pending[:0] = pending[index:]
-                return
 
 
 class WriteHandle:
@@ -363,17 +207,53 @@ class WriteHandle:
             self.copy = None
 
 
-@dataclass
 class ReadHandle:
     """One file open for reading: the whole cached archive, or (large archives)
-    the blocks retrieved as reads reach them. Empty files have neither."""
+    the blocks retrieved as reads reach them. Empty files have neither. What
+    to fetch, and whether to wait, is the retriever's (retrieval.py)."""
 
-    vault: str
-    path: str
-    reader: BinaryIO | None = None
-    ranged: Entry | None = None
-    blocks: dict[int, BinaryIO] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, vault: str, path: str, retriever: Retriever, wait_seconds: float) -> None:
+        self.vault = vault
+        self.path = path
+        self.retriever = retriever
+        self.wait_seconds = wait_seconds
+        self.reader: BinaryIO | None = None
+        self.ranged: Entry | None = None
+        self.blocks: dict[int, BinaryIO] = {}
+        self.lock = threading.Lock()
+
+    def open(self, entry: Entry) -> None:
+        """Fetch the whole archive, or (a large one) only what is cached of it:
+        its blocks are retrieved as reads reach them."""
+        target = self.retriever.target(entry)
+        if self.retriever.is_ranged(entry.size):
+            self.reader = self.retriever.open_cached(target)
+            if self.reader is None:
+                self.ranged = entry
+            return
+        self.reader = self.retriever.fetch(target, f"{self.vault}/{self.path}", self.wait_seconds)
+
+    def read_into(self, buffer: memoryview, offset: int) -> int:
+        """Read into ``buffer`` at ``offset``; the count read (short only at the end
+        of the file, or of a block of a large archive)."""
+        if self.reader is not None:
+            fd = self.reader.fileno()
+            # FUSE asks in 128 KiB pieces, one after another: each time a read enters
+            # a new READ_AHEAD step, have the disk fetch the two steps after it meanwhile.
+            if offset == 0 or offset // READ_AHEAD != (offset + len(buffer)) // READ_AHEAD:
+                os.posix_fadvise(fd, (offset // READ_AHEAD + 1) * READ_AHEAD, 2 * READ_AHEAD, os.POSIX_FADV_WILLNEED)
+            return os.preadv(fd, [buffer], offset)
+        entry = self.ranged
+        if entry is None or offset >= entry.size:
+            return 0
+        target = self.retriever.target(entry, offset)  # the aligned block holding offset
+        with self.lock:
+            block = self.blocks.get(target.first)
+            if block is None:
+                block = self.retriever.fetch(target, f"{self.vault}/{self.path}", self.wait_seconds)
+                self.blocks[target.first] = block
+        wanted = min(len(buffer), target.last + 1 - offset)
+        return os.preadv(block.fileno(), [buffer[:wanted]], offset - target.first)
 
     def close(self) -> None:
         for handle in [self.reader, *self.blocks.values()]:

@@ -141,7 +141,10 @@ class ManifestKeeper:
         """Write what is pending (unmount) and stop."""
         self._writer.stop()
         for vault in list(self._changed):
-            self.write(vault)
+            try:
+                self.write(vault)
+            except errors.GlacierFSError as error:
+                log.error("could not write the manifest of vault %s at unmount: %s", vault, error)
 
     def changed(self, vault: str) -> None:
         with self._lock:

@@ -38,6 +38,7 @@ from glacierfs.catalog import (
     SUCCEEDED,
     UNVERIFIED,
     Catalog,
+    Entry,
     JobRecord,
 )
 from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
@@ -140,6 +141,14 @@ class Retriever:
         start = offset - offset % self.range_size
         return Target(vault, archive_id, size, tree_hash, start, min(start + self.range_size, size) - 1)
 
+    def target(self, entry: Entry, offset: int | None = None) -> Target:
+        """A stored file's whole archive, or the block of it holding ``offset``."""
+        if entry.archive_id is None:
+            raise errors.Busy(f"{entry.vault}/{entry.path} is not stored in Glacier yet")
+        if offset is None:
+            return self.whole(entry.vault, entry.archive_id, entry.size, entry.tree_hash)
+        return self.block(entry.vault, entry.archive_id, entry.size, entry.tree_hash, offset)
+
     def open_cached(self, target: Target) -> BinaryIO | None:
         """The cached bytes of ``target``, checked by the cache to be the ones verified."""
         return self.cache.open(target.archive_id, target.start, target.archive_tree_hash if target.whole else None)
@@ -182,6 +191,8 @@ class Retriever:
         pass the cost guard, and start a new job where the last one's output
         failed verification; those from open() do neither.
         """
+        if tier is not None and tier not in TIERS:
+            raise errors.InvalidRequest(f"{tier!r} is not a tier: {', '.join(TIERS)}")
         cached, job = self._cached_or_job(target, explicit, tier)
         if cached is not None:
             cached.close()
@@ -382,16 +393,35 @@ class Retriever:
                 return False
             self.events.wait_after(seen, min(remaining, 1.0))
 
-    def describe(self, archive_id: str, whole_only: bool = True) -> str:
-        """user.glacier.state for a stored archive."""
-        if self.cache.has(archive_id):
-            return "cached"
-        for job in reversed(self.catalog.jobs_for(archive_id)):
-            if whole_only and not job.whole:
-                continue
-            if job.status in (IN_PROGRESS, SUCCEEDED):
-                return f"retrieving job={job.job_id} tier={job.tier} requested={timestamps.iso(job.requested)}"
-            if job.status == UNVERIFIED:
-                return f"failed: {job.message}"
-            break
-        return "stored"
+    def last_whole_job(self, archive_id: str) -> JobRecord | None:
+        """The newest job for the whole archive: what user.glacier.state reports."""
+        return next((job for job in reversed(self.catalog.jobs_for(archive_id)) if job.whole), None)
+
+    def is_cached_archive(self, archive_id: str) -> bool:
+        return self.cache.has(archive_id)
+
+    def status(self) -> dict[str, object]:
+        """Jobs in flight, the cache and the cost guard's budget, for `glacierfs status`."""
+        used, entries = self.cache.usage()
+        bytes_left, jobs_left = self.budget_left()
+        return {
+            "jobs": [
+                {
+                    "job_id": job.job_id,
+                    "vault": job.vault,
+                    "archive_id": job.archive_id,
+                    "tier": job.tier,
+                    "bytes": job.size,
+                    "requested": job.requested,
+                    "status": job.status,
+                }
+                for job in self.catalog.jobs_with_status(IN_PROGRESS, SUCCEEDED)
+            ],
+            "cache": {"bytes": used, "entries": entries, "limit": self.cache.size_limit},
+            "budget": {
+                "bytes_left": bytes_left,
+                "jobs_left": jobs_left,
+                "max_bytes": self.max_bytes,
+                "max_jobs": self.max_jobs,
+            },
+        }

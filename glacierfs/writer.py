@@ -10,6 +10,8 @@ UploadArchive.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -390,3 +392,14 @@ class Writer:
         if not self.closed:
             self.closed = True
             self.uploader.abort()
+
+
+def steady_heap() -> None:
+    """Pin glibc's mmap threshold at 1 MiB. Part buffers are allocated and freed
+    all the time; with the default dynamic threshold, freed ones are recycled on
+    the heap, which fragments and lets RSS creep past the Writer's bound."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass

@@ -3,20 +3,24 @@ in-process emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from glacierfs.assembly import Assembly, assemble
+from glacierfs.cache import ContentCache
 from glacierfs.catalog import Catalog
 from glacierfs.emulator import Emulator
 from glacierfs.fs import ERRNO, FuseOSError, GlacierOperations
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import Closer
+from glacierfs.options import MountOptions
 from glacierfs.treehash import tree_hash
-from glacierfs.vfs import GlacierFS
 
 from .conftest import MiB, archives, boto_client
 
@@ -30,14 +34,24 @@ class FileInfo:
         self.direct_io = 0
 
 
+@contextlib.contextmanager
+def assembled(url: str, where: Path) -> Iterator[Assembly]:
+    """The mount's parts as cli.py wires them (a real retriever and cache), without FUSE."""
+    glacier = GlacierClient(endpoint_url=url, max_attempts=2)
+    with contextlib.ExitStack() as stack:
+        catalog = Catalog(where / "catalog.sqlite")
+        stack.callback(catalog.close)
+        cache = ContentCache(where / "cache", 1 << 30)
+        stack.callback(cache.close)
+        yield assemble(stack, glacier, catalog, cache, MountOptions(part_size=MiB, concurrency=2, tier="Expedited"))
+
+
 @pytest.fixture
-def ops(inprocess: Emulator, tmp_path: Path) -> GlacierOperations:
-    glacier = GlacierClient(endpoint_url=inprocess.url, max_attempts=2)
-    vfs = GlacierFS(glacier, Catalog(tmp_path / "catalog.sqlite"), part_size=MiB, concurrency=2)
-    operations = GlacierOperations(vfs)
-    operations.mkdir("/vault", 0o755)
-    yield operations
-    vfs.close()
+def ops(inprocess: Emulator, tmp_path: Path) -> Iterator[GlacierOperations]:
+    with assembled(inprocess.url, tmp_path) as parts:
+        operations = GlacierOperations(parts.vfs, parts.control)
+        operations.mkdir("/vault", 0o755)
+        yield operations
 
 
 def write_file(ops: GlacierOperations, path: str, data: bytes, chunk: int = 128 * 1024) -> None:
@@ -295,12 +309,12 @@ def test_a_release_without_a_flush_changes_nothing(ops: GlacierOperations, inpro
 
 
 def test_unmounting_aborts_an_upload_still_open(inprocess: Emulator, tmp_path: Path) -> None:
-    glacier = GlacierClient(endpoint_url=inprocess.url, max_attempts=2)
-    vfs = GlacierFS(glacier, Catalog(tmp_path / "catalog.sqlite"), part_size=MiB, concurrency=2)
-    vfs.make_dir("/vault", 0o755)
-    handle = vfs.create("/vault/half", 0o644, opener=100)
-    vfs.write(handle, 0, bytes(2 * MiB + 5), process=100)
-    vfs.close()
+    with assembled(inprocess.url, tmp_path) as parts:
+        vfs = parts.vfs
+        vfs.make_dir("/vault", 0o755)
+        handle = vfs.create("/vault/half", 0o644, opener=100)
+        vfs.write(handle, 0, bytes(2 * MiB + 5), process=100)
+        vfs.close()  # what FUSE's destroy does
+        assert vfs.catalog.get("vault", "half") is None
     assert archives(inprocess.url, "vault") == []
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="vault")["UploadsList"] == []
-    assert vfs.catalog.get("vault", "half") is None

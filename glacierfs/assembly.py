@@ -1,0 +1,67 @@
+"""Wiring: the mount's parts built from its options, with every start and
+stop owned by one ExitStack. The command line (cli.py) and the fs-level tests
+build a mount the same way, here.
+
+Stops run in reverse: open files are closed or aborted first (vfs), then the
+janitor's last sweep, the manifests still due, inventories, and retrievals.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from glacierfs.cache import ContentCache
+from glacierfs.catalog import Catalog
+from glacierfs.control import Control
+from glacierfs.glacier import GlacierClient
+from glacierfs.inventory import Inventories
+from glacierfs.manifest import ManifestKeeper
+from glacierfs.options import MountOptions
+from glacierfs.outcomes import Janitor
+from glacierfs.retrieval import Retriever
+from glacierfs.vfs import GlacierFS
+
+
+@dataclass(frozen=True)
+class Assembly:
+    vfs: GlacierFS
+    control: Control
+    retriever: Retriever
+    inventories: Inventories
+    manifests: ManifestKeeper
+    janitor: Janitor
+
+
+def assemble(
+    stack: ExitStack, glacier: GlacierClient, catalog: Catalog, cache: ContentCache, options: MountOptions
+) -> Assembly:
+    retriever = Retriever(
+        glacier,
+        catalog,
+        cache,
+        tier=options.tier,
+        poll_interval=options.poll_interval,
+        max_bytes=options.max_retrieval_bytes,
+        max_jobs=options.max_retrieval_jobs,
+        concurrency=max(1, options.concurrency),
+        range_size=options.range_size,
+        ranged_threshold=options.ranged_threshold,
+    )
+    inventories = Inventories(
+        glacier,
+        catalog,
+        retriever,
+        max_age=options.inventory_max_age,
+        poll_interval=retriever.poll_interval,
+        scratch_dir=cache.directory,
+    )
+    manifests = ManifestKeeper(glacier, catalog, delay=options.manifest_delay)
+    vfs = GlacierFS(glacier, catalog, options, retriever, inventories, manifests)
+    janitor = Janitor(glacier, catalog, vfs.outcomes, vfs.open_files, vfs.part_buffers, options.cleanup_interval)
+    control = Control(vfs, vfs.open_files, vfs.outcomes, retriever, inventories, catalog)
+    for part in (retriever, inventories, manifests, janitor):
+        part.start()
+        stack.callback(part.stop)
+    stack.callback(vfs.close)
+    return Assembly(vfs, control, retriever, inventories, manifests, janitor)
