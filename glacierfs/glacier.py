@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -49,21 +48,6 @@ class Vault:
 class Archive:
     archive_id: str
     tree_hash: str
-
-
-@dataclass(frozen=True)
-class Part:
-    start: int
-    end: int  # inclusive, as Glacier writes ranges
-    tree_hash: str
-
-
-@dataclass(frozen=True)
-class MultipartUpload:
-    upload_id: str
-    part_size: int
-    description: str
-    created: str
 
 
 @dataclass(frozen=True)
@@ -349,26 +333,6 @@ class GlacierClient:
     def abort_multipart(self, vault: str, upload_id: str) -> None:
         self._client.abort_multipart_upload(vaultName=vault, uploadId=upload_id)
 
-    @_service_call
-    def list_parts(self, vault: str, upload_id: str) -> tuple[MultipartUpload, list[Part]]:
-        upload: MultipartUpload | None = None
-        parts: list[Part] = []
-        paginator = self._client.get_paginator("list_parts")
-        for page in paginator.paginate(vaultName=vault, uploadId=upload_id):
-            upload = upload or _upload(page)
-            for raw in page.get("Parts", []):
-                first, last = raw["RangeInBytes"].split("-")
-                parts.append(Part(int(first), int(last), raw["SHA256TreeHash"]))
-        assert upload is not None
-        return upload, parts
-
-    @_paged
-    def list_multipart_uploads(self, vault: str) -> Iterator[MultipartUpload]:
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(vaultName=vault):
-            for raw in page.get("UploadsList", []):
-                yield _upload(raw)
-
     # Jobs -----------------------------------------------------------------
 
     @_service_call
@@ -424,13 +388,6 @@ class GlacierClient:
             description=response.get("archiveDescription"),
         )
 
-    def get_inventory(self, vault: str, job_id: str) -> dict[str, Any]:
-        output = self.get_job_output(vault, job_id)
-        try:
-            return json.loads(output.body)
-        except ValueError as error:
-            raise errors.InvalidRequest(f"inventory of {vault} is not valid JSON: {error}") from error
-
 
 def _vault(raw: dict[str, Any]) -> Vault:
     return Vault(
@@ -439,15 +396,6 @@ def _vault(raw: dict[str, Any]) -> Vault:
         archive_count=raw.get("NumberOfArchives", 0),
         size=raw.get("SizeInBytes", 0),
         arn=raw.get("VaultARN", ""),
-    )
-
-
-def _upload(raw: dict[str, Any]) -> MultipartUpload:
-    return MultipartUpload(
-        upload_id=raw["MultipartUploadId"],
-        part_size=raw["PartSizeInBytes"],
-        description=raw.get("ArchiveDescription") or "",
-        created=raw.get("CreationDate", ""),
     )
 
 
