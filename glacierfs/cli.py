@@ -178,29 +178,6 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(run=run_mount)
 
-    umount = commands.add_parser("umount", help="unmount a glacierfs mount")
-    umount.add_argument("mountpoint")
-    umount.set_defaults(run=run_umount)
-
-    retrieve = commands.add_parser(
-        "retrieve",
-        help="thaw every archive under PATHs (bulk retrieval)",
-        description="Start retrieval jobs for every stored archive under the PATHs of a running "
-        "mount, after showing the count, bytes and tier and asking to confirm.",
-    )
-    retrieve.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    retrieve.add_argument("--tier", choices=TIERS, default="Standard")
-    retrieve.add_argument("--yes", action="store_true", help="do not ask")
-    retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
-    retrieve.set_defaults(run=client.run_retrieve)
-
-    refresh = commands.add_parser("refresh", help="ask for a new inventory of each VAULTPATH")
-    refresh.add_argument("vaults", nargs="+", type=Path, metavar="VAULTPATH")
-    refresh.set_defaults(run=client.run_refresh)
-
-    status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
-    status.add_argument("mountpoint", nargs="?", type=Path)
-    status.set_defaults(run=client.run_status)
 
 
 def _mountpoint_problem(mountpoint: Path) -> str | None:
@@ -391,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glacierfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_mount_parser(commands)
+    umount = commands.add_parser("umount", help="unmount a glacierfs mount")
+    umount.add_argument("mountpoint")
+    umount.set_defaults(run=run_umount)
+    client.add_parsers(commands)
     add_emulator_parser(commands)
     return parser
 

@@ -184,3 +184,28 @@ def run_status(args: argparse.Namespace) -> int:
                 f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
             )
     return code
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The commands that talk to a running mount."""
+    from glacierfs.retrieval import TIERS
+
+    retrieve = commands.add_parser(
+        "retrieve",
+        help="thaw every archive under PATHs (bulk retrieval)",
+        description="Start retrieval jobs for every stored archive under the PATHs of a running "
+        "mount, after showing the count, bytes and tier and asking to confirm.",
+    )
+    retrieve.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    retrieve.add_argument("--tier", choices=TIERS, default="Standard")
+    retrieve.add_argument("--yes", action="store_true", help="do not ask")
+    retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
+    retrieve.set_defaults(run=run_retrieve)
+
+    refresh = commands.add_parser("refresh", help="ask for a new inventory of each VAULTPATH")
+    refresh.add_argument("vaults", nargs="+", type=Path, metavar="VAULTPATH")
+    refresh.set_defaults(run=run_refresh)
+
+    status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
+    status.add_argument("mountpoint", nargs="?", type=Path)
+    status.set_defaults(run=run_status)
