@@ -179,7 +179,6 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_mount)
 
 
-
 def _mountpoint_problem(mountpoint: Path) -> str | None:
     if not mountpoint.is_dir():
         return f"{mountpoint} is not a directory"
