@@ -17,7 +17,7 @@ from moto.core.base_backend import BackendDict
 from .jobs import JobsBackend
 from .knobs import EmulatorSettings, calls, settings
 from .multipart import MultipartBackend
-from .store import close_store, current_store, open_store
+from .store import TABLES, close_store, current_store, open_store
 
 # The knobs and the store handle are re-exported so older imports from here keep working.
 __all__ = [
@@ -44,7 +44,7 @@ def reset() -> None:
     calls.clear()
     store = current_store()
     with store.transaction() as db:
-        for table in ("vaults", "archives", "uploads", "parts", "jobs"):
+        for table in TABLES:
             db.execute(f"DELETE FROM {table}")
     for sub in ("archives", "uploads", "jobs"):
         shutil.rmtree(store.root / sub, ignore_errors=True)

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS vaults (
     region TEXT NOT NULL,
     name TEXT NOT NULL,
     created REAL NOT NULL,
+    inventory_date REAL,
+    inventory_count INTEGER,
+    inventory_size INTEGER,
     UNIQUE (account, region, name)
 );
 CREATE TABLE IF NOT EXISTS archives (
@@ -68,10 +71,32 @@ CREATE TABLE IF NOT EXISTS jobs (
     completes REAL NOT NULL,
     inventory_date REAL,
     output_size INTEGER,
-    output_hash TEXT
+    output_hash TEXT,
+    sns_topic TEXT,
+    inventory_params TEXT,
+    next_marker TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_vault ON jobs (vault_id, created);
+CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
 """
+
+# Columns a data directory written by an earlier emulator lacks.
+ADDED_COLUMNS = [
+    ("vaults", "inventory_date", "REAL"),
+    ("vaults", "inventory_count", "INTEGER"),
+    ("vaults", "inventory_size", "INTEGER"),
+    ("jobs", "sns_topic", "TEXT"),
+    ("jobs", "inventory_params", "TEXT"),
+    ("jobs", "next_marker", "TEXT"),
+]
+# Every table, for a reset.
+TABLES = (
+    "vaults",
+    "archives",
+    "uploads",
+    "parts",
+    "jobs",
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,8 @@ class Store(LockedDatabase):
         for sub in ("archives", "uploads", "jobs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         super().__init__(self.root / "emulator.sqlite", SCHEMA, row_factory=sqlite3.Row)
+        for table, column, declaration in ADDED_COLUMNS:
+            self.add_column(table, column, declaration)
 
     # Blob files -----------------------------------------------------------
 

@@ -1,0 +1,243 @@
+"""The rest of the vault API in the emulator, and where it used to answer differently from the service.
+
+Plain boto3 (and the AWS CLI where it is installed) against the emulator, as the
+Glacier API reference describes each call. Tests taking ``boto``/``endpoint`` run
+twice: against the in-process emulator and against ``glacierfs emulator`` in a
+subprocess. Knobs (the clock, Expedited capacity, the free tier) are turned over
+HTTP (``control.configure``), the same way for both, and every test ends with a
+reset, so account-wide state (retrieval policy, capacity units) never leaks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from glacierfs.emulator import control
+from glacierfs.treehash import tree_hash
+
+from .conftest import MiB
+from .test_emulator import data_of, error_code, inventory, upload
+
+DAY = 24 * 3600
+TOPIC = "arn:aws:sns:us-east-1:123456789012:glacier-jobs"
+
+
+@pytest.fixture(autouse=True)
+def fresh(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used an emulator, give it back empty and with its own settings."""
+    url = request.getfixturevalue("endpoint") if "endpoint" in request.fixturenames else None
+    yield
+    if url is not None:
+        control.reset(url)
+
+
+def clock(endpoint: str, seconds: float) -> None:
+    """Move the emulator's clock to ``seconds`` past the wall clock."""
+    control.configure(endpoint, clock_offset=float(seconds))
+
+
+def lock_policy(days: int, operator: str = "NumericLessThan") -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "keep-for-a-while",
+                    "Principal": "*",
+                    "Effect": "Deny",
+                    "Action": "glacier:DeleteArchive",
+                    "Resource": "arn:aws:glacier:us-east-1:123456789012:vaults/*",
+                    "Condition": {operator: {"glacier:ArchiveAgeInDays": str(days)}},
+                }
+            ],
+        }
+    )
+
+
+def raw_body(boto, operation: str, call: Callable[[], Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The JSON the emulator sent for one call, nulls included (botocore drops them when parsing)."""
+    seen: list[bytes] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        seen.append(http_response.content)
+
+    boto.meta.events.register(f"after-call.glacier.{operation}", keep)
+    try:
+        call()
+    finally:
+        boto.meta.events.unregister(f"after-call.glacier.{operation}", keep)
+    return dict(json.loads(seen[-1]))
+
+
+def retrieve(boto, vault: str, archive_id: str, tier: str = "Standard", **extra: str) -> str:  # type: ignore[no-untyped-def]
+    params = {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier, **extra}
+    return str(boto.initiate_job(vaultName=vault, jobParameters=params)["jobId"])
+
+
+def refused(call: Callable[[], Any]) -> tuple[int, str]:
+    with pytest.raises(ClientError) as excinfo:
+        call()
+    return error_code(excinfo)
+
+
+# Vault figures -----------------------------------------------------------------------------
+
+
+def test_vault_figures_are_those_of_the_last_inventory(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    def figures() -> tuple[Any, Any, Any]:
+        described = raw_body(boto, "DescribeVault", lambda: boto.describe_vault(vaultName=vault))
+        listed, marker = [], None
+        while True:  # every page, raw: ListVaults sends the same figures, nulls included
+            page = raw_body(boto, "ListVaults", lambda: boto.list_vaults(**({"marker": marker} if marker else {})))
+            listed += [v for v in page["VaultList"] if v["VaultName"] == vault]
+            if not (marker := page["Marker"]):
+                break
+        assert listed == [described]
+        return described["NumberOfArchives"], described["SizeInBytes"], described["LastInventoryDate"]
+
+    upload(boto, vault, b"12345")
+    assert figures() == (None, None, None)  # no inventory yet: null, as the service sends
+    upload(boto, vault, b"678")
+    boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    count, size, taken = figures()
+    assert (count, size) == (2, 8) and taken
+    gone = upload(boto, vault, b"9")
+    assert figures() == (2, 8, taken)  # unchanged until the next inventory
+    boto.delete_archive(vaultName=vault, archiveId=gone)
+    upload(boto, vault, b"0000")
+    boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    assert figures()[:2] == (3, 12)
+
+
+# Where the emulator used to differ from the service ----------------------------------------
+
+
+def test_job_output_range_past_the_end_is_served_clipped(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    data = data_of(9437961)  # boto 2 asks for (i+1)*chunk-1 on the last chunk of this one
+    archive_id = upload(boto, vault, data)
+    job_id = retrieve(boto, vault, archive_id)
+    out = boto.get_job_output(vaultName=vault, jobId=job_id, range="bytes=8388608-12582911")
+    body = out["body"].read()
+    assert out["status"] == 206 and out["contentRange"] == f"bytes 8388608-{len(data) - 1}/{len(data)}"
+    assert body == data[8388608:] and out["checksum"] == tree_hash(body)
+    out = boto.get_job_output(vaultName=vault, jobId=job_id, range=f"bytes={4 * MiB}-")
+    assert out["body"].read() == data[4 * MiB :] and out["contentRange"].startswith(f"bytes {4 * MiB}-")
+    out = boto.get_job_output(vaultName=vault, jobId=job_id, range="bytes=-10")
+    assert out["body"].read() == data[-10:]
+    assert refused(lambda: boto.get_job_output(vaultName=vault, jobId=job_id, range=f"bytes={len(data)}-")) == (
+        400,
+        "InvalidParameterValueException",
+    )
+
+
+def test_job_descriptions_send_every_key_null_where_it_does_not_apply(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, b"described")
+    control.configure(endpoint, job_delay=3600.0)
+    running = retrieve(boto, vault, archive_id)
+    control.configure(endpoint, job_delay=0.0)
+    archive_job = retrieve(boto, vault, archive_id)
+    inventory_job = boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})["jobId"]
+
+    def described(job_id: str) -> dict[str, Any]:
+        return raw_body(boto, "DescribeJob", lambda: boto.describe_job(vaultName=vault, jobId=job_id))
+
+    assert described(running)["CompletionDate"] is None and described(running)["Completed"] is False
+    job = described(archive_job)
+    assert job["InventorySizeInBytes"] is None and job["InventoryRetrievalParameters"] is None
+    assert job["CompletionDate"] and job["ArchiveSizeInBytes"] == len(b"described")
+    job = described(inventory_job)
+    assert {key: job[key] for key in ("ArchiveId", "ArchiveSizeInBytes", "SHA256TreeHash")} == dict.fromkeys(
+        ("ArchiveId", "ArchiveSizeInBytes", "SHA256TreeHash")
+    )
+    assert job["InventorySizeInBytes"] > 0 and job["RetrievalByteRange"] is None
+    listed = raw_body(boto, "ListJobs", lambda: boto.list_jobs(vaultName=vault))["JobList"]
+    assert {j["JobId"]: j for j in listed} == {j: described(j) for j in (running, archive_job, inventory_job)}
+
+
+def test_page_limits_above_the_maximum_are_capped(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    for i in range(12):
+        boto.create_vault(vaultName=f"{vault}-{i:02d}")
+    page = boto.list_vaults(limit="50")
+    assert len(page["VaultList"]) == 10 and page["Marker"]
+    archive_id = upload(boto, vault, b"x")
+    retrieve(boto, vault, archive_id)
+    assert len(boto.list_jobs(vaultName=vault, limit="1000")["JobList"]) == 1
+    upload_id = boto.initiate_multipart_upload(vaultName=vault, partSize=str(MiB))["uploadId"]
+    assert len(boto.list_multipart_uploads(vaultName=vault, limit="5000")["UploadsList"]) == 1
+    assert boto.list_parts(vaultName=vault, uploadId=upload_id, limit="5000")["Parts"] == []
+    for nonsense in ("0", "-1", "ten"):
+        assert refused(lambda nonsense=nonsense: boto.list_vaults(limit=nonsense)) == (  # type: ignore[misc]
+            400,
+            "InvalidParameterValueException",
+        )
+
+
+def test_delete_archive_twice_is_not_an_error(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, b"twice")
+    boto.delete_archive(vaultName=vault, archiveId=archive_id)
+    boto.delete_archive(vaultName=vault, archiveId=archive_id)
+    assert json.loads(inventory(boto, vault))["ArchiveList"] == []
+    assert refused(lambda: retrieve(boto, vault, archive_id)) == (404, "ResourceNotFoundException")
+
+
+def test_a_finished_jobs_output_outlives_its_archive(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    data = data_of(3 * MiB + 7)
+    archive_id = upload(boto, vault, data)
+    whole = retrieve(boto, vault, archive_id)
+    ranged = retrieve(boto, vault, archive_id, RetrievalByteRange=f"{MiB}-{2 * MiB - 1}")
+    boto.describe_job(vaultName=vault, jobId=whole)
+    boto.delete_archive(vaultName=vault, archiveId=archive_id)
+    out = boto.get_job_output(vaultName=vault, jobId=whole)
+    assert out["body"].read() == data and out["checksum"] == tree_hash(data)
+    assert boto.describe_job(vaultName=vault, jobId=ranged)["SHA256TreeHash"] == tree_hash(data[MiB : 2 * MiB])
+    assert boto.get_job_output(vaultName=vault, jobId=ranged)["body"].read() == data[MiB : 2 * MiB]
+    clock(endpoint, DAY + 60)  # a day after completing, the job and its output are gone
+    assert refused(lambda: boto.get_job_output(vaultName=vault, jobId=whole)) == (404, "ResourceNotFoundException")
+
+
+def test_csv_inventory_escapes_quotes_with_a_backslash(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    upload(boto, vault, b"a", "plain")
+    upload(boto, vault, b"b", 'say "1,2"')
+    upload(boto, vault, b"c", "back\\slash")
+    lines = inventory(boto, vault, "CSV").decode().splitlines()
+    assert lines[0] == "ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash"
+    descriptions = [line.split(",", 1)[1].rsplit(",", 3)[0] for line in lines[1:]]
+    assert descriptions == ["plain", '"say \\"1,2\\""', '"back\\\\slash"']
+
+
+def test_inventory_retrieval_parameters_select_a_range(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    ids = []
+    for day in range(5):  # one archive a day, each made at noon of its day
+        clock(endpoint, (start + timedelta(days=day, hours=12) - datetime.now(UTC)).total_seconds())
+        ids.append(upload(boto, vault, bytes([day])))
+
+    def date(day: int) -> str:
+        return (start + timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def ranged(**params: str) -> tuple[list[str], dict[str, Any]]:
+        job_id = boto.initiate_job(
+            vaultName=vault, jobParameters={"Type": "inventory-retrieval", "InventoryRetrievalParameters": params}
+        )["jobId"]
+        listed = json.loads(boto.get_job_output(vaultName=vault, jobId=job_id)["body"].read())["ArchiveList"]
+        described = raw_body(boto, "DescribeJob", lambda: boto.describe_job(vaultName=vault, jobId=job_id))
+        return [a["ArchiveId"] for a in listed], described["InventoryRetrievalParameters"]
+
+    assert ranged(StartDate=date(1), EndDate=date(4))[0] == ids[1:4]
+    first, described = ranged(StartDate=date(1), Limit="2")
+    assert first == ids[1:3] and described["Marker"] and described["Limit"] == "2"
+    assert described["StartDate"] == date(1) and described["EndDate"] is None and described["Format"] == "JSON"
+    rest, described = ranged(StartDate=date(1), Limit="2", Marker=described["Marker"])
+    assert rest == ids[3:5] and described["Marker"] is None
+    for bad in ({"Limit": "0"}, {"StartDate": "yesterday"}, {"Marker": "not-a-marker"}):
+        assert refused(
+            lambda bad=bad: boto.initiate_job(  # type: ignore[misc]
+                vaultName=vault, jobParameters={"Type": "inventory-retrieval", "InventoryRetrievalParameters": bad}
+            )
+        ) == (400, "InvalidParameterValueException")
