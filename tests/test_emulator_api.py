@@ -86,6 +86,110 @@ def refused(call: Callable[[], Any]) -> tuple[int, str]:
     return error_code(excinfo)
 
 
+# Tags ------------------------------------------------------------------------
+
+
+def test_tags_are_added_listed_overwritten_and_removed(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    assert boto.list_tags_for_vault(vaultName=vault)["Tags"] == {}
+    boto.add_tags_to_vault(vaultName=vault, Tags={"owner": "ops", "tier": "cold"})
+    boto.add_tags_to_vault(vaultName=vault, Tags={"tier": "colder"})
+    assert boto.list_tags_for_vault(vaultName=vault)["Tags"] == {"owner": "ops", "tier": "colder"}
+    boto.remove_tags_from_vault(vaultName=vault, TagKeys=["owner", "never-set"])
+    assert boto.list_tags_for_vault(vaultName=vault)["Tags"] == {"tier": "colder"}
+    assert refused(lambda: boto.list_tags_for_vault(vaultName="no-such-vault")) == (404, "ResourceNotFoundException")
+
+
+def test_a_vault_holds_at_most_50_tags(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    boto.add_tags_to_vault(vaultName=vault, Tags={f"k{i}": str(i) for i in range(50)})
+    boto.add_tags_to_vault(vaultName=vault, Tags={"k0": "overwriting is not one more"})
+    assert refused(lambda: boto.add_tags_to_vault(vaultName=vault, Tags={"k50": "one too many"})) == (
+        400,
+        "LimitExceededException",
+    )
+    tags = boto.list_tags_for_vault(vaultName=vault)["Tags"]
+    assert len(tags) == 50 and "k50" not in tags and tags["k0"] == "overwriting is not one more"
+
+
+@pytest.mark.parametrize("tags", [{"aws:reserved": "x"}, {"k" * 129: "x"}, {"key": "v" * 257}])
+def test_invalid_tags_are_refused(boto, vault: str, tags: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    assert refused(lambda: boto.add_tags_to_vault(vaultName=vault, Tags=tags)) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    assert boto.list_tags_for_vault(vaultName=vault)["Tags"] == {}
+
+
+# Notifications -----------------------------------------------------------------
+
+
+def test_notifications_are_set_got_and_deleted(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    # Before any is set: the service's JSON 404, not an HTML page from a missing route.
+    missing = raw_body(
+        boto, "GetVaultNotifications", lambda: refused(lambda: boto.get_vault_notifications(vaultName=vault))
+    )
+    assert missing["code"] == "ResourceNotFoundException"
+    config = {"SNSTopic": TOPIC, "Events": ["ArchiveRetrievalCompleted", "InventoryRetrievalCompleted"]}
+    boto.set_vault_notifications(vaultName=vault, vaultNotificationConfig=config)
+    assert boto.get_vault_notifications(vaultName=vault)["vaultNotificationConfig"] == config
+    boto.delete_vault_notifications(vaultName=vault)
+    boto.delete_vault_notifications(vaultName=vault)  # nothing left to delete is no error
+    assert refused(lambda: boto.get_vault_notifications(vaultName=vault)) == (404, "ResourceNotFoundException")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"SNSTopic": TOPIC, "Events": ["ArchiveDeleted"]},
+        {"SNSTopic": "not-a-topic", "Events": ["ArchiveRetrievalCompleted"]},
+        {"SNSTopic": TOPIC, "Events": []},
+    ],
+)
+def test_invalid_notifications_are_refused(boto, vault: str, config: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    assert refused(lambda: boto.set_vault_notifications(vaultName=vault, vaultNotificationConfig=config)) == (
+        400,
+        "InvalidParameterValueException",
+    )
+
+
+def test_a_jobs_sns_topic_is_echoed(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, b"notify me")
+    with_topic = retrieve(boto, vault, archive_id, SNSTopic=TOPIC)
+    without = retrieve(boto, vault, archive_id)
+    assert boto.describe_job(vaultName=vault, jobId=with_topic)["SNSTopic"] == TOPIC
+    assert raw_body(boto, "DescribeJob", lambda: boto.describe_job(vaultName=vault, jobId=without))["SNSTopic"] is None
+    listed = {job["JobId"]: job.get("SNSTopic") for job in boto.list_jobs(vaultName=vault)["JobList"]}
+    assert listed == {with_topic: TOPIC, without: None}
+    assert refused(lambda: retrieve(boto, vault, archive_id, SNSTopic="nope")) == (
+        400,
+        "InvalidParameterValueException",
+    )
+
+
+# Access policy -------------------------------------------------------------------
+
+
+def test_access_policy_is_set_got_and_deleted(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    assert refused(lambda: boto.get_vault_access_policy(vaultName=vault)) == (404, "ResourceNotFoundException")
+    policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"}, "Action": "glacier:*"}
+            ],
+        }
+    )
+    boto.set_vault_access_policy(vaultName=vault, policy={"Policy": policy})
+    assert boto.get_vault_access_policy(vaultName=vault)["policy"]["Policy"] == policy
+    assert refused(lambda: boto.set_vault_access_policy(vaultName=vault, policy={"Policy": "{not json"})) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    assert boto.get_vault_access_policy(vaultName=vault)["policy"]["Policy"] == policy
+    boto.delete_vault_access_policy(vaultName=vault)
+    boto.delete_vault_access_policy(vaultName=vault)
+    assert refused(lambda: boto.get_vault_access_policy(vaultName=vault)) == (404, "ResourceNotFoundException")
+
+
 # Vault figures -----------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The HTTP plumbing every handler of the emulator shares: faults, latency, counting, paths, replies.
 
-Kept apart from the handlers (``responses``) so they stay one API
-surface; this base is moto's GlacierResponse made exact
+Kept apart from the handlers (``responses``, ``config_responses``) so each of
+those stays one API surface; this base is moto's GlacierResponse made exact
 about paths and able to misbehave on purpose.
 """
 

@@ -13,6 +13,7 @@ from typing import Any
 from glacierfs.treehash import MiB
 
 from .archives import JOB_OUTPUT_LIFETIME
+from .documents import check_sns_topic
 from .inventory import InventoryRange
 from .knobs import now, settings
 from .outputs import JobOutputsBackend
@@ -50,6 +51,7 @@ class JobsBackend(JobOutputsBackend):
         tier = params.get("Tier") or "Standard"
         if tier not in TIERS:
             raise invalid(f"Invalid tier: {tier!r} (one of {', '.join(TIERS)})")
+        topic = params.get("SNSTopic")
         started = now()
         row: dict[str, Any] = {
             "id": new_id(69),
@@ -58,6 +60,7 @@ class JobsBackend(JobOutputsBackend):
             "description": params.get("Description") or None,
             "created": started,
             "completes": started + settings.job_delay,
+            "sns_topic": check_sns_topic(topic) if topic is not None else None,
         }
         if job_type == "archive-retrieval":
             self._archive_job(vault, params, row)

@@ -2,7 +2,9 @@
 
 moto picks the handler method by the operation's name, so adding
 ``initiate_multipart_upload`` and friends here, and registering this class on
-moto's glacier ``url_paths``, serves them under moto's server.
+moto's glacier ``url_paths``, serves them under moto's server. The handlers of
+the data plane (vaults, archives, uploads, jobs) are here; those of a vault's
+configuration are in ``config_responses``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from moto.core.common_types import TYPE_RESPONSE
 from moto.glacier import urls as moto_glacier_urls
 
 from . import control
-from .http import EmulatorHTTP
+from .config_responses import ConfigResponses
 from .rules import check_page
 
 
-class EmulatorResponse(EmulatorHTTP):
+class EmulatorResponse(ConfigResponses):
     # Vaults ---------------------------------------------------------------
 
     def list_vaults(self) -> TYPE_RESPONSE:
@@ -148,6 +150,9 @@ _VAULT = _ACCOUNT + r"/vaults/(?P<vault_name>[^/]+)"
 _EXTRA_PATHS = [
     _VAULT + r"/multipart-uploads$",
     _VAULT + r"/multipart-uploads/(?P<upload_id>[^/]+)$",
+    _VAULT + r"/tags$",
+    _VAULT + r"/notification-configuration$",
+    _VAULT + r"/access-policy$",
 ]
 
 

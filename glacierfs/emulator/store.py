@@ -78,6 +78,18 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_vault ON jobs (vault_id, created);
 CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
+CREATE TABLE IF NOT EXISTS tags (
+    vault_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (vault_id, key)
+);
+CREATE TABLE IF NOT EXISTS vault_documents (
+    vault_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vault_id, kind)
+);
 """
 
 # Columns a data directory written by an earlier emulator lacks.
@@ -96,6 +108,8 @@ TABLES = (
     "uploads",
     "parts",
     "jobs",
+    "tags",
+    "vault_documents",
 )
 
 

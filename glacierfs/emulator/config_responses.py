@@ -1,0 +1,53 @@
+"""HTTP face of a vault's configuration.
+
+Tags, notification configuration and access policy of a vault. The rules are in
+the backend layers; here is only the wire format of each call, as the Glacier
+API reference gives it.
+"""
+
+from __future__ import annotations
+
+from moto.core.common_types import TYPE_RESPONSE
+
+from .http import EmulatorHTTP
+
+
+class ConfigResponses(EmulatorHTTP):
+    # Tags -------------------------------------------------------------------
+
+    def add_tags_to_vault(self) -> TYPE_RESPONSE:
+        self.glacier_backend.add_tags(self._vault_name, self._body("tags request").get("Tags"))
+        return self._empty(204)
+
+    def list_tags_for_vault(self) -> TYPE_RESPONSE:
+        return self._json(200, {"Tags": self.glacier_backend.list_tags(self._vault_name)})
+
+    def remove_tags_from_vault(self) -> TYPE_RESPONSE:
+        self.glacier_backend.remove_tags(self._vault_name, self._body("tags request").get("TagKeys"))
+        return self._empty(204)
+
+    # Notifications ------------------------------------------------------------
+
+    def set_vault_notifications(self) -> TYPE_RESPONSE:
+        self.glacier_backend.set_notifications(self._vault_name, self._body("notification configuration"))
+        return self._empty(204)
+
+    def get_vault_notifications(self) -> TYPE_RESPONSE:
+        return self._json(200, self.glacier_backend.get_notifications(self._vault_name))
+
+    def delete_vault_notifications(self) -> TYPE_RESPONSE:
+        self.glacier_backend.delete_notifications(self._vault_name)
+        return self._empty(204)
+
+    # Access policy ------------------------------------------------------------
+
+    def set_vault_access_policy(self) -> TYPE_RESPONSE:
+        self.glacier_backend.set_access_policy(self._vault_name, self._body("access policy").get("Policy"))
+        return self._empty(204)
+
+    def get_vault_access_policy(self) -> TYPE_RESPONSE:
+        return self._json(200, {"Policy": self.glacier_backend.get_access_policy(self._vault_name)})
+
+    def delete_vault_access_policy(self) -> TYPE_RESPONSE:
+        self.glacier_backend.delete_access_policy(self._vault_name)
+        return self._empty(204)
