@@ -190,6 +190,99 @@ def test_access_policy_is_set_got_and_deleted(boto, vault: str) -> None:  # type
     assert refused(lambda: boto.get_vault_access_policy(vaultName=vault)) == (404, "ResourceNotFoundException")
 
 
+# Vault lock ----------------------------------------------------------------------
+
+
+def test_vault_lock_goes_from_in_progress_to_locked_with_its_id(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    assert refused(lambda: boto.get_vault_lock(vaultName=vault)) == (404, "ResourceNotFoundException")
+    policy = lock_policy(365)
+    lock_id = boto.initiate_vault_lock(vaultName=vault, policy={"Policy": policy})["lockId"]
+    lock = boto.get_vault_lock(vaultName=vault)
+    assert (lock["State"], lock["Policy"]) == ("InProgress", policy)
+    created = datetime.fromisoformat(lock["CreationDate"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(lock["ExpirationDate"].replace("Z", "+00:00")) - created == timedelta(days=1)
+    assert refused(lambda: boto.initiate_vault_lock(vaultName=vault, policy={"Policy": policy})) == (
+        403,
+        "AccessDeniedException",
+    )
+    assert refused(lambda: boto.complete_vault_lock(vaultName=vault, lockId="wrong" + lock_id)) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    assert boto.get_vault_lock(vaultName=vault)["State"] == "InProgress"
+    boto.complete_vault_lock(vaultName=vault, lockId=lock_id)
+    boto.complete_vault_lock(vaultName=vault, lockId=lock_id)  # idempotent with the right id
+    locked = raw_body(boto, "GetVaultLock", lambda: boto.get_vault_lock(vaultName=vault))
+    assert (locked["State"], locked["ExpirationDate"]) == ("Locked", None)
+    # A locked lock can never change, be aborted, or be replaced.
+    assert refused(lambda: boto.complete_vault_lock(vaultName=vault, lockId="wrong" + lock_id)) == (
+        403,
+        "AccessDeniedException",
+    )
+    assert refused(lambda: boto.abort_vault_lock(vaultName=vault)) == (403, "AccessDeniedException")
+    assert refused(lambda: boto.initiate_vault_lock(vaultName=vault, policy={"Policy": policy})) == (
+        403,
+        "AccessDeniedException",
+    )
+    assert boto.get_vault_lock(vaultName=vault)["State"] == "Locked"
+
+
+def test_an_in_progress_lock_can_be_aborted(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    lock_id = boto.initiate_vault_lock(vaultName=vault, policy={"Policy": lock_policy(30)})["lockId"]
+    boto.abort_vault_lock(vaultName=vault)
+    boto.abort_vault_lock(vaultName=vault)  # nothing in progress: no error
+    assert refused(lambda: boto.get_vault_lock(vaultName=vault)) == (404, "ResourceNotFoundException")
+    assert refused(lambda: boto.complete_vault_lock(vaultName=vault, lockId=lock_id)) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    archive_id = upload(boto, vault, b"free to go")
+    boto.delete_archive(vaultName=vault, archiveId=archive_id)  # the aborted policy no longer applies
+
+
+def test_an_in_progress_lock_expires_after_24_hours(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    lock_id = boto.initiate_vault_lock(vaultName=vault, policy={"Policy": lock_policy(30)})["lockId"]
+    clock(endpoint, DAY - 60)
+    assert boto.get_vault_lock(vaultName=vault)["State"] == "InProgress"
+    clock(endpoint, DAY + 1)
+    assert refused(lambda: boto.get_vault_lock(vaultName=vault)) == (404, "ResourceNotFoundException")
+    assert refused(lambda: boto.complete_vault_lock(vaultName=vault, lockId=lock_id)) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    boto.initiate_vault_lock(vaultName=vault, policy={"Policy": lock_policy(30)})  # a new one may start
+
+
+@pytest.mark.parametrize("operator", ["NumericLessThan", "NumericLessThanEquals"])
+def test_the_lock_policy_keeps_young_archives(boto, endpoint: str, vault: str, operator: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, b"retained")
+    lock_id = boto.initiate_vault_lock(vaultName=vault, policy={"Policy": lock_policy(365, operator)})["lockId"]
+    # In force while in progress already, so a lock can be tried before it is final.
+    assert refused(lambda: boto.delete_archive(vaultName=vault, archiveId=archive_id)) == (
+        403,
+        "AccessDeniedException",
+    )
+    boto.complete_vault_lock(vaultName=vault, lockId=lock_id)
+    clock(endpoint, 365 * DAY + 60)  # 365 days old: still kept by <=, free under <
+    if operator == "NumericLessThanEquals":
+        assert refused(lambda: boto.delete_archive(vaultName=vault, archiveId=archive_id)) == (
+            403,
+            "AccessDeniedException",
+        )
+        clock(endpoint, 366 * DAY + 60)
+    assert [a["ArchiveId"] for a in json.loads(inventory(boto, vault))["ArchiveList"]] == [archive_id]
+    boto.delete_archive(vaultName=vault, archiveId=archive_id)
+    assert json.loads(inventory(boto, vault))["ArchiveList"] == []
+
+
+def test_a_lock_policy_is_checked_as_json(boto, vault: str) -> None:  # type: ignore[no-untyped-def]
+    assert refused(lambda: boto.initiate_vault_lock(vaultName=vault, policy={"Policy": "[]"})) == (
+        400,
+        "InvalidParameterValueException",
+    )
+    assert refused(lambda: boto.get_vault_lock(vaultName=vault)) == (404, "ResourceNotFoundException")
+
+
 # Vault figures -----------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ SHA-256 as the tree hash, has no multipart upload and ignores ranges. The
 subclass here keeps moto's plumbing (BackendDict, account and region routing)
 and takes the behaviour from one layer per API area, each following the Glacier
 API reference: vaults, archives, multipart uploads, job outputs, jobs, tags,
-a vault's documents (notifications, access policy). A new area is a new layer
-and one more base here.
+a vault's documents (notifications, access policy) and vault lock. A new area
+is a new layer and one more base here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from moto.core.base_backend import BackendDict
 from .documents import VaultDocumentsBackend
 from .jobs import JobsBackend
 from .knobs import EmulatorSettings, calls, settings
+from .lock import VaultLockBackend
 from .multipart import MultipartBackend
 from .store import TABLES, close_store, current_store, open_store
 from .tags import TagsBackend
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class EmulatedGlacierBackend(MultipartBackend, JobsBackend, TagsBackend, VaultDocumentsBackend):
+class EmulatedGlacierBackend(MultipartBackend, JobsBackend, VaultLockBackend, TagsBackend, VaultDocumentsBackend):
     """One account's Glacier in one region, backed by the shared Store."""
 
 

@@ -1,8 +1,8 @@
 """HTTP face of a vault's configuration.
 
-Tags, notification configuration and access policy of a vault. The rules are in
-the backend layers; here is only the wire format of each call, as the Glacier
-API reference gives it.
+Tags, notification configuration, access policy and vault lock of a vault. The
+rules are in the backend layers; here is only the wire format of each call, as
+the Glacier API reference gives it.
 """
 
 from __future__ import annotations
@@ -51,3 +51,20 @@ class ConfigResponses(EmulatorHTTP):
     def delete_vault_access_policy(self) -> TYPE_RESPONSE:
         self.glacier_backend.delete_access_policy(self._vault_name)
         return self._empty(204)
+
+    # Vault lock ---------------------------------------------------------------
+
+    def initiate_vault_lock(self) -> TYPE_RESPONSE:
+        lock_id = self.glacier_backend.initiate_vault_lock(self._vault_name, self._body("lock policy").get("Policy"))
+        return self._empty(201, {"x-amz-lock-id": lock_id})
+
+    def complete_vault_lock(self) -> TYPE_RESPONSE:
+        self.glacier_backend.complete_vault_lock(self._vault_name, self._item_id())
+        return self._empty(204)
+
+    def abort_vault_lock(self) -> TYPE_RESPONSE:
+        self.glacier_backend.abort_vault_lock(self._vault_name)
+        return self._empty(204)
+
+    def get_vault_lock(self) -> TYPE_RESPONSE:
+        return self._json(200, self.glacier_backend.get_vault_lock(self._vault_name))

@@ -153,6 +153,8 @@ _EXTRA_PATHS = [
     _VAULT + r"/tags$",
     _VAULT + r"/notification-configuration$",
     _VAULT + r"/access-policy$",
+    _VAULT + r"/lock-policy$",
+    _VAULT + r"/lock-policy/(?P<lock_id>[^/]+)$",
 ]
 
 

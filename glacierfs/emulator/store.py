@@ -90,6 +90,14 @@ CREATE TABLE IF NOT EXISTS vault_documents (
     body TEXT NOT NULL,
     PRIMARY KEY (vault_id, kind)
 );
+CREATE TABLE IF NOT EXISTS vault_locks (
+    vault_id INTEGER PRIMARY KEY,
+    lock_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL
+);
 """
 
 # Columns a data directory written by an earlier emulator lacks.
@@ -110,6 +118,7 @@ TABLES = (
     "jobs",
     "tags",
     "vault_documents",
+    "vault_locks",
 )
 
 

@@ -109,6 +109,6 @@ class VaultsBackend(GlacierBackend):
             ).fetchone()
             if live:
                 raise invalid(f"Vault not empty or recently written to: {self.arn(vault_name)}")
-            for table in ("jobs", "tags", "vault_documents"):
+            for table in ("jobs", "tags", "vault_documents", "vault_locks"):
                 db.execute(f"DELETE FROM {table} WHERE vault_id=?", (vault.id,))
             db.execute("DELETE FROM vaults WHERE id=?", (vault.id,))
