@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from glacierfs.emulator import control
+from glacierfs.emulator import Emulator, control
+from glacierfs.testing import ServedEmulator
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB
+from .conftest import MiB, boto_client
 from .test_emulator import data_of, error_code, inventory, upload
 
 DAY = 24 * 3600
@@ -281,6 +282,126 @@ def test_a_lock_policy_is_checked_as_json(boto, vault: str) -> None:  # type: ig
         "InvalidParameterValueException",
     )
     assert refused(lambda: boto.get_vault_lock(vaultName=vault)) == (404, "ResourceNotFoundException")
+
+
+# Data retrieval policy -----------------------------------------------------------------
+
+
+def test_data_retrieval_policy_get_and_set(boto) -> None:  # type: ignore[no-untyped-def]
+    assert boto.get_data_retrieval_policy()["Policy"] == {"Rules": [{"Strategy": "None"}]}
+    boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "BytesPerHour", "BytesPerHour": 10 * MiB}]})
+    assert boto.get_data_retrieval_policy()["Policy"] == {
+        "Rules": [{"Strategy": "BytesPerHour", "BytesPerHour": 10 * MiB}]
+    }
+    boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "FreeTier"}]})
+    assert boto.get_data_retrieval_policy()["Policy"] == {"Rules": [{"Strategy": "FreeTier"}]}
+    for bad in (
+        {"Rules": [{"Strategy": "BytesPerHour"}]},
+        {"Rules": [{"Strategy": "FreeTier", "BytesPerHour": 5}]},
+        {"Rules": [{"Strategy": "Unlimited"}]},
+        {"Rules": [{"Strategy": "None"}, {"Strategy": "FreeTier"}]},
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            boto.set_data_retrieval_policy(Policy=bad)
+        assert error_code(excinfo)[1] in ("InvalidParameterValueException", "MissingParameterValueException")
+    assert boto.get_data_retrieval_policy()["Policy"] == {"Rules": [{"Strategy": "FreeTier"}]}
+
+
+def test_bytes_per_hour_counts_a_rolling_hour_of_requests(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, data_of(2 * MiB))
+    boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "BytesPerHour", "BytesPerHour": 3 * MiB}]})
+    retrieve(boto, vault, archive_id)
+    assert refused(lambda: retrieve(boto, vault, archive_id)) == (400, "PolicyEnforcedException")
+    retrieve(boto, vault, archive_id, RetrievalByteRange=f"0-{MiB - 1}")  # what is left of the hour fits
+    retrieve(boto, vault, archive_id, tier="Bulk")  # the policy governs Standard retrievals only
+    boto.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    clock(endpoint, 3600 + 1)
+    retrieve(boto, vault, archive_id)
+    boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "None"}]})
+    retrieve(boto, vault, archive_id)
+
+
+def test_free_tier_refuses_what_lies_beyond_it(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    control.configure(endpoint, free_tier_bytes_per_day=3 * MiB)
+    archive_id = upload(boto, vault, data_of(2 * MiB))
+    boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "FreeTier"}]})
+    retrieve(boto, vault, archive_id)
+    clock(endpoint, 12 * 3600)  # the free tier is a day's share: half a day later it is still spent
+    assert refused(lambda: retrieve(boto, vault, archive_id)) == (400, "PolicyEnforcedException")
+    clock(endpoint, DAY + 1)
+    retrieve(boto, vault, archive_id)
+
+
+# Provisioned capacity --------------------------------------------------------------------
+
+
+def test_capacity_units_at_most_two_each_for_a_month(boto, endpoint: str) -> None:  # type: ignore[no-untyped-def]
+    assert boto.list_provisioned_capacity()["ProvisionedCapacityList"] == []
+    first = boto.purchase_provisioned_capacity()["capacityId"]
+    second = boto.purchase_provisioned_capacity()["capacityId"]
+    assert refused(boto.purchase_provisioned_capacity) == (400, "LimitExceededException")
+    units = boto.list_provisioned_capacity()["ProvisionedCapacityList"]
+    assert [u["CapacityId"] for u in units] == [first, second]
+    for unit in units:
+        start = datetime.fromisoformat(unit["StartDate"].replace("Z", "+00:00"))
+        expires = datetime.fromisoformat(unit["ExpirationDate"].replace("Z", "+00:00"))
+        assert timedelta(days=28) < expires - start <= timedelta(days=32)
+        assert expires.time() == datetime.min.time()  # the service's units end at midnight UTC
+    clock(endpoint, 27 * DAY)
+    assert len(boto.list_provisioned_capacity()["ProvisionedCapacityList"]) == 2
+    clock(endpoint, 33 * DAY)
+    assert boto.list_provisioned_capacity()["ProvisionedCapacityList"] == []
+    boto.purchase_provisioned_capacity()
+
+
+def test_without_on_demand_capacity_expedited_needs_a_unit(boto, endpoint: str, vault: str) -> None:  # type: ignore[no-untyped-def]
+    archive_id = upload(boto, vault, b"in a hurry")
+    retrieve(boto, vault, archive_id, tier="Expedited")  # on-demand capacity by default
+    control.configure(endpoint, expedited_capacity="none")
+    assert refused(lambda: retrieve(boto, vault, archive_id, tier="Expedited")) == (
+        503,
+        "InsufficientCapacityException",
+    )
+    retrieve(boto, vault, archive_id, tier="Standard")
+    clock(endpoint, 600)  # the on-demand job above is out of the unit's five minutes
+    boto.purchase_provisioned_capacity()
+    for _ in range(3):  # a unit guarantees three Expedited retrievals per five minutes
+        retrieve(boto, vault, archive_id, tier="Expedited")
+    assert refused(lambda: retrieve(boto, vault, archive_id, tier="Expedited")) == (
+        503,
+        "InsufficientCapacityException",
+    )
+    clock(endpoint, 600 + 301)
+    retrieve(boto, vault, archive_id, tier="Expedited")
+
+
+def test_expedited_capacity_is_an_in_process_setting(inprocess: Emulator) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="hurry")
+    archive_id = upload(boto, "hurry", b"x")
+    inprocess.settings.expedited_capacity = "none"
+    assert refused(lambda: retrieve(boto, "hurry", archive_id, tier="Expedited")) == (
+        503,
+        "InsufficientCapacityException",
+    )
+    inprocess.settings.expedited_capacity = "on-demand"
+    retrieve(boto, "hurry", archive_id, tier="Expedited")
+
+
+def test_cli_option_takes_expedited_capacity_away() -> None:
+    server = ServedEmulator("--expedited-capacity", "none")
+    try:
+        boto = boto_client(server.url)
+        boto.create_vault(vaultName="hurry")
+        archive_id = upload(boto, "hurry", b"x")
+        assert refused(lambda: retrieve(boto, "hurry", archive_id, tier="Expedited")) == (
+            503,
+            "InsufficientCapacityException",
+        )
+        boto.purchase_provisioned_capacity()
+        retrieve(boto, "hurry", archive_id, tier="Expedited")
+    finally:
+        server.stop()
 
 
 # Vault figures -----------------------------------------------------------------------------

@@ -35,13 +35,16 @@ class Emulator:
         job_delay: float = 0.0,
         fault_rate: float = 0.0,
         latency_ms: float = 0.0,
+        expedited_capacity: str = "on-demand",
     ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir) if data_dir else None
         self.settings: EmulatorSettings = settings
         self.calls = calls  # requests answered, by operation name
-        self._initial = EmulatorSettings(job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms)
+        self._initial = EmulatorSettings(
+            job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms, expedited_capacity=expedited_capacity
+        )
         self._server: ThreadedMotoServer | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""

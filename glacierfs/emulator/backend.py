@@ -5,8 +5,9 @@ SHA-256 as the tree hash, has no multipart upload and ignores ranges. The
 subclass here keeps moto's plumbing (BackendDict, account and region routing)
 and takes the behaviour from one layer per API area, each following the Glacier
 API reference: vaults, archives, multipart uploads, job outputs, jobs, tags,
-a vault's documents (notifications, access policy) and vault lock. A new area
-is a new layer and one more base here.
+a vault's documents (notifications, access policy), vault lock, the data
+retrieval policy and provisioned capacity. A new area is a new layer and one
+more base here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""HTTP face of a vault's configuration.
+"""HTTP face of a vault's and an account's configuration.
 
-Tags, notification configuration, access policy and vault lock of a vault. The
+Tags, notification configuration, access policy and vault lock of a vault; the
+data retrieval policy and provisioned capacity of an account in a region. The
 rules are in the backend layers; here is only the wire format of each call, as
 the Glacier API reference gives it.
 """
@@ -68,3 +69,21 @@ class ConfigResponses(EmulatorHTTP):
 
     def get_vault_lock(self) -> TYPE_RESPONSE:
         return self._json(200, self.glacier_backend.get_vault_lock(self._vault_name))
+
+    # Data retrieval policy ----------------------------------------------------
+
+    def get_data_retrieval_policy(self) -> TYPE_RESPONSE:
+        return self._json(200, {"Policy": self.glacier_backend.get_retrieval_policy()})
+
+    def set_data_retrieval_policy(self) -> TYPE_RESPONSE:
+        self.glacier_backend.set_retrieval_policy(self._body("data retrieval policy").get("Policy"))
+        return self._empty(204)
+
+    # Provisioned capacity -----------------------------------------------------
+
+    def purchase_provisioned_capacity(self) -> TYPE_RESPONSE:
+        capacity_id = self.glacier_backend.purchase_capacity()
+        return self._empty(201, {"x-amz-capacity-id": capacity_id})
+
+    def list_provisioned_capacity(self) -> TYPE_RESPONSE:
+        return self._json(200, {"ProvisionedCapacityList": self.glacier_backend.list_capacity()})

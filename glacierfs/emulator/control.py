@@ -1,14 +1,14 @@
 """The emulator's knobs over HTTP, for an emulator in another process.
 
 A test of the served emulator (``glacierfs emulator``) cannot reach its
-``settings`` object, yet it must move the clock a day ahead or start clean. Two
-routes beside moto's own ``/moto-api`` serve that; they are no part of the
-Glacier API and no Glacier client ever calls them:
+``settings`` object, yet it must move the clock a day ahead, take away Expedited
+capacity, or start clean. Two routes beside moto's own ``/moto-api`` serve that;
+they are no part of the Glacier API and no Glacier client ever calls them:
 
 - ``GET /moto-api/glacierfs/settings`` answers the settings as JSON;
   ``POST`` with a JSON object sets the knobs it names and answers the result.
-- ``POST /moto-api/glacierfs/reset`` forgets every vault and restores the
-  settings the emulator started with.
+- ``POST /moto-api/glacierfs/reset`` forgets every vault, policy and capacity
+  unit, and restores the settings the emulator started with.
 
 ``configure`` and ``reset`` are the client side of both.
 """
@@ -25,7 +25,7 @@ from moto.core.common_types import TYPE_RESPONSE
 from moto.moto_api._internal import urls as moto_api_urls
 
 from .backend import reset as forget_everything
-from .knobs import EmulatorSettings, restore_startup_settings, settings
+from .knobs import EXPEDITED_CAPACITY, EmulatorSettings, restore_startup_settings, settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def update_settings(values: Any) -> None:
             raise ValueError(f"no such setting: {name!r} (one of {', '.join(sorted(known))})")
         if isinstance(value, bool) or not isinstance(value, (float, int) if kind is float else kind):
             raise ValueError(f"{name} takes a {kind.__name__}, not {value!r}")
+        if name == "expedited_capacity" and value not in EXPEDITED_CAPACITY:
+            raise ValueError(f"expedited_capacity is one of {', '.join(EXPEDITED_CAPACITY)}, not {value!r}")
     for name, value in values.items():
         setattr(settings, name, float(value) if known[name] is float else value)
     log.info("emulator: settings changed over HTTP: %s", values)

@@ -1,7 +1,8 @@
 """Jobs: initiate (archive or inventory retrieval), describe and list.
 
-The request side of retrieval: which jobs are valid, and how one is described
-while it runs and after. What a completed job serves is in ``outputs``. A description
+The request side of retrieval: which jobs are valid, which the account's data
+retrieval policy and Expedited capacity admit, and how one is described while it
+runs and after. What a completed job serves is in ``outputs``. A description
 carries every key the service sends, null where it does not apply: clients such
 as boto 2 read them with ``[]``.
 """
@@ -13,17 +14,19 @@ from typing import Any
 from glacierfs.treehash import MiB
 
 from .archives import JOB_OUTPUT_LIFETIME
+from .capacity import CapacityBackend
 from .documents import check_sns_topic
 from .inventory import InventoryRange
 from .knobs import now, settings
 from .outputs import JobOutputsBackend
+from .retrieval_policy import RetrievalPolicyBackend
 from .rules import invalid, iso, missing, new_id, parse_range
 from .store import VaultRow
 
 TIERS = ("Expedited", "Standard", "Bulk")
 
 
-class JobsBackend(JobOutputsBackend):
+class JobsBackend(JobOutputsBackend, RetrievalPolicyBackend, CapacityBackend):
     """Retrieval jobs in a vault, as the Glacier API describes them."""
 
     def _archive_job(self, vault: VaultRow, params: dict[str, Any], row: dict[str, Any]) -> int:
@@ -63,7 +66,9 @@ class JobsBackend(JobOutputsBackend):
             "sns_topic": check_sns_topic(topic) if topic is not None else None,
         }
         if job_type == "archive-retrieval":
-            self._archive_job(vault, params, row)
+            size = self._archive_job(vault, params, row)
+            self.check_expedited_capacity(tier)
+            self.check_retrieval_policy(tier, size)
         elif job_type == "inventory-retrieval":
             output_format = (params.get("Format") or "JSON").upper()
             if output_format not in ("JSON", "CSV"):

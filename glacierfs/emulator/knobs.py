@@ -3,7 +3,7 @@
 They live apart from the backend because both faces of the emulator read them:
 the HTTP layer injects faults and counts calls, the job outputs corrupt or cut
 bytes on request, and every area reads the time through ``now`` so a test can
-move the clock a day ahead instead of sleeping. Tests reach them as
+move the clock a day or a month ahead instead of sleeping. Tests reach them as
 ``Emulator.settings`` and ``Emulator.calls``, or over HTTP (``control``).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+
+EXPEDITED_CAPACITY = ("on-demand", "none")
 
 
 @dataclass
@@ -34,8 +36,13 @@ class EmulatorSettings:
     fail_until: float = 0.0
     fail_status: int = 503
     # Seconds added to the wall clock wherever the emulator reads the time:
-    # job completion, a job output's lifetime.
+    # vault lock expiry, capacity units, the retrieval policy's hour, job completion.
     clock_offset: float = 0.0
+    # "on-demand": the service has Expedited capacity for every request;
+    # "none": Expedited jobs need a provisioned capacity unit (InsufficientCapacityException otherwise).
+    expedited_capacity: str = "on-demand"
+    # What a FreeTier data retrieval policy lets through in any 24 hours (10 GiB a month, prorated daily).
+    free_tier_bytes_per_day: int = (10 << 30) // 30
 
 
 settings = EmulatorSettings()

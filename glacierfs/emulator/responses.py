@@ -4,7 +4,7 @@ moto picks the handler method by the operation's name, so adding
 ``initiate_multipart_upload`` and friends here, and registering this class on
 moto's glacier ``url_paths``, serves them under moto's server. The handlers of
 the data plane (vaults, archives, uploads, jobs) are here; those of a vault's
-configuration are in ``config_responses``.
+and an account's configuration are in ``config_responses``.
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ _EXTRA_PATHS = [
     _VAULT + r"/access-policy$",
     _VAULT + r"/lock-policy$",
     _VAULT + r"/lock-policy/(?P<lock_id>[^/]+)$",
+    _ACCOUNT + r"/policies/data-retrieval$",
+    _ACCOUNT + r"/provisioned-capacity$",
 ]
 
 

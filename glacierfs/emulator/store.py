@@ -98,6 +98,20 @@ CREATE TABLE IF NOT EXISTS vault_locks (
     created REAL NOT NULL,
     expires REAL
 );
+CREATE TABLE IF NOT EXISTS retrieval_policies (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    bytes_per_hour INTEGER,
+    PRIMARY KEY (account, region)
+);
+CREATE TABLE IF NOT EXISTS capacity_units (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    starts REAL NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 # Columns a data directory written by an earlier emulator lacks.
@@ -119,6 +133,8 @@ TABLES = (
     "tags",
     "vault_documents",
     "vault_locks",
+    "retrieval_policies",
+    "capacity_units",
 )
 
 
