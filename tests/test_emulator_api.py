@@ -11,8 +11,12 @@ reset, so account-wide state (retrieval policy, capacity units) never leaks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -559,3 +563,40 @@ def test_inventory_retrieval_parameters_select_a_range(boto, endpoint: str, vaul
                 vaultName=vault, jobParameters={"Type": "inventory-retrieval", "InventoryRetrievalParameters": bad}
             )
         ) == (400, "InvalidParameterValueException")
+
+
+# The AWS CLI ------------------------------------------------------------------------------
+
+
+def aws_cli() -> Path:
+    tool = Path(sys.executable).parent / "aws"
+    if not tool.exists():
+        pytest.skip("awscli is not installed in this virtualenv (pip install '.[test]' installs it)")
+    return tool
+
+
+def test_aws_cli_pages_vaults_and_tags_them(served: ServedEmulator) -> None:
+    tool = aws_cli()
+    names = [f"cli-{os.getpid()}-{i:02d}" for i in range(12)]
+    boto = boto_client(served.url)
+    for name in names:
+        boto.create_vault(vaultName=name)
+
+    def aws(*args: str) -> Any:
+        done = subprocess.run(
+            [str(tool), "glacier", *args, "--account-id", "-", "--endpoint-url", served.url, "--region", "us-east-1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    try:
+        listed = aws("list-vaults", "--page-size", "50")
+        assert [v["VaultName"] for v in listed["VaultList"] if v["VaultName"] in names] == names
+        aws("add-tags-to-vault", "--vault-name", names[0], "--tags", "owner=ops,tier=cold")
+        assert aws("list-tags-for-vault", "--vault-name", names[0])["Tags"] == {"owner": "ops", "tier": "cold"}
+    finally:
+        control.reset(served.url)
