@@ -34,9 +34,11 @@ _LINEAR_HASH_KEY = "glacierfs_linear_sha256"
 class Vault:
     name: str
     created: str
-    archive_count: int
-    size: int
+    # As of the vault's last inventory; None before its first one, as the service reports them.
+    archive_count: int | None
+    size: int | None
     arn: str = ""  # arn:aws:glacier:REGION:ACCOUNT:vaults/NAME
+    last_inventory: str | None = None
 
     @property
     def account(self) -> str | None:
@@ -393,9 +395,10 @@ def _vault(raw: dict[str, Any]) -> Vault:
     return Vault(
         name=raw["VaultName"],
         created=raw.get("CreationDate", ""),
-        archive_count=raw.get("NumberOfArchives", 0),
-        size=raw.get("SizeInBytes", 0),
+        archive_count=raw.get("NumberOfArchives"),
+        size=raw.get("SizeInBytes"),
         arn=raw.get("VaultARN", ""),
+        last_inventory=raw.get("LastInventoryDate"),
     )
 
 

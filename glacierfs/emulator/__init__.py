@@ -1,7 +1,8 @@
 """A local Glacier endpoint: moto's server with Glacier's real rules.
 
 ``Emulator`` runs it on a thread of this process and yields its URL; the CLI's
-``glacierfs emulator`` runs the same thing in the foreground.
+``glacierfs emulator`` runs the same thing in the foreground. Its knobs are
+``Emulator.settings`` in this process and ``control.configure`` from another.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from types import TracebackType
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from .backend import reset
-from .knobs import EmulatorSettings, calls, settings
+from .knobs import EmulatorSettings, calls, restore_startup_settings, settings, startup
 from .responses import install
 from .store import close_store, open_store
 
@@ -34,13 +35,16 @@ class Emulator:
         job_delay: float = 0.0,
         fault_rate: float = 0.0,
         latency_ms: float = 0.0,
+        expedited_capacity: str = "on-demand",
     ) -> None:
         self.host = host
         self.port = port
         self.data_dir = Path(data_dir) if data_dir else None
         self.settings: EmulatorSettings = settings
         self.calls = calls  # requests answered, by operation name
-        self._initial = EmulatorSettings(job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms)
+        self._initial = EmulatorSettings(
+            job_delay=job_delay, fault_rate=fault_rate, latency_ms=latency_ms, expedited_capacity=expedited_capacity
+        )
         self._server: ThreadedMotoServer | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""
@@ -48,7 +52,8 @@ class Emulator:
     def start(self) -> str:
         install()
         for name, value in vars(self._initial).items():
-            setattr(settings, name, value)
+            setattr(startup, name, value)
+        restore_startup_settings()
         if self.data_dir is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="glacierfs-emulator-")
             root = Path(self._scratch.name)
@@ -76,8 +81,7 @@ class Emulator:
     def reset(self) -> None:
         """Empty every vault and restore the settings given at construction."""
         reset()
-        for name, value in vars(self._initial).items():
-            setattr(settings, name, value)
+        restore_startup_settings()
 
     def __enter__(self) -> Emulator:
         self.start()

@@ -4,8 +4,10 @@ Stock moto keeps archives in memory, names them md5(body), reports a plain
 SHA-256 as the tree hash, has no multipart upload and ignores ranges. The
 subclass here keeps moto's plumbing (BackendDict, account and region routing)
 and takes the behaviour from one layer per API area, each following the Glacier
-API reference: vaults, archives, multipart uploads, job outputs, jobs. A new
-area is a new layer and one more base here.
+API reference: vaults, archives, multipart uploads, job outputs, jobs, tags,
+a vault's documents (notifications, access policy), vault lock, the data
+retrieval policy and provisioned capacity. A new area is a new layer and one
+more base here.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import shutil
 
 from moto.core.base_backend import BackendDict
 
+from .documents import VaultDocumentsBackend
 from .jobs import JobsBackend
 from .knobs import EmulatorSettings, calls, settings
+from .lock import VaultLockBackend
 from .multipart import MultipartBackend
-from .store import close_store, current_store, open_store
+from .store import TABLES, close_store, current_store, open_store
+from .tags import TagsBackend
 
 # The knobs and the store handle are re-exported so older imports from here keep working.
 __all__ = [
@@ -32,7 +37,7 @@ __all__ = [
 ]
 
 
-class EmulatedGlacierBackend(MultipartBackend, JobsBackend):
+class EmulatedGlacierBackend(MultipartBackend, JobsBackend, VaultLockBackend, TagsBackend, VaultDocumentsBackend):
     """One account's Glacier in one region, backed by the shared Store."""
 
 
@@ -44,7 +49,7 @@ def reset() -> None:
     calls.clear()
     store = current_store()
     with store.transaction() as db:
-        for table in ("vaults", "archives", "uploads", "parts", "jobs"):
+        for table in TABLES:
             db.execute(f"DELETE FROM {table}")
     for sub in ("archives", "uploads", "jobs"):
         shutil.rmtree(store.root / sub, ignore_errors=True)

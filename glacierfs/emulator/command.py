@@ -38,6 +38,13 @@ def add_emulator_parser(commands: argparse._SubParsersAction) -> None:
         "--latency-ms", type=non_negative, default=0.0, metavar="MS", help="delay added to every request (default: 0)"
     )
     parser.add_argument(
+        "--expedited-capacity",
+        choices=("on-demand", "none"),
+        default="on-demand",
+        help="'none': Expedited jobs fail with InsufficientCapacityException unless a provisioned "
+        "capacity unit is active (default: on-demand, always capacity)",
+    )
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="keep vaults, archives, uploads and jobs here across restarts "
@@ -57,6 +64,7 @@ def run_emulator(args: argparse.Namespace) -> int:
         job_delay=args.job_delay,
         fault_rate=args.fault_rate,
         latency_ms=args.latency_ms,
+        expedited_capacity=args.expedited_capacity,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,12 +8,12 @@ area sits on top of archives rather than beside them.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from glacierfs.treehash import MiB, combine
 
 from .archives import ArchivesBackend
+from .knobs import now
 from .rules import GiB, check_description, invalid, iso, missing, new_id, not_found, parse_range
 
 MAX_PART_SIZE = 4 * GiB
@@ -37,7 +37,7 @@ class MultipartBackend(ArchivesBackend):
         upload_id = new_id(69)
         self.store.execute(
             "INSERT INTO uploads (id, vault_id, description, part_size, created) VALUES (?,?,?,?,?)",
-            (upload_id, vault.id, description, size, time.time()),
+            (upload_id, vault.id, description, size, now()),
         )
         return upload_id
 
@@ -110,7 +110,7 @@ class MultipartBackend(ArchivesBackend):
         with self.store.transaction() as db:
             db.execute(
                 "INSERT INTO archives (id, vault_id, description, size, tree_hash, created) VALUES (?,?,?,?,?,?)",
-                (archive_id, upload["vault_id"], upload["description"], size, actual, time.time()),
+                (archive_id, upload["vault_id"], upload["description"], size, actual, now()),
             )
             db.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
             db.execute("DELETE FROM uploads WHERE id=?", (upload_id,))

@@ -3,25 +3,28 @@
 Apart from initiating and listing jobs because this is where the emulator's
 faults are served (corrupted and truncated outputs), and where a job's output,
 once complete, is fixed: size and hash computed once, inventory written once.
+Ranges follow RFC 2616 as the service does: an end past the output is served
+clipped, an open end (``bytes=N-``) runs to the end, a suffix (``bytes=-N``)
+is the last N bytes; only a range that starts past the end is refused.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import re
 from typing import Any
 
 from glacierfs.treehash import MiB, file_tree_hash, tree_hash
 
-from .archives import ArchivesBackend
-from .inventory import inventory_body
-from .knobs import settings
-from .rules import invalid, not_found, parse_range
+from .archives import JOB_OUTPUT_LIFETIME, ArchivesBackend
+from .inventory import InventoryRange, inventory_body
+from .knobs import now, settings
+from .rules import invalid, not_found
 from .store import VaultRow
 
 log = logging.getLogger(__name__)
 
-OUTPUT_LIFETIME = 24 * 3600
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def is_tree_aligned(start: int, stop: int, total: int) -> bool:
@@ -45,16 +48,18 @@ class JobOutputsBackend(ArchivesBackend):
     def _job(self, vault_name: str, job_id: str) -> tuple[VaultRow, Any]:
         vault = self.vault(vault_name)
         row = self.store.query_one("SELECT * FROM jobs WHERE id=? AND vault_id=?", (job_id, vault.id))
-        if row is None or time.time() > row["completes"] + OUTPUT_LIFETIME:
+        if row is None or now() > row["completes"] + JOB_OUTPUT_LIFETIME:
             raise not_found(f"The job ID was not found: {job_id}")
         return vault, row
 
     def _finish_job(self, vault: VaultRow, job: Any) -> Any:
         """Fill in what a completed job knows (output size and hash), once."""
-        if job["output_size"] is not None or time.time() < job["completes"]:
+        if job["output_size"] is not None or now() < job["completes"]:
             return job
+        next_marker = None
         if job["action"] == "InventoryRetrieval":
-            output = self._inventory(vault, job["inventory_date"], job["format"])
+            wanted = InventoryRange.from_json(job["inventory_params"])
+            output, next_marker = self._inventory(vault, job["inventory_date"], job["format"], wanted)
             path = self.store.job_output_path(job["id"])
             path.write_bytes(output)
             size, output_hash = len(output), None
@@ -62,7 +67,7 @@ class JobOutputsBackend(ArchivesBackend):
             archive = self._archive_row(job["archive_id"])
             first, last = self._job_range(job, archive)
             size = last - first + 1
-            if archive["deleted"] is None and is_tree_aligned(first, last + 1, archive["size"]):
+            if is_tree_aligned(first, last + 1, archive["size"]):
                 output_hash = (
                     archive["tree_hash"]
                     if size == archive["size"]
@@ -70,7 +75,10 @@ class JobOutputsBackend(ArchivesBackend):
                 )
             else:
                 output_hash = None
-        self.store.execute("UPDATE jobs SET output_size=?, output_hash=? WHERE id=?", (size, output_hash, job["id"]))
+        self.store.execute(
+            "UPDATE jobs SET output_size=?, output_hash=?, next_marker=? WHERE id=?",
+            (size, output_hash, next_marker, job["id"]),
+        )
         return self.store.query_one("SELECT * FROM jobs WHERE id=?", (job["id"],))
 
     @staticmethod
@@ -79,27 +87,45 @@ class JobOutputsBackend(ArchivesBackend):
             return 0, archive["size"] - 1
         return job["range_start"], job["range_end"]
 
-    def _inventory(self, vault: VaultRow, as_of: float, output_format: str) -> bytes:
+    def _inventory(
+        self, vault: VaultRow, as_of: float, output_format: str, wanted: InventoryRange
+    ) -> tuple[bytes, str | None]:
         rows = self.store.query(
             "SELECT id, description, created, size, tree_hash FROM archives WHERE vault_id=? "
-            "AND created<=? AND (deleted IS NULL OR deleted>?) ORDER BY created",
+            "AND created<=? AND (deleted IS NULL OR deleted>?) ORDER BY created, id",
             (vault.id, as_of, as_of),
         )
-        return inventory_body(self.arn(vault.name), as_of, rows, output_format)
+        listed, next_marker = wanted.select(rows)
+        return inventory_body(self.arn(vault.name), as_of, listed, output_format), next_marker
+
+    @staticmethod
+    def _output_range(range_header: str | None, total: int) -> tuple[int, int] | None:
+        """The inclusive byte range a Range header asks of ``total`` bytes, clipped; None for the whole."""
+        if not range_header:
+            return None
+        match = RANGE.fullmatch(range_header.strip())
+        if not match or not (match.group(1) or match.group(2)):
+            raise invalid(f"Invalid range: {range_header!r}")
+        if not match.group(1):  # a suffix: the last N bytes
+            length = int(match.group(2))
+            if length == 0:
+                raise invalid(f"Invalid range {range_header} for output of {total} bytes")
+            return max(0, total - length), total - 1
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else total - 1
+        if first > last or first >= total:
+            raise invalid(f"Invalid range {range_header} for output of {total} bytes")
+        return first, min(last, total - 1)
 
     def job_output(self, vault_name: str, job_id: str, range_header: str | None) -> tuple[int, dict[str, str], bytes]:
         vault, job = self._job(vault_name, job_id)
-        if time.time() < job["completes"]:
+        if now() < job["completes"]:
             raise invalid(f"The job is not currently available for download: {job_id}")
         job = self._finish_job(vault, job)
         total = job["output_size"]
-        first, last = 0, total - 1
-        status = 200
-        if range_header:
-            first, last = parse_range(range_header, r"bytes=(\d+)-(\d+)")
-            if first > last or last >= total:
-                raise invalid(f"Invalid range {range_header} for output of {total} bytes")
-            status = 206
+        asked = self._output_range(range_header, total)
+        first, last = asked or (0, total - 1)
+        status = 206 if asked else 200
         headers = {"Accept-Ranges": "bytes"}
         if status == 206:
             headers["Content-Range"] = f"bytes {first}-{last}/{total}"
@@ -107,7 +133,7 @@ class JobOutputsBackend(ArchivesBackend):
             body = self.store.read_at(self.store.job_output_path(job_id), first, last - first + 1)
             headers["Content-Type"] = "text/csv" if job["format"] == "CSV" else "application/json"
             return status, headers, _maybe_truncated(body, job_id)
-        archive = self._archive(vault, job["archive_id"])
+        archive = self._archive_row(job["archive_id"])  # deleted or not: the output stays
         offset = job["range_start"] or 0
         body = self.store.read_at(self.store.archive_path(archive["id"]), offset + first, last - first + 1)
         headers["Content-Type"] = "application/octet-stream"

@@ -2,114 +2,22 @@
 
 moto picks the handler method by the operation's name, so adding
 ``initiate_multipart_upload`` and friends here, and registering this class on
-moto's glacier ``url_paths``, serves them under moto's server.
+moto's glacier ``url_paths``, serves them under moto's server. The handlers of
+the data plane (vaults, archives, uploads, jobs) are here; those of a vault's
+and an account's configuration are in ``config_responses``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import random
-import socket
-import time
-from typing import Any
-from urllib.parse import unquote
-
 from moto.core.common_types import TYPE_RESPONSE
 from moto.glacier import urls as moto_glacier_urls
-from moto.glacier.responses import GlacierResponse
 
-from .backend import EmulatedGlacierBackend, emulated_backends
-from .knobs import calls, settings
-from .rules import check_page, invalid
-
-log = logging.getLogger(__name__)
-
-# (status, error code) pairs a faulty service answers with; None drops the connection.
-FAULTS: list[tuple[int, str] | None] = [
-    (500, "ServiceUnavailableException"),
-    (503, "ServiceUnavailableException"),
-    (400, "ThrottlingException"),
-    (408, "RequestTimeoutException"),
-    None,
-]
+from . import control
+from .config_responses import ConfigResponses
+from .rules import check_page
 
 
-class EmulatorResponse(GlacierResponse):
-    _raw_path: str | None = None
-
-    @property
-    def glacier_backend(self) -> EmulatedGlacierBackend:
-        return emulated_backends[self.current_account][self.region]
-
-    def _dispatch(self, request: Any, full_url: str | None = None, headers: Any = None) -> TYPE_RESPONSE:
-        if settings.latency_ms:
-            time.sleep(settings.latency_ms / 1000)
-        if settings.fault_rate and random.random() < settings.fault_rate:
-            return self._fault(request)
-        # request.url re-quotes the decoded path and leaves '%' alone, so a name
-        # holding '%41' would read as 'A'; the raw request line is exact.
-        raw_uri = getattr(request, "environ", {}).get("RAW_URI")
-        self._raw_path = raw_uri.split("?", 1)[0] if raw_uri else None
-        return super()._dispatch(request, full_url, headers)
-
-    def _fault(self, request: Any) -> TYPE_RESPONSE:
-        fault = random.choice(FAULTS)
-        environ = getattr(request, "environ", {})
-        connection = environ.get("werkzeug.socket")
-        if fault is None and connection is not None:
-            log.info("emulator: dropping the connection of %s %s on purpose", request.method, request.path)
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            return 500, {}, ""
-        status, code = fault or (500, "ServiceUnavailableException")
-        log.info("emulator: answering %s %s with %s %s on purpose", request.method, request.path, status, code)
-        body = json.dumps({"code": code, "message": "Injected fault", "type": "Server"})
-        return status, {"content-type": "application/json", "x-amzn-errortype": code}, body
-
-    def call_action(self) -> TYPE_RESPONSE:
-        action = self._get_action()
-        calls[action] += 1
-        if action == settings.fail_operation and time.time() < settings.fail_until:
-            log.info(
-                "emulator: answering %s with %s on purpose (an outage of that operation)", action, settings.fail_status
-            )
-            body = json.dumps({"code": "ServiceUnavailableException", "message": "Injected outage", "type": "Server"})
-            return (
-                settings.fail_status,
-                {"content-type": "application/json", "x-amzn-errortype": "ServiceUnavailableException"},
-                body,
-            )
-        return super().call_action()
-
-    # Helpers --------------------------------------------------------------
-
-    def _segments(self) -> list[str]:
-        """Path segments after the account id: ['vaults', NAME, 'jobs', ID, ...]."""
-        path = self._raw_path or self.parsed_url.path
-        return [unquote(part) for part in path.split("/")[2:]]
-
-    @property
-    def _vault_name(self) -> str:
-        return self._segments()[1]
-
-    def _item_id(self) -> str:
-        return self._segments()[3]
-
-    def _query(self, name: str) -> str | None:
-        values = self.querystring.get(name)
-        return values[0] if values else None
-
-    def _json(self, status: int, payload: dict[str, Any]) -> TYPE_RESPONSE:
-        return status, {"content-type": "application/json", "status": status}, json.dumps(payload)
-
-    def _empty(self, status: int, headers: dict[str, Any] | None = None) -> TYPE_RESPONSE:
-        return status, {"status": status, **(headers or {})}, ""
-
-    def _location(self, *parts: str) -> str:
-        return "/".join(["", self.current_account, "vaults", self._vault_name, *parts])
-
+class EmulatorResponse(ConfigResponses):
     # Vaults ---------------------------------------------------------------
 
     def list_vaults(self) -> TYPE_RESPONSE:
@@ -213,13 +121,7 @@ class EmulatorResponse(GlacierResponse):
     # Jobs -----------------------------------------------------------------
 
     def initiate_job(self) -> TYPE_RESPONSE:
-        try:
-            params = json.loads(self.body or b"{}")
-        except ValueError:
-            params = None
-        if not isinstance(params, dict):
-            raise invalid("The job parameters are not a JSON object")
-        job_id = self.glacier_backend.initiate_job_checked(self._vault_name, params)
+        job_id = self.glacier_backend.initiate_job_checked(self._vault_name, self._body("job parameters"))
         return self._empty(202, {"Location": self._location("jobs", job_id), "x-amz-job-id": job_id})
 
     def describe_job(self) -> TYPE_RESPONSE:  # type: ignore[override]
@@ -243,15 +145,23 @@ class EmulatorResponse(GlacierResponse):
         return status, {"status": status, **headers}, body
 
 
-_VAULT = r"{0}/(?P<account_number>[^/]+)/vaults/(?P<vault_name>[^/]+)"
+_ACCOUNT = r"{0}/(?P<account_number>[^/]+)"
+_VAULT = _ACCOUNT + r"/vaults/(?P<vault_name>[^/]+)"
 _EXTRA_PATHS = [
     _VAULT + r"/multipart-uploads$",
     _VAULT + r"/multipart-uploads/(?P<upload_id>[^/]+)$",
+    _VAULT + r"/tags$",
+    _VAULT + r"/notification-configuration$",
+    _VAULT + r"/access-policy$",
+    _VAULT + r"/lock-policy$",
+    _VAULT + r"/lock-policy/(?P<lock_id>[^/]+)$",
+    _ACCOUNT + r"/policies/data-retrieval$",
+    _ACCOUNT + r"/provisioned-capacity$",
 ]
 
 
 def install() -> None:
-    """Point every moto glacier route at EmulatorResponse; add the multipart routes.
+    """Point every moto glacier route at EmulatorResponse; add the routes moto lacks.
 
     Must run before the first request, since moto builds its URL map lazily.
     """
@@ -260,3 +170,4 @@ def install() -> None:
         paths[pattern] = EmulatorResponse.dispatch
     for pattern in _EXTRA_PATHS:
         paths[pattern] = EmulatorResponse.dispatch
+    control.install()

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from moto.core.exceptions import JsonRESTError
 
@@ -41,6 +42,14 @@ def missing(message: str) -> GlacierError:
     return GlacierError(400, "MissingParameterValueException", message)
 
 
+def access_denied(message: str) -> GlacierError:
+    return GlacierError(403, "AccessDeniedException", message)
+
+
+def limit_exceeded(message: str) -> GlacierError:
+    return GlacierError(400, "LimitExceededException", message)
+
+
 def iso(epoch: float) -> str:
     moment = datetime.fromtimestamp(epoch, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -59,11 +68,34 @@ def check_description(description: str) -> None:
 
 
 def check_page(limit: str | None, maximum: int) -> int:
+    """A page size: the service caps one above its maximum (``aws --page-size 50``) and refuses only nonsense."""
     if limit is None:
         return maximum
-    if not limit.isdigit() or not 1 <= int(limit) <= maximum:
-        raise invalid(f"Invalid limit: {limit!r} (1 to {maximum})")
-    return int(limit)
+    if not limit.isdigit() or int(limit) < 1:
+        raise invalid(f"Invalid limit: {limit!r} (a whole number of at least 1)")
+    return min(int(limit), maximum)
+
+
+def parse_date(value: str, what: str) -> float:
+    """An ISO 8601 date as the API takes them (``2013-03-20T17:03:43Z``), as epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"Invalid {what}: {value!r} is not an ISO 8601 date") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def json_object(body: bytes | str | None, what: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; an empty body is an empty object."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise invalid(f"The {what} is not a JSON object")
+    return value
 
 
 def parse_range(value: str, pattern: str) -> tuple[int, int]:

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS vaults (
     region TEXT NOT NULL,
     name TEXT NOT NULL,
     created REAL NOT NULL,
+    inventory_date REAL,
+    inventory_count INTEGER,
+    inventory_size INTEGER,
     UNIQUE (account, region, name)
 );
 CREATE TABLE IF NOT EXISTS archives (
@@ -68,10 +71,71 @@ CREATE TABLE IF NOT EXISTS jobs (
     completes REAL NOT NULL,
     inventory_date REAL,
     output_size INTEGER,
-    output_hash TEXT
+    output_hash TEXT,
+    sns_topic TEXT,
+    inventory_params TEXT,
+    next_marker TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_vault ON jobs (vault_id, created);
+CREATE INDEX IF NOT EXISTS jobs_by_archive ON jobs (archive_id);
+CREATE TABLE IF NOT EXISTS tags (
+    vault_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (vault_id, key)
+);
+CREATE TABLE IF NOT EXISTS vault_documents (
+    vault_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vault_id, kind)
+);
+CREATE TABLE IF NOT EXISTS vault_locks (
+    vault_id INTEGER PRIMARY KEY,
+    lock_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL
+);
+CREATE TABLE IF NOT EXISTS retrieval_policies (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    bytes_per_hour INTEGER,
+    PRIMARY KEY (account, region)
+);
+CREATE TABLE IF NOT EXISTS capacity_units (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    starts REAL NOT NULL,
+    expires REAL NOT NULL
+);
 """
+
+# Columns a data directory written by an earlier emulator lacks.
+ADDED_COLUMNS = [
+    ("vaults", "inventory_date", "REAL"),
+    ("vaults", "inventory_count", "INTEGER"),
+    ("vaults", "inventory_size", "INTEGER"),
+    ("jobs", "sns_topic", "TEXT"),
+    ("jobs", "inventory_params", "TEXT"),
+    ("jobs", "next_marker", "TEXT"),
+]
+# Every table, for a reset.
+TABLES = (
+    "vaults",
+    "archives",
+    "uploads",
+    "parts",
+    "jobs",
+    "tags",
+    "vault_documents",
+    "vault_locks",
+    "retrieval_policies",
+    "capacity_units",
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +153,8 @@ class Store(LockedDatabase):
         for sub in ("archives", "uploads", "jobs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         super().__init__(self.root / "emulator.sqlite", SCHEMA, row_factory=sqlite3.Row)
+        for table, column, declaration in ADDED_COLUMNS:
+            self.add_column(table, column, declaration)
 
     # Blob files -----------------------------------------------------------
 

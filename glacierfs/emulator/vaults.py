@@ -1,18 +1,20 @@
 """Vaults: create, describe, list and delete, and the name rules CreateVault enforces.
 
 The bottom layer of the backend: every other area finds its vault here, and the
-store every area shares is reached through it.
+store every area shares is reached through it. A vault's figures (archive count
+and size) are those of its last inventory, as the service reports them: null
+until the first inventory job, then fixed until the next one.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from moto.glacier.models import GlacierBackend
 
-from .rules import GlacierError, invalid, iso, not_found
+from .knobs import now
+from .rules import invalid, iso, limit_exceeded, not_found
 from .store import Store, VaultRow, current_store
 
 MAX_VAULTS = 1_000
@@ -53,10 +55,10 @@ class VaultsBackend(GlacierBackend):
             if exists:
                 return  # CreateVault is idempotent and keeps what the vault holds.
             if count >= MAX_VAULTS:
-                raise GlacierError(400, "LimitExceededException", "Too many vaults")
+                raise limit_exceeded("Too many vaults")
             db.execute(
                 "INSERT INTO vaults (account, region, name, created) VALUES (?,?,?,?)",
-                (self.account_id, self.region_name, vault_name, time.time()),
+                (self.account_id, self.region_name, vault_name, now()),
             )
 
     def describe_vault_dict(self, vault_name: str) -> dict[str, Any]:
@@ -64,18 +66,32 @@ class VaultsBackend(GlacierBackend):
         return self._vault_dict(vault)
 
     def _vault_dict(self, vault: VaultRow) -> dict[str, Any]:
-        count, size = self.store.query_one(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM archives WHERE vault_id=? AND deleted IS NULL",
-            (vault.id,),
+        row = self.store.query_one(
+            "SELECT inventory_date, inventory_count, inventory_size FROM vaults WHERE id=?", (vault.id,)
         )
+        taken = row["inventory_date"] if row else None
         return {
             "CreationDate": iso(vault.created),
-            "LastInventoryDate": iso(vault.created),
-            "NumberOfArchives": count,
-            "SizeInBytes": size,
+            "LastInventoryDate": iso(taken) if taken is not None else None,
+            "NumberOfArchives": row["inventory_count"] if taken is not None else None,
+            "SizeInBytes": row["inventory_size"] if taken is not None else None,
             "VaultARN": self.arn(vault.name),
             "VaultName": vault.name,
         }
+
+    def record_inventory(self, vault: VaultRow, as_of: float) -> None:
+        """An inventory of the vault as of ``as_of`` was taken: DescribeVault reports it, unless a newer one was."""
+        with self.store.transaction() as db:
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM archives WHERE vault_id=? "
+                "AND created<=? AND (deleted IS NULL OR deleted>?)",
+                (vault.id, as_of, as_of),
+            ).fetchone()
+            db.execute(
+                "UPDATE vaults SET inventory_date=?, inventory_count=?, inventory_size=? "
+                "WHERE id=? AND (inventory_date IS NULL OR inventory_date<=?)",
+                (as_of, count, size, vault.id, as_of),
+            )
 
     def list_vault_page(self, marker: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         rows = self.store.query(
@@ -93,5 +109,6 @@ class VaultsBackend(GlacierBackend):
             ).fetchone()
             if live:
                 raise invalid(f"Vault not empty or recently written to: {self.arn(vault_name)}")
+            for table in ("jobs", "tags", "vault_documents", "vault_locks"):
+                db.execute(f"DELETE FROM {table} WHERE vault_id=?", (vault.id,))
             db.execute("DELETE FROM vaults WHERE id=?", (vault.id,))
-            db.execute("DELETE FROM jobs WHERE vault_id=?", (vault.id,))
