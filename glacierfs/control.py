@@ -155,6 +155,7 @@ class Control:
             ],
             "part_size": self.vfs.options.part_size,
             "held_back": self.outcomes.pending,
+            "glacier": self.vfs.glacier.reachability.status(),
             "gone_vaults": [
                 {"name": name, "since": since, "entries": kept} for name, since, kept in self.catalog.gone_vaults()
             ],

@@ -49,6 +49,11 @@ class ServiceUnavailable(GlacierFSError):
     """The endpoint could not be reached or kept failing after botocore's retries."""
 
 
+class Unreachable(ServiceUnavailable):
+    """No answer at all (connection refused, timed out, cut): the endpoint is
+    lost, which glacier.Reachability logs once rather than each call."""
+
+
 class AccessDenied(GlacierFSError):
     """Credentials are missing, wrong, or not allowed to do this."""
 

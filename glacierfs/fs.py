@@ -78,7 +78,8 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.GlacierFSError: errno.EIO,
 }
 # Answers so common that logging them above debug would drown the log.
-QUIET = (errors.NotFound, errors.NoAttribute, errors.UnknownAttribute, errors.AlreadyExists)
+# Logged at debug level only: expected answers, and a lost endpoint (glacier.Reachability logs that once).
+QUIET = (errors.NotFound, errors.NoAttribute, errors.UnknownAttribute, errors.AlreadyExists, errors.Unreachable)
 # Expected while Glacier prepares a retrieval: worth a line, not a warning.
 INFO = (errors.JobNotReady,)
 
@@ -165,8 +166,9 @@ class Passthrough:
         version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
         if version < (3, 17):
             log.info(
-                "reads of cached archives pass through this process: libfuse %d.%d has no passthrough "
-                "(scripts/setup builds 3.17)",
+                "reads of cached archives pass through this process: FUSE passthrough needs libfuse 3.17 "
+                "or later, and this is libfuse %d.%d. In a checkout, scripts/setup builds 3.17 into .venv; "
+                "elsewhere install libfuse 3.17 or point FUSE_LIBRARY_PATH at its libfuse3.so.",
                 *version,
             )
             return

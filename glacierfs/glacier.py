@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -144,7 +146,63 @@ def _translate(error: Exception) -> errors.GlacierFSError:
         return errors.AccessDenied(str(error))
     if isinstance(error, botocore.exceptions.ParamValidationError):
         return errors.InvalidRequest(str(error))
-    return errors.ServiceUnavailable(f"Glacier endpoint unreachable: {error}")
+    if isinstance(error, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
+        return errors.Unreachable(f"Glacier endpoint unreachable: {error}")
+    return errors.ServiceUnavailable(f"Glacier endpoint failed: {error}")
+
+
+class Reachability:
+    """Whether the endpoint answers, as every call finds: lost when a call gets
+    no answer at all (after botocore's retries), back when any call gets one,
+    even an error. Each change is logged once, not once per call."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._lost_since: float | None = None
+        self._error = ""
+
+    def answered(self) -> None:
+        with self._lock:
+            lost_since, self._lost_since = self._lost_since, None
+        if lost_since is not None:
+            log.warning(
+                "Glacier at %s answers again, after %.0f s without an answer", self.endpoint, time.time() - lost_since
+            )
+
+    def unreachable(self, error: errors.GlacierFSError) -> None:
+        with self._lock:
+            first = self._lost_since is None
+            if first:
+                self._lost_since = time.time()
+            self._error = str(error)
+        if first:
+            log.error(
+                "lost Glacier at %s: %s; what needs it fails (EIO) until it answers again "
+                "(logged once; `glacierfs status` shows it)",
+                self.endpoint,
+                error,
+            )
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "endpoint": self.endpoint,
+                "reachable": self._lost_since is None,
+                "lost_since": self._lost_since,
+                "error": self._error if self._lost_since is not None else "",
+            }
+
+
+def _noted(client: object, outcome: errors.GlacierFSError | None) -> None:
+    """Tell the client's Reachability what a call found."""
+    reachability = getattr(client, "reachability", None)
+    if reachability is None:
+        return
+    if isinstance(outcome, errors.Unreachable):
+        reachability.unreachable(outcome)
+    else:
+        reachability.answered()
 
 
 def _service_call(method: Callable[P, R]) -> Callable[P, R]:
@@ -153,11 +211,14 @@ def _service_call(method: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             translated = _translate(error)
+            _noted(args[0], translated)
             log.debug("%s failed: %s", method.__name__, translated)
             raise translated from error
+        _noted(args[0], None)
+        return result
 
     return wrapper
 
@@ -170,7 +231,10 @@ def _paged(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
         try:
             yield from method(*args, **kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise _translate(error) from error
+            translated = _translate(error)
+            _noted(args[0], translated)
+            raise translated from error
+        _noted(args[0], None)
 
     return wrapper
 
@@ -204,6 +268,7 @@ class GlacierClient:
             raise errors.AccessDenied(str(error)) from error
         self.region = session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
+        self.reachability = Reachability(endpoint_url or f"AWS ({self.region})")
         self._session = session
         config = Config(
             retries={"mode": retry_mode, "total_max_attempts": max_attempts},
