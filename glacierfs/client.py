@@ -137,53 +137,78 @@ def run_refresh(args: argparse.Namespace) -> int:
     return code
 
 
+# Exit codes of `glacierfs status`, for monitoring.
+STATUS_OK = 0
+STATUS_UNREADABLE = 1  # a mount named (or listed) does not answer
+STATUS_DEGRADED = 3  # a mount answers, but cannot reach Glacier or holds repairs back
+
+
+def _degraded(status: dict) -> bool:
+    return not status.get("glacier", {}).get("reachable", True) or bool(status.get("held_back"))
+
+
 def run_status(args: argparse.Namespace) -> int:
     mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
-    if not mounts:
-        print("No glacierfs mounts.")
-        return 0
-    code = 0
+    code = STATUS_OK
+    found: dict[str, dict] = {}
     for mount in mounts:
         try:
-            status = json.loads(os.getxattr(mount, Attr.STATUS))
+            found[str(mount)] = json.loads(os.getxattr(mount, Attr.STATUS))
         except OSError as error:
             print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
-            code = 1
-            continue
-        print(f"{mount}")
-        uploads = status.get("uploads", [])
-        print(f"  uploads in progress: {len(uploads)}")
-        for upload in uploads:
-            print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
-        jobs = status.get("jobs", [])
-        print(f"  retrievals in flight: {len(jobs)}")
-        for job in jobs:
-            age = time.time() - job["requested"]
-            print(
-                f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
-                f"{job['status']:<10} {age / 60:6.0f} min old"
-            )
-        for waiting in status.get("held_back", []):
-            print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
-        for gone in status.get("gone_vaults", []):
-            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
-            print(
-                f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
-                f"{gone['entries']} name(s) kept until it is listed again"
-            )
-        cache = status.get("cache")
-        if cache:
-            print(
-                f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
-                f"read by {cache['read_by']}"
-            )
-        budget = status.get("budget")
-        if budget:
-            print(
-                f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
-                f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
-            )
+            code = STATUS_UNREADABLE
+    if code == STATUS_OK and any(_degraded(status) for status in found.values()):
+        code = STATUS_DEGRADED
+    if args.json:
+        print(json.dumps({"mounts": found}, indent=2, sort_keys=True))
+        return code
+    if not mounts:
+        print("No glacierfs mounts.")
+    for mount, status in found.items():
+        _print_status(mount, status)
     return code
+
+
+def _print_status(mount: str, status: dict) -> None:
+    print(f"{mount}")
+    glacier = status.get("glacier")
+    if glacier and not glacier["reachable"]:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(glacier["lost_since"]))
+        print(f"  Glacier at {glacier['endpoint']}: NOT ANSWERING since {since} ({glacier['error']})")
+    elif glacier:
+        print(f"  Glacier at {glacier['endpoint']}: answering")
+    uploads = status.get("uploads", [])
+    print(f"  uploads in progress: {len(uploads)}")
+    for upload in uploads:
+        print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
+    jobs = status.get("jobs", [])
+    print(f"  retrievals in flight: {len(jobs)}")
+    for job in jobs:
+        age = time.time() - job["requested"]
+        print(
+            f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
+            f"{job['status']:<10} {age / 60:6.0f} min old"
+        )
+    for waiting in status.get("held_back", []):
+        print(f"  waiting for room on the state disk (or for Glacier) to {waiting}")
+    for gone in status.get("gone_vaults", []):
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone["since"]))
+        print(
+            f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
+            f"{gone['entries']} name(s) kept until it is listed again"
+        )
+    cache = status.get("cache")
+    if cache:
+        print(
+            f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
+            f"read by {cache['read_by']}"
+        )
+    budget = status.get("budget")
+    if budget:
+        print(
+            f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
+            f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
+        )
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -208,4 +233,5 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
     status = commands.add_parser("status", help="uploads, jobs, cache and budget of running mounts")
     status.add_argument("mountpoint", nargs="?", type=Path)
+    status.add_argument("--json", action="store_true", help="print every figure as JSON, for monitoring")
     status.set_defaults(run=run_status)
