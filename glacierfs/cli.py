@@ -20,6 +20,7 @@ from pathlib import Path
 
 from glacierfs import __version__, client, errors
 from glacierfs.logs import setup_logging
+from glacierfs.notify import notify
 from glacierfs.options import MountOptions, non_negative, parse_size
 from glacierfs.state import default_state_root
 
@@ -273,15 +274,21 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             glacier.region,
             args.mountpoint,
         )
-        operations = GlacierOperations(
-            parts.vfs, parts.control, on_ready=lambda: report("READY"), passthrough=options.passthrough
-        )
+
+        def ready() -> None:
+            notify("READY=1", f"MAINPID={os.getpid()}", f"STATUS=mounted at {args.mountpoint}")
+            report("READY")
+
+        operations = GlacierOperations(parts.vfs, parts.control, on_ready=ready, passthrough=options.passthrough)
         try:
             serve(operations, str(args.mountpoint), **mount_options(options.allow_other))
         except RuntimeError as error:
             report(f"mounting at {args.mountpoint} failed: {error}")
             return 1
-        log.info("unmounted %s", args.mountpoint)
+        # Unmounted; the stack now stops every part, uploads and manifests first.
+        notify("STOPPING=1", f"STATUS=unmounted from {args.mountpoint}; finishing what is under way")
+        log.info("unmounted %s; stopping", args.mountpoint)
+    log.info("stopped")
     return 0
 
 
@@ -375,8 +382,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options mount(8) and fstab add that mean nothing to glacierfs (or only to
+# mount(8) and systemd): accepted and ignored. Any other unknown one is refused.
+GENERIC_OPTIONS = {
+    "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "dev", "nodev", "suid",
+    "nosuid", "exec", "noexec", "async", "atime", "noatime", "relatime", "strictatime", "nodiratime", "diratime",
+    "lazytime", "nolazytime", "_netdev", "nofail", "silent", "loud",
+}  # fmt: skip
+SOURCE_FORM = "glacier or glacier:REGION"
+
+
+def from_mount_helper(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """mount(8)'s form, ``SOURCE MOUNTPOINT -o OPTIONS``, as the mount command's
+    arguments: each option NAME[=VALUE] is the mount option --NAME (dashes may be
+    written as underscores), and SOURCE's REGION, if any, is --region."""
+    source, mountpoint, rest = argv[0], argv[1], argv[2:]
+    kind, _, region = source.partition(":")
+    if kind != "glacier":
+        parser.error(f"SOURCE is {SOURCE_FORM}, not {source!r}")
+    options: list[str] = []
+    while rest:
+        flag = rest.pop(0)
+        if flag == "-o" and rest:
+            options.extend(rest.pop(0).split(","))
+        elif flag.startswith("-o") and len(flag) > 2:
+            options.extend(flag[2:].split(","))
+        else:
+            parser.error(f"unexpected {flag!r}: mount(8) passes options as -o NAME=VALUE,...")
+    mount_parser = next(
+        action.choices["mount"] for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    known = {
+        option[2:].replace("-", "_"): action
+        for action in mount_parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    converted = ["mount", mountpoint] + (["--region", region] if region else [])
+    for option in filter(None, options):
+        name, has_value, value = option.partition("=")
+        if name in GENERIC_OPTIONS or name.startswith("x-") or name == "comment":
+            continue
+        action = known.get(name.replace("-", "_"))
+        if action is None:
+            parser.error(f"unknown mount option {name!r}; the options are those of `glacierfs mount --help`")
+        takes_value = action.nargs != 0
+        if takes_value != bool(has_value):
+            parser.error(f"mount option {name} {'needs a' if takes_value else 'takes no'} value")
+        converted += [action.option_strings[-1], value] if takes_value else [action.option_strings[-1]]
+    return converted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if len(argv) >= 2 and not argv[0].startswith("-") and argv[0] not in commands:
+        argv = from_mount_helper(argv, parser)
+    args = parser.parse_args(argv)
     log_file = getattr(args, "log_file", None)
     setup_logging(getattr(args, "debug", False), log_file if getattr(args, "foreground", False) else None)
     return int(args.run(args) or 0)

@@ -39,7 +39,10 @@ def setup_logging(debug: bool, log_file: Path | None = None) -> None:
         os.chmod(log_file, 0o600)
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Under systemd, stderr goes to the journal, which stamps every line itself.
+    to_journal = log_file is None and "JOURNAL_STREAM" in os.environ
+    stamp = "" if to_journal else "%(asctime)s "
+    handler.setFormatter(OneLineFormatter(stamp + "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
