@@ -59,6 +59,7 @@ ERRNO: dict[type[errors.GlacierFSError], int] = {
     errors.ChecksumMismatch: errno.EIO,
     errors.JobNotReady: errno.EAGAIN,
     errors.ServiceUnavailable: errno.EIO,
+    errors.Unreachable: errno.EIO,
     errors.AccessDenied: errno.EACCES,
     errors.LimitExceeded: errno.ENOSPC,
     errors.FileTooLarge: errno.EFBIG,
