@@ -58,8 +58,16 @@ class AccessDenied(GlacierFSError):
     """Credentials are missing, wrong, or not allowed to do this."""
 
 
+class ArchiveLocked(AccessDenied):
+    """The vault lock's policy keeps this archive: it cannot be deleted yet, or ever."""
+
+
 class LimitExceeded(GlacierFSError):
     """A service limit (vault count, parts, size) was reached."""
+
+
+class TooManyTags(LimitExceeded):
+    """A vault holds the most tags Glacier allows (50)."""
 
 
 class FileTooLarge(LimitExceeded):
@@ -104,6 +112,15 @@ class UnknownAttribute(GlacierFSError):
 
 class RetrievalBudgetExceeded(GlacierFSError):
     """Starting another retrieval would pass the mount's cost guard."""
+
+
+class RetrievalPolicyRefused(GlacierFSError):
+    """The account's data retrieval policy (set in Glacier, not by glacierfs) refused a job."""
+
+
+class InsufficientCapacity(GlacierFSError):
+    """Glacier has no Expedited capacity for a job right now (and no provisioned unit covers it).
+    Not an outage: other tiers, and other calls, still work."""
 
 
 class RetrievalFailed(GlacierFSError):

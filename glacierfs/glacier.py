@@ -96,6 +96,43 @@ class Job:
 
 
 @dataclass(frozen=True)
+class VaultNotifications:
+    topic: str  # an SNS topic ARN
+    events: tuple[str, ...]  # ArchiveRetrievalCompleted, InventoryRetrievalCompleted
+
+
+@dataclass(frozen=True)
+class VaultLock:
+    state: str  # InProgress | Locked
+    policy: str  # the lock policy, a JSON document
+    created: str
+    expires: str | None  # an in-progress lock lapses then; None once locked
+
+
+@dataclass(frozen=True)
+class RetrievalPolicy:
+    """The account's data retrieval policy in this region."""
+
+    strategy: str  # None | FreeTier | BytesPerHour
+    bytes_per_hour: int | None
+
+    @property
+    def summary(self) -> str:
+        if self.strategy == "BytesPerHour":
+            return f"BytesPerHour: at most {self.bytes_per_hour} bytes retrieved an hour"
+        if self.strategy == "FreeTier":
+            return "FreeTier: no more than the free tier allows"
+        return f"{self.strategy}: no limit"
+
+
+@dataclass(frozen=True)
+class CapacityUnit:
+    capacity_id: str
+    start: str
+    expires: str
+
+
+@dataclass(frozen=True)
 class JobOutput:
     body: bytes
     tree_hash: str | None  # sent by the service only for tree-hash aligned ranges
@@ -110,8 +147,8 @@ _ERRORS: dict[str, type[errors.GlacierFSError]] = {
     "InvalidParameterValueException": errors.InvalidRequest,
     "MissingParameterValueException": errors.InvalidRequest,
     "LimitExceededException": errors.LimitExceeded,
-    "PolicyEnforcedException": errors.LimitExceeded,
-    "InsufficientCapacityException": errors.ServiceUnavailable,
+    "PolicyEnforcedException": errors.RetrievalPolicyRefused,
+    "InsufficientCapacityException": errors.InsufficientCapacity,
     "ServiceUnavailableException": errors.ServiceUnavailable,
     "ThrottlingException": errors.ServiceUnavailable,
     "RequestTimeoutException": errors.ServiceUnavailable,
@@ -284,6 +321,7 @@ class GlacierClient:
             # Ours sends both hashes; botocore's would seek in the body, which a
             # bytearray part (no copy) cannot do.
             events.unregister(f"before-call.glacier.{operation}", add_glacier_checksums)
+        events.register_first("needs-retry.glacier.InitiateJob", _no_retry_without_capacity)
 
     # Who ------------------------------------------------------------------
 
@@ -454,6 +492,106 @@ class GlacierClient:
             content_range=response.get("contentRange"),
             description=response.get("archiveDescription"),
         )
+
+    # A vault's own settings -------------------------------------------------
+
+    @_service_call
+    def list_vault_tags(self, vault: str) -> dict[str, str]:
+        return dict(self._client.list_tags_for_vault(vaultName=vault).get("Tags") or {})
+
+    @_service_call
+    def add_vault_tags(self, vault: str, tags: dict[str, str]) -> None:
+        """Adds or overwrites; LimitExceeded past the vault's 50 tags."""
+        self._client.add_tags_to_vault(vaultName=vault, Tags=tags)
+
+    @_service_call
+    def remove_vault_tags(self, vault: str, keys: list[str]) -> None:
+        self._client.remove_tags_from_vault(vaultName=vault, TagKeys=keys)
+
+    @_service_call
+    def get_vault_notifications(self, vault: str) -> VaultNotifications | None:
+        """None when none are set (the service answers that with a 404)."""
+        try:
+            raw = self._client.get_vault_notifications(vaultName=vault)["vaultNotificationConfig"]
+        except botocore.exceptions.ClientError as error:
+            if _code_of(error.response) == "ResourceNotFoundException":
+                return None
+            raise
+        return VaultNotifications(topic=raw.get("SNSTopic", ""), events=tuple(raw.get("Events") or ()))
+
+    @_service_call
+    def set_vault_notifications(self, vault: str, notifications: VaultNotifications) -> None:
+        config = {"SNSTopic": notifications.topic, "Events": list(notifications.events)}
+        self._client.set_vault_notifications(vaultName=vault, vaultNotificationConfig=config)
+
+    @_service_call
+    def delete_vault_notifications(self, vault: str) -> None:
+        self._client.delete_vault_notifications(vaultName=vault)
+
+    @_service_call
+    def get_vault_access_policy(self, vault: str) -> str | None:
+        """The policy document as Glacier keeps it; None when the vault has none."""
+        try:
+            return str(self._client.get_vault_access_policy(vaultName=vault)["policy"]["Policy"])
+        except botocore.exceptions.ClientError as error:
+            if _code_of(error.response) == "ResourceNotFoundException":
+                return None
+            raise
+
+    @_service_call
+    def set_vault_access_policy(self, vault: str, policy: str) -> None:
+        self._client.set_vault_access_policy(vaultName=vault, policy={"Policy": policy})
+
+    @_service_call
+    def delete_vault_access_policy(self, vault: str) -> None:
+        self._client.delete_vault_access_policy(vaultName=vault)
+
+    @_service_call
+    def get_vault_lock(self, vault: str) -> VaultLock | None:
+        """None when the vault has no lock (or an in-progress one lapsed)."""
+        try:
+            raw = self._client.get_vault_lock(vaultName=vault)
+        except botocore.exceptions.ClientError as error:
+            if _code_of(error.response) == "ResourceNotFoundException":
+                return None
+            raise
+        return VaultLock(
+            state=raw.get("State", ""),
+            policy=raw.get("Policy", ""),
+            created=raw.get("CreationDate", ""),
+            expires=raw.get("ExpirationDate"),
+        )
+
+    # The account's retrieval limits -----------------------------------------
+
+    @_service_call
+    def get_data_retrieval_policy(self) -> RetrievalPolicy:
+        rules = self._client.get_data_retrieval_policy().get("Policy", {}).get("Rules") or [{}]
+        return RetrievalPolicy(strategy=rules[0].get("Strategy", "None"), bytes_per_hour=rules[0].get("BytesPerHour"))
+
+    @_service_call
+    def list_provisioned_capacity(self) -> list[CapacityUnit]:
+        return [
+            CapacityUnit(capacity_id=raw["CapacityId"], start=raw.get("StartDate", ""), expires=raw["ExpirationDate"])
+            for raw in self._client.list_provisioned_capacity().get("ProvisionedCapacityList", [])
+        ]
+
+
+def _no_retry_without_capacity(response: Any = None, **_: Any) -> None:
+    """InsufficientCapacityException is a 503, which botocore's retry modes
+    retry; but capacity does not come back within their backoff, and the
+    caller falls back to another tier. Raised here, before the retry handler
+    (registered for the whole service, so asked later) can answer, it ends the
+    call at its first attempt."""
+    if response is None:
+        return
+    parsed = response[1]
+    if _code_of(parsed) == "InsufficientCapacityException":
+        raise botocore.exceptions.ClientError(parsed, "InitiateJob")
+
+
+def _code_of(parsed: dict[str, Any]) -> str:
+    return str(parsed.get("Error", {}).get("Code", ""))
 
 
 def _vault(raw: dict[str, Any]) -> Vault:
