@@ -475,7 +475,8 @@ class GlacierOperations(fuse.Operations):
     @overrides(Operations)
     @translated
     def removexattr(self, path: str, name: str) -> int:
-        raise errors.UnknownAttribute(f"{name}: glacierfs keeps no extended attributes of its own choosing")
+        self.control.remove(path, name)
+        return 0
 
     @overrides(Operations)
     @translated

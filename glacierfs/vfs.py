@@ -33,6 +33,7 @@ from glacierfs.outcomes import Outcomes
 from glacierfs.paths import MAX_COMPONENT, check_component, name_of, parent_of, split
 from glacierfs.retrieval import Retriever
 from glacierfs.vaults import Vaults
+from glacierfs.vaultsettings import VaultSettings
 from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class GlacierFS:
         self.retriever = retriever
         self.manifests = manifests
         self.vaults = Vaults(glacier, catalog, inventories, options.vault_list_ttl)
+        self.settings = VaultSettings(glacier)  # a vault's tags, policies and lock (control.py)
         self.open_files = OpenFiles()
         self.outcomes = Outcomes(glacier, catalog, options.keep_replaced, manifests.changed, self.open_files.lock)
         # --cache-writes: copies of uploads go to the cache, so reading them back is free.
