@@ -444,6 +444,10 @@ class Catalog:
             (archive_id, vault, time.time()),
         )
 
+    def forget_deleted(self, vault: str, archive_id: str) -> None:
+        """Glacier did not delete it after all (a vault lock, an outage): inventories may list it again."""
+        self._execute("DELETE FROM deleted WHERE archive_id=? AND vault=?", (archive_id, vault))
+
     def deleted_ids(self, vault: str) -> set[str]:
         return {row[0] for row in self._all("SELECT archive_id FROM deleted WHERE vault=?", (vault,))}
 

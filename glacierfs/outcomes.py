@@ -7,7 +7,6 @@ open file owns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -161,8 +160,15 @@ class Outcomes:
         """DeleteArchive, remembered first so that inventories (which lag) do not bring it back."""
         assert entry.archive_id is not None
         self.catalog.record_deleted(entry.vault, entry.archive_id)
-        with contextlib.suppress(errors.NotFound):
+        try:
             self.glacier.delete_archive(entry.vault, entry.archive_id)
+        except errors.NotFound:
+            pass
+        except errors.GlacierFSError:
+            # Still in the vault (a vault lock keeps it, or Glacier could not be
+            # reached): the next inventory must list it again, not hide it.
+            self.catalog.forget_deleted(entry.vault, entry.archive_id)
+            raise
 
     def _later(self, what: str, repair: Callable[[], None]) -> None:
         with self._pending_lock:

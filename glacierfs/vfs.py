@@ -326,7 +326,10 @@ class GlacierFS:
                 f"{path} is being uploaded; close it first (removing it would pay for an upload and its early deletion)"
             )
         if entry.archive_id:
-            self.outcomes.delete_archive(entry)
+            try:
+                self.outcomes.delete_archive(entry)
+            except errors.AccessDenied as error:
+                raise self.settings.refused_deletion(path, vault, entry.archive_id, entry.created, error) from error
         self.catalog.delete(vault, rel)
         self._changed(vault)
 
