@@ -47,6 +47,7 @@ def assemble(
         concurrency=max(1, options.concurrency),
         range_size=options.range_size,
         ranged_threshold=options.ranged_threshold,
+        tier_fallback=options.tier_fallback,
     )
     inventories = Inventories(
         glacier,

@@ -59,6 +59,13 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
         "--tier", choices=TIERS, default="Standard", help="retrieval tier for reads (default: Standard, 3-5 hours)"
     )
     parser.add_argument(
+        "--no-tier-fallback",
+        dest="tier_fallback",
+        action="store_false",
+        help="with --tier Expedited, fail (EAGAIN) when Glacier has no Expedited capacity, "
+        "instead of retrieving at the Standard tier",
+    )
+    parser.add_argument(
         "--wait",
         type=float,
         default=0.0,

@@ -44,6 +44,7 @@ class MountOptions:
     cleanup_interval: float = 30.0
     # Reading
     tier: str = "Standard"
+    tier_fallback: bool = True  # Expedited without capacity: Standard instead
     wait: float = 0.0  # seconds open() waits for a retrieval before EAGAIN
     poll_interval: float | None = None  # by tier when None
     max_retrieval_bytes: int = 10 * GiB

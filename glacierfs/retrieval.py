@@ -96,7 +96,10 @@ class Retriever:
         concurrency: int = 4,
         range_size: int = 64 * MiB,
         ranged_threshold: int = 1 << 30,
+        tier_fallback: bool = True,
     ) -> None:
+        """``tier_fallback``: an Expedited job Glacier has no capacity for is
+        started at Standard instead."""
         if tier not in TIERS:
             raise errors.InvalidRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}")
         for name, value in (("chunk size", chunk_size), ("range size", range_size)):
@@ -111,6 +114,7 @@ class Retriever:
         self.max_jobs = max_jobs
         self.range_size = range_size
         self.ranged_threshold = ranged_threshold
+        self.tier_fallback = tier_fallback
         self._request_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # Jobs being started: counted by the cost guard before Glacier has answered.
         self._budget = threading.Lock()
@@ -219,12 +223,7 @@ class Retriever:
             self._reserved_bytes += target.size
             self._reserved_jobs += 1
         try:
-            job_id = self.glacier.initiate_archive_retrieval(
-                target.vault,
-                target.archive_id,
-                tier=tier,
-                byte_range=None if target.whole else (target.first, target.last),
-            )
+            job_id, tier = self._initiate(target, tier)
             job = JobRecord(
                 job_id,
                 target.vault,
@@ -252,6 +251,49 @@ class Retriever:
         )
         self.follower.wake()
         return job
+
+    def _initiate(self, target: Target, tier: str) -> tuple[str, str]:
+        """InitiateJob: the job's id and the tier it runs at. Refusals by the
+        account's retrieval policy are told apart from the cost guard's."""
+        try:
+            try:
+                return self._initiate_at(target, tier), tier
+            except errors.InsufficientCapacity as error:
+                if tier != "Expedited" or not self.tier_fallback:
+                    raise errors.InsufficientCapacity(
+                        f"Glacier has no {tier} capacity for archive {target.archive_id[:16]} right now and "
+                        f"--no-tier-fallback keeps it from the Standard tier: try again later, or buy a "
+                        f"provisioned capacity unit ({error})"
+                    ) from error
+                log.warning(
+                    "Glacier has no Expedited capacity for archive %s (%s): retrieving it at the Standard tier "
+                    "instead, usually %s (--no-tier-fallback refuses instead)",
+                    target.archive_id[:16],
+                    error,
+                    EXPECTED["Standard"],
+                )
+            return self._initiate_at(target, "Standard"), "Standard"
+        except errors.RetrievalPolicyRefused as error:
+            raise errors.RetrievalPolicyRefused(
+                f"the account's data retrieval policy ({self._policy_summary()}) refused retrieving bytes "
+                f"{target.first}-{target.last} of archive {target.archive_id[:16]}. It is Glacier's own setting "
+                "for the account, not glacierfs's cost guard (--max-retrieval-bytes): wait, or change it "
+                f"(aws glacier set-data-retrieval-policy) ({error})"
+            ) from error
+
+    def _initiate_at(self, target: Target, tier: str) -> str:
+        return self.glacier.initiate_archive_retrieval(
+            target.vault,
+            target.archive_id,
+            tier=tier,
+            byte_range=None if target.whole else (target.first, target.last),
+        )
+
+    def _policy_summary(self) -> str:
+        try:
+            return self.glacier.get_data_retrieval_policy().summary
+        except errors.GlacierFSError as error:
+            return f"unknown: {error}"
 
     def _covers(self, job: JobRecord, target: Target) -> bool:
         if target.whole:
