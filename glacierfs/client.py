@@ -209,6 +209,17 @@ def _print_status(mount: str, status: dict) -> None:
             f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
             f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
         )
+    policy = status.get("retrieval_policy", {})
+    if policy:
+        summary = policy.get("summary") or f"unknown ({policy.get('error')})"
+        print(f"  account's data retrieval policy (set in Glacier): {summary}")
+    capacity = status.get("capacity", {})
+    if "error" in capacity:
+        print(f"  provisioned capacity: unknown ({capacity['error']})")
+    elif "units" in capacity:
+        print(f"  provisioned capacity units: {len(capacity['units']) or 'none'}")
+        for unit in capacity["units"]:
+            print(f"    {unit['capacity_id']}  since {unit['start']}, expires {unit['expires']}")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
