@@ -53,7 +53,7 @@ class Attr(StrEnum):
 
 # A vault's tag KEY is ``user.glacier.tag.KEY``.
 TAG_PREFIX = "user.glacier.tag."
-# What a vault directory carries from Glacier; the first three can be set and removed.
+# What a vault directory carries from Glacier: with its tags, the first two can be set and removed.
 VAULT_SETTINGS = (Attr.NOTIFICATIONS, Attr.ACCESS_POLICY, Attr.LOCK)
 VAULT_FIGURES = (Attr.ARCHIVES, Attr.BYTES, Attr.LAST_INVENTORY, Attr.CREATED)
 
