@@ -253,7 +253,12 @@ class Control:
             raise errors.NotSupported(f"{name} of vault {vault} shows Glacier's own record and cannot be removed")
 
     def _account(self) -> dict[str, object]:
-        """The account's limits Glacier applies to every retrieval, beside glacierfs's own guard."""
+        """The account's limits Glacier applies to every retrieval, beside glacierfs's own guard.
+        Not asked while Glacier is not answering: status would wait out the retries."""
+        glacier = self.vfs.glacier.reachability.status()
+        if not glacier["reachable"]:
+            unknown = {"error": f"Glacier at {glacier['endpoint']} is not answering"}
+            return {"retrieval_policy": unknown, "capacity": unknown}
         settings = self.vfs.settings
         result: dict[str, object] = {}
         try:

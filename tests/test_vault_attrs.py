@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from glacierfs.emulator import Emulator
-from glacierfs.testing import GLACIERFS, Mount, run, wait_for
+from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
 from .conftest import MiB, archives, boto_client
 
@@ -352,3 +352,23 @@ def test_status_lists_provisioned_capacity(mount: Mount, inprocess: Emulator) ->
     status = run(*GLACIERFS, "status", mount.mountpoint).stdout
     assert "provisioned capacity units: 1" in status
     assert f"{capacity_id}  since {unit['StartDate']}, expires {unit['ExpirationDate']}" in status
+
+
+def test_status_does_not_ask_a_glacier_that_is_not_answering(tmp_path: Path) -> None:
+    emulator = ServedEmulator()
+    mount = Mount(tmp_path, emulator.url, "--max-attempts", "1", "--vault-list-ttl", "0")
+    try:
+        assert "account's data retrieval policy (set in Glacier): None: no limit" in status_of(mount)
+        emulator.stop()
+        with pytest.raises(OSError):
+            mount.path("v").mkdir()  # Glacier is lost
+        status = status_of(mount)
+        assert f"account's data retrieval policy (set in Glacier): unknown (Glacier at {emulator.url}" in status
+        assert "is not answering" in status and "provisioned capacity: unknown" in status
+    finally:
+        mount.unmount()
+        emulator.stop()
+
+
+def status_of(mount: Mount) -> str:
+    return run(*GLACIERFS, "status", mount.mountpoint, check=False).stdout
