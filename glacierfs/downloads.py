@@ -34,8 +34,9 @@ from glacierfs.catalog import (
     Catalog,
     JobRecord,
 )
-from glacierfs.glacier import GlacierClient, Job
+from glacierfs.glacier import GlacierClient
 from glacierfs.periodic import Periodic
+from glacierfs.records import Job
 from glacierfs.treehash import combine, tree_hash_bytes
 
 log = logging.getLogger(__name__)

@@ -24,14 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from glacierfs import errors, timestamps
-from glacierfs.glacier import (
-    CapacityUnit,
-    GlacierClient,
-    RetrievalPolicy,
-    Vault,
-    VaultLock,
-    VaultNotifications,
-)
+from glacierfs.glacier import GlacierClient
+from glacierfs.records import CapacityUnit, RetrievalPolicy, Vault, VaultLock, VaultNotifications
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from glacierfs import errors
-from glacierfs.glacier import Archive, GlacierClient
+from glacierfs.glacier import GlacierClient
+from glacierfs.records import Archive
 from glacierfs.treehash import Buffer, MiB, combine, part_hashes
 
 log = logging.getLogger(__name__)
