@@ -38,6 +38,8 @@ class Attr(StrEnum):
     ARCHIVE_ID = "user.glacier.archive-id"
     TREE_HASH = "user.glacier.tree-hash"
     CREATED = "user.glacier.created"
+    # On the root: the catalog's path and the endpoint, for `glacierfs export` (export.py).
+    SOURCE = "user.glacier.source"
 
 
 class State(StrEnum):
@@ -116,6 +118,10 @@ class Control:
             raise errors.UnknownAttribute(name)
         if vault is None and name == Attr.STATUS:
             return json.dumps(self.status(read_by)).encode()
+        if vault is None and name == Attr.SOURCE:
+            glacier = self.vfs.glacier
+            source = {"catalog": str(self.catalog.path), "endpoint": glacier.endpoint_url, "region": glacier.region}
+            return json.dumps({**source, "profile": glacier.profile}).encode()
         if vault is not None and not rel and name == Attr.INVENTORY:
             self.vfs.vaults.require(vault)
             return self.inventories.describe(vault).encode()

@@ -268,6 +268,7 @@ class GlacierClient:
             raise errors.AccessDenied(str(error)) from error
         self.region = session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
+        self.profile = profile
         self.reachability = Reachability(endpoint_url or f"AWS ({self.region})")
         self._session = session
         config = Config(
