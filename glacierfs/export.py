@@ -42,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "A rerun resumes and reuses jobs whose output is still downloadable.",
     )
     parser.add_argument("source", type=Path, metavar="SOURCE")
-    parser.add_argument("dest", metavar="DEST", help="a local directory")
+    parser.add_argument("dest", metavar="DEST", help="a local directory, or s3://BUCKET/PREFIX")
     parser.add_argument("--tier", choices=TIERS, default="Bulk", help="retrieval tier (default: Bulk, 5-12 hours)")
     parser.add_argument("--yes", action="store_true", help="start without asking")
     parser.add_argument("--overwrite", action="store_true", help="replace DEST files that hold other content")
@@ -132,20 +132,22 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from glacierfs.exporter import Exporter, StopExport
+    from glacierfs.exporter import Destination, Exporter, StopExport
     from glacierfs.exportstate import ExportState, MountCatalog
-    from glacierfs.glacier import GlacierClient
+    from glacierfs.glacier import GlacierClient, S3Client
     from glacierfs.localdest import LocalDestination
     from glacierfs.pacing import Pacer
     from glacierfs.pricing import price_table
     from glacierfs.retrieval import DEFAULT_POLL
+    from glacierfs.s3dest import MIN_CHUNK, S3Destination
 
     source, vault, prefix = _source(args.source)
-    if str(args.dest).startswith("s3://"):
-        raise errors.NotSupported("S3 destinations are not supported yet: export to a local directory")
+    to_s3 = str(args.dest).startswith("s3://")
     dest_root = Path(args.dest).absolute()
-    if _mount_root(dest_root) is not None:
-        raise errors.InvalidRequest(f"{dest_root} is inside a glacierfs mount: export to a local directory")
+    if not to_s3 and _mount_root(dest_root) is not None:
+        raise errors.InvalidRequest(f"{dest_root} is inside a glacierfs mount: export to a local directory or S3")
+    if to_s3 and args.chunk_size < MIN_CHUNK:
+        raise errors.InvalidRequest(f"to S3 the chunk size is at least {MIN_CHUNK >> 20} MiB (S3's smallest part)")
     prices = price_table(args.prices)
     catalog_path = Path(str(source["catalog"]))
     key = catalog_path.name.removeprefix("catalog-").removesuffix(".sqlite")
@@ -154,7 +156,9 @@ def _export(args: argparse.Namespace) -> int:
     try:
         glacier = GlacierClient(source.get("endpoint"), source.get("region"), source.get("profile"))
         pacer = Pacer(state.jobs_since, args.max_bytes_per_day, args.max_jobs_per_hour)
-        dest = LocalDestination(dest_root)
+        dest: Destination = LocalDestination(dest_root)
+        if to_s3:
+            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest))
         exporter = Exporter(
             glacier,
             catalog,
@@ -176,7 +180,7 @@ def _export(args: argparse.Namespace) -> int:
         cost = prices.estimate(args.tier, len(new), new_bytes)
         totals = exporter.totals
         print(
-            f"{vault}/{prefix}".rstrip("/") + f" -> {dest_root}: {totals.files} file(s), {_human(totals.bytes)}; "
+            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {_human(totals.bytes)}; "
             f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {len(reusable)} from jobs "
             f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({_human(new_bytes)}), "
             f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
@@ -190,7 +194,8 @@ def _export(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
         stopped = ""
         try:
-            dest_root.mkdir(parents=True, exist_ok=True)
+            if not to_s3:
+                dest_root.mkdir(parents=True, exist_ok=True)
             exporter.write_local(local)
             exporter.run(vault, work, wait_for_jobs=not args.no_wait)
             exporter.finish_dirs(local)

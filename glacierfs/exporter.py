@@ -14,12 +14,12 @@ at ``concurrency * chunk_size`` whatever the archives' sizes.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from glacierfs import errors
 from glacierfs.exportstate import (
@@ -33,7 +33,7 @@ from glacierfs.exportstate import (
     MountCatalog,
 )
 from glacierfs.glacier import GlacierClient, Job
-from glacierfs.localdest import ABSENT, SAME, LocalDestination
+from glacierfs.localdest import ABSENT, SAME
 from glacierfs.pacing import Pacer
 from glacierfs.retrieval import listed_span
 from glacierfs.treehash import MiB, combine, tree_hash_bytes
@@ -41,6 +41,26 @@ from glacierfs.treehash import MiB, combine, tree_hash_bytes
 log = logging.getLogger(__name__)
 
 CHUNK_ATTEMPTS = 2  # a chunk that fails its tree hash is fetched once more
+
+
+class Sink(Protocol):
+    """One archive on its way to the destination: nothing shows under its name before commit()."""
+
+    def write(self, data: bytes, offset: int) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    """A local directory (localdest.py) or an S3 prefix (s3dest.py)."""
+
+    label: str
+
+    def compare(self, rel: str, item: Item) -> str: ...
+    def make_dir(self, rel: str) -> None: ...
+    def set_dir_times(self, rel: str, item: Item) -> None: ...
+    def begin(self, rel: str, item: Item) -> Sink: ...
+    def empty_file(self, rel: str, item: Item) -> None: ...
 
 
 @dataclass
@@ -78,7 +98,7 @@ class Exporter:
         glacier: GlacierClient,
         catalog: MountCatalog,
         state: ExportState,
-        dest: LocalDestination,
+        dest: Destination,
         tier: str,
         pacer: Pacer,
         poll_interval: float,
@@ -123,10 +143,14 @@ class Exporter:
             row = self.state.row(self.dest.label, vault, item.path)
             if row is not None and row[0] != item.archive_id:
                 row = None  # the path holds another archive since
-            if row is not None and row[1] == WRITTEN and self.dest.compare(rel, item) == SAME:
+            try:
+                found = self.dest.compare(rel, item)
+            except errors.NameTooLong as error:
+                self._fail(rel, str(error))
+                continue
+            if row is not None and row[1] == WRITTEN and found == SAME:
                 self._done(item.size)
                 continue
-            found = self.dest.compare(rel, item)
             if found == SAME:
                 self.state.set(self.dest.label, vault, item.path, item.archive_id, WRITTEN, None, "already there")
                 self._done(item.size)
@@ -140,7 +164,11 @@ class Exporter:
     def write_local(self, local: list[tuple[str, Item]]) -> None:
         """Directories and empty files: no job, written at once."""
         for rel, item in local:
-            found = self.dest.compare(rel, item)
+            try:
+                found = self.dest.compare(rel, item)
+            except errors.NameTooLong as error:
+                self._fail(rel, str(error))
+                continue
             if item.is_dir:
                 if found in (SAME, ABSENT):
                     self.dest.make_dir(rel)
@@ -299,33 +327,30 @@ class Exporter:
         """Download the job's output to a temporary file, verify, then name it."""
         item, job = work.item, work.listed
         assert job is not None and item.archive_id
-        fd, temp = self.dest.open_temp(work.rel)
+        sink = self.dest.begin(work.rel, item)
         label, path, archive = self.dest.label, item.path, item.archive_id
         try:
             hashes = [
-                self._chunk(vault, job.job_id, fd, start, min(start + self.chunk_size, item.size))
+                self._chunk(vault, job.job_id, sink, start, min(start + self.chunk_size, item.size))
                 for start in range(0, item.size, self.chunk_size)
             ]
             self.state.set(label, vault, path, archive, DOWNLOADED, job.job_id)
             whole = combine(hashes).hex()
             expected = item.tree_hash or job.archive_tree_hash
             if expected and whole != expected:
-                self.state.set(
-                    label, vault, path, archive, FAILED, job.job_id, f"tree hash {whole}, expected {expected}"
-                )
+                why = f"tree hash {whole}, expected {expected}"
+                self.state.set(label, vault, path, archive, FAILED, job.job_id, why)
                 raise errors.ChecksumMismatch(f"the output hashes to {whole}, the archive's tree hash is {expected}")
             self.state.set(label, vault, path, archive, VERIFIED, job.job_id)
-            self.dest.commit(fd, temp, work.rel, item)
-            self.state.set(label, vault, path, archive, WRITTEN, job.job_id)
         except BaseException:
-            self.dest.discard(temp)
+            sink.abort()
             raise
-        finally:
-            os.close(fd)
+        sink.commit()
+        self.state.set(label, vault, path, archive, WRITTEN, job.job_id)
         self._done(item.size)
         log.info("exported %s (%d bytes), verified", work.rel, item.size)
 
-    def _chunk(self, vault: str, job_id: str, fd: int, start: int, stop: int) -> bytes:
+    def _chunk(self, vault: str, job_id: str, sink: Sink, start: int, stop: int) -> bytes:
         problem = ""
         for attempt in range(1, CHUNK_ATTEMPTS + 1):
             output = self.glacier.get_job_output(vault, job_id, (start, stop - 1))
@@ -335,7 +360,7 @@ class Exporter:
             elif output.tree_hash is not None and output.tree_hash != digest.hex():
                 problem = f"tree hash {digest.hex()}, Glacier sent {output.tree_hash}"
             else:
-                self.dest.write(fd, output.body, start)
+                sink.write(output.body, start)
                 return digest
             log.warning(
                 "job %s bytes %d-%d failed verification (attempt %d): %s",

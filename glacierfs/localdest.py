@@ -61,40 +61,47 @@ class LocalDestination:
         except OSError as error:
             raise _no_space(error) from error
 
-    def open_temp(self, rel: str) -> tuple[int, Path]:
+    def begin(self, rel: str, item: Item) -> LocalSink:
+        """Where an archive's bytes go until they are verified: a hidden name beside the final one."""
         final = self.final(rel)
         temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), temp
-        except OSError as error:
-            raise _no_space(error) from error
-
-    def write(self, fd: int, data: bytes, offset: int) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
-        except OSError as error:
-            raise _no_space(error) from error
-
-    def commit(self, fd: int, temp: Path, rel: str, item: Item) -> None:
-        """Give the verified temporary file its time and mode, then its name."""
-        try:
-            os.fsync(fd)
-            os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
-            os.chmod(fd, item.mode & 0o7777 or 0o644)
-            os.replace(temp, self.final(rel))
+            return LocalSink(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), temp, final, item)
         except OSError as error:
             raise _no_space(error) from error
 
     def empty_file(self, rel: str, item: Item) -> None:
-        fd, temp = self.open_temp(rel)
-        try:
-            self.commit(fd, temp, rel, item)
-        finally:
-            os.close(fd)
+        self.begin(rel, item).commit()
 
-    def discard(self, temp: Path) -> None:
-        temp.unlink(missing_ok=True)
+
+class LocalSink:
+    """One archive on its way to a local file; commit() only after verification."""
+
+    def __init__(self, fd: int, temp: Path, final: Path, item: Item) -> None:
+        self.fd, self.temp, self.final, self.item = fd, temp, final, item
+
+    def write(self, data: bytes, offset: int) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as error:
+            raise _no_space(error) from error
+
+    def commit(self) -> None:
+        """Give the verified temporary file its time and mode, then its name."""
+        try:
+            os.fsync(self.fd)
+            os.utime(self.fd, ns=(self.item.mtime_ns, self.item.mtime_ns))
+            os.chmod(self.fd, self.item.mode & 0o7777 or 0o644)
+            os.replace(self.temp, self.final)
+        except OSError as error:
+            self.abort()
+            raise _no_space(error) from error
+        os.close(self.fd)
+
+    def abort(self) -> None:
+        os.close(self.fd)
+        self.temp.unlink(missing_ok=True)

@@ -266,3 +266,61 @@ def test_export_is_quick_to_wait_while_jobs_are_in_progress(mount: Mount, url: s
     done = export(mount, "v9", tmp_path / "out", "--yes")
     assert done.returncode == 0, done.stderr
     assert len(jobs(url, "v9")) == 1
+
+
+def s3_client(url: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+
+
+def test_export_to_s3_verifies_before_completing_and_keeps_tree_hash_and_mtime(mount: Mount, url: str, tmp_path: Path):
+    from glacierfs.treehash import tree_hash
+
+    files = {"small.bin": os.urandom(5000), "dir/big.bin": os.urandom(9 * MiB + 7)}
+    fill(mount, "v10", files)
+    mount.path("v10", "dir", "empty.txt").write_bytes(b"")
+    mount.path("v10", "hollow").mkdir()
+    s3 = s3_client(url)
+    s3.create_bucket(Bucket="exported")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": url}
+    command = [*GLACIERFS, "export", str(mount.path("v10")), "s3://exported/backup", "--yes", "--poll-interval", "0.1"]
+    result = subprocess.run([*command, "--chunk-size", "8M"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        got = s3.get_object(Bucket="exported", Key=f"backup/{rel}")
+        assert got["Body"].read() == data
+        assert got["Metadata"]["glacier-tree-hash"] == tree_hash(data)
+        assert float(got["Metadata"]["mtime"]) == MTIME + len(data) % 1000
+    assert s3.get_object(Bucket="exported", Key="backup/dir/empty.txt")["Body"].read() == b""
+    assert s3.head_object(Bucket="exported", Key="backup/hollow/")["ContentLength"] == 0
+    assert s3.list_multipart_uploads(Bucket="exported").get("Uploads", []) == []
+    assert len(jobs(url, "v10")) == 2
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == 0 and "0 new job(s)" in again.stdout, again.stderr
+    assert len(jobs(url, "v10")) == 2
+
+    missing = subprocess.run([*command[:5], "s3://no-such-bucket/x", "--yes"], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "bucket no-such-bucket does not exist" in missing.stderr
+    too_long = subprocess.run(
+        [*command[:5], "s3://exported/" + "p" * 1020, "--yes"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert too_long.returncode == 1 and "S3 allows 1,024" in too_long.stderr
+    assert len(jobs(url, "v10")) == 2
+
+
+def test_bytes_that_fail_verification_never_appear_at_dest(mount: Mount, url: str, tmp_path: Path):
+    fill(mount, "v11", {"a.bin": os.urandom(9 * MiB)})  # to S3: a multipart upload of two parts, aborted
+    s3 = s3_client(url)
+    s3.create_bucket(Bucket="checked")
+    control.configure(url, corrupt_outputs=100)
+    local = export(mount, "v11", tmp_path / "out", "--yes", "--chunk-size", "1M")
+    assert local.returncode == 1 and "failed: a.bin" in local.stderr and "tree hash" in local.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": url}
+    command = [*GLACIERFS, "export", str(mount.path("v11")), "s3://checked/p", "--yes", "--poll-interval", "0.1"]
+    remote = subprocess.run([*command, "--chunk-size", "8M"], capture_output=True, text=True, timeout=60, env=env)
+    assert remote.returncode == 1 and "failed: a.bin" in remote.stderr
+    assert s3.list_objects_v2(Bucket="checked").get("KeyCount") == 0
+    assert s3.list_multipart_uploads(Bucket="checked").get("Uploads", []) == []
+    assert len(jobs(url, "v11")) == 1
