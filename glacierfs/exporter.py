@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from glacierfs import errors
+from glacierfs.downloads import fetch_chunk
 from glacierfs.exportstate import (
     DOWNLOADED,
     FAILED,
@@ -36,11 +38,9 @@ from glacierfs.glacier import GlacierClient, Job
 from glacierfs.localdest import ABSENT, SAME
 from glacierfs.pacing import Pacer
 from glacierfs.retrieval import listed_span
-from glacierfs.treehash import MiB, combine, tree_hash_bytes
+from glacierfs.treehash import MiB, combine
 
 log = logging.getLogger(__name__)
-
-CHUNK_ATTEMPTS = 2  # a chunk that fails its tree hash is fetched once more
 
 
 class Sink(Protocol):
@@ -330,10 +330,12 @@ class Exporter:
         sink = self.dest.begin(work.rel, item)
         label, path, archive = self.dest.label, item.path, item.archive_id
         try:
-            hashes = [
-                self._chunk(vault, job.job_id, sink, start, min(start + self.chunk_size, item.size))
-                for start in range(0, item.size, self.chunk_size)
-            ]
+            hashes = []
+            for start in range(0, item.size, self.chunk_size):
+                stop = min(start + self.chunk_size, item.size)
+                hashes.append(
+                    fetch_chunk(self.glacier, vault, job.job_id, start, stop, partial(sink.write, offset=start))
+                )
             self.state.set(label, vault, path, archive, DOWNLOADED, job.job_id)
             whole = combine(hashes).hex()
             expected = item.tree_hash or job.archive_tree_hash
@@ -349,28 +351,6 @@ class Exporter:
         self.state.set(label, vault, path, archive, WRITTEN, job.job_id)
         self._done(item.size)
         log.info("exported %s (%d bytes), verified", work.rel, item.size)
-
-    def _chunk(self, vault: str, job_id: str, sink: Sink, start: int, stop: int) -> bytes:
-        problem = ""
-        for attempt in range(1, CHUNK_ATTEMPTS + 1):
-            output = self.glacier.get_job_output(vault, job_id, (start, stop - 1))
-            digest = tree_hash_bytes(output.body)
-            if len(output.body) != stop - start:
-                problem = f"got {len(output.body)} bytes, asked for {stop - start}"
-            elif output.tree_hash is not None and output.tree_hash != digest.hex():
-                problem = f"tree hash {digest.hex()}, Glacier sent {output.tree_hash}"
-            else:
-                sink.write(output.body, start)
-                return digest
-            log.warning(
-                "job %s bytes %d-%d failed verification (attempt %d): %s",
-                job_id[:16],
-                start,
-                stop - 1,
-                attempt,
-                problem,
-            )
-        raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job_id[:16]}: {problem}")
 
     def _done(self, size: int) -> None:
         with self._lock:
