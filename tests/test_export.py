@@ -324,3 +324,22 @@ def test_bytes_that_fail_verification_never_appear_at_dest(mount: Mount, url: st
     assert s3.list_objects_v2(Bucket="checked").get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket="checked").get("Uploads", []) == []
     assert len(jobs(url, "v11")) == 1
+
+
+def test_a_data_retrieval_policy_slows_the_export_down_without_failing_it(mount: Mount, url: str, tmp_path: Path):
+    fill(mount, "v12", {"a.bin": os.urandom(2000), "b.bin": os.urandom(2000)})
+    client = boto_client(url)
+    policy = {"Rules": [{"Strategy": "BytesPerHour", "BytesPerHour": 2500}]}
+    client.set_data_retrieval_policy(Policy=policy)
+    try:
+        # The policy governs Standard retrievals, as the service's does.
+        result = export(mount, "v12", tmp_path / "out", "--yes", "--no-wait", "--tier", "Standard")
+        assert result.returncode == 3, result.stderr  # stopped to resume later, not failed
+        assert "0 failed" in result.stdout and "refused a retrieval job" in result.stderr
+        assert len(jobs(url, "v12")) == 1
+        client.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "None"}]})
+        done = export(mount, "v12", tmp_path / "out", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert len(jobs(url, "v12")) == 2
+    finally:
+        client.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "None"}]})
