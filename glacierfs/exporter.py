@@ -42,6 +42,8 @@ from glacierfs.treehash import MiB, combine
 
 log = logging.getLogger(__name__)
 
+START_CONCURRENCY = 8  # InitiateJob requests in flight at once
+
 
 class Sink(Protocol):
     """One archive on its way to the destination: nothing shows under its name before commit()."""
@@ -57,6 +59,7 @@ class Destination(Protocol):
     label: str
 
     def compare(self, rel: str, item: Item) -> str: ...
+    def still_there(self, rel: str, item: Item) -> bool: ...
     def make_dir(self, rel: str) -> None: ...
     def set_dir_times(self, rel: str, item: Item) -> None: ...
     def begin(self, rel: str, item: Item) -> Sink: ...
@@ -121,7 +124,8 @@ class Exporter:
         self.overwrite = overwrite
         self.progress = progress or (lambda totals: None)
         self.totals = Totals()
-        self._lock = threading.Lock()  # guards totals, updated by download threads
+        self._lock = threading.Lock()  # guards totals, updated by download and start threads
+        self._starter: ThreadPoolExecutor | None = None  # while run() runs
 
     # Planning -------------------------------------------------------------
 
@@ -144,12 +148,12 @@ class Exporter:
             if row is not None and row[0] != item.archive_id:
                 row = None  # the path holds another archive since
             try:
+                if row is not None and row[1] == WRITTEN and self.dest.still_there(rel, item):
+                    self._done(item.size)
+                    continue
                 found = self.dest.compare(rel, item)
             except errors.NameTooLong as error:
                 self._fail(rel, str(error))
-                continue
-            if row is not None and row[1] == WRITTEN and found == SAME:
-                self._done(item.size)
                 continue
             if found == SAME:
                 self.state.set(self.dest.label, vault, item.path, item.archive_id, WRITTEN, None, "already there")
@@ -230,7 +234,8 @@ class Exporter:
         self.state.add_job(job_id, vault, item.archive_id, self.tier, item.size, now)
         self.state.set(self.dest.label, vault, item.path, item.archive_id, REQUESTED, job_id)
         work.job_id = job_id
-        self.totals.new_jobs += 1
+        with self._lock:
+            self.totals.new_jobs += 1
         log.info("started %s job %s for %s (%d bytes)", self.tier, job_id[:16], work.rel, item.size)
         return True
 
@@ -238,90 +243,120 @@ class Exporter:
 
     def run(self, vault: str, work: list[Work], wait_for_jobs: bool = True) -> None:
         """Bring every archive of ``work`` out; raise StopExport when the disk
-        is full, or, without ``wait_for_jobs``, once only waiting is left."""
+        is full, or, without ``wait_for_jobs``, once only waiting is left.
+
+        Glacier's job list is asked once per round: at the start, right after
+        jobs were started, and then every poll interval while jobs are in
+        progress; downloads finishing need no new list."""
         remaining = {id(w): w for w in work}
         running: dict[Future[None], Work] = {}
-        reported_reuse: set[str] = set()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="export") as pool:
+        next_listing = 0.0  # monotonic time of the next look at Glacier's job list
+        waiting = paced = 0
+        with (
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="export") as pool,
+            ThreadPoolExecutor(max_workers=START_CONCURRENCY, thread_name_prefix="start") as self._starter,
+        ):
             try:
                 while remaining or running:
-                    listed = self.jobs_listed(vault) if remaining else {}
-                    started_any = False
-                    waiting = paced = 0
-                    busy = {id(w) for w in running.values()}
-                    for key, item in list(remaining.items()):
-                        if key in busy:
-                            continue
-                        job = self._pick(item, listed)
-                        if job is None:
-                            if item.job_id is not None:
-                                log.warning(
-                                    "the output of job %s for %s expired before it was downloaded "
-                                    "(Glacier no longer lists it): starting a new job",
-                                    item.job_id[:16],
-                                    item.rel,
-                                )
-                                item.job_id = None
-                            if not self.pacer.may_start(item.item.size):
-                                paced += 1
-                                continue
-                            started_any |= self._start(vault, item)
-                            if item.rel in self.totals.failures:
-                                del remaining[key]
-                            elif item.job_id is None:
-                                paced += 1
-                            else:
-                                waiting += 1
-                            continue
-                        if job.job_id != item.job_id:
-                            assert item.item.archive_id
-                            self.state.set(
-                                self.dest.label, vault, item.item.path, item.item.archive_id, REQUESTED, job.job_id
-                            )
-                            if job.job_id not in reported_reuse:
-                                self.totals.reused_jobs += 1
-                                reported_reuse.add(job.job_id)
-                                log.info("reusing job %s for %s: its output is still live", job.job_id[:16], item.rel)
-                            item.job_id = job.job_id
-                        if job.completed:
-                            item.listed = job
-                            running[pool.submit(self._export_one, vault, item)] = item
-                        else:
-                            waiting += 1
+                    if remaining and time.monotonic() >= next_listing:
+                        started_any, waiting, paced = self._round(vault, remaining, running, pool)
+                        next_listing = time.monotonic() + (0 if started_any else self.poll_interval)
                     with self._lock:
                         self.totals.waiting, self.totals.paced = waiting, paced
                         self.totals.downloading = len(running)
                     self.progress(self.totals)
-                    if started_any:
-                        continue  # jobs may finish at once (Expedited, or an emulator): look again now
-                    if not running and (waiting or paced) and not wait_for_jobs:
+                    if running:
+                        timeout = max(0.0, next_listing - time.monotonic()) if waiting or paced else None
+                        done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            if self._finished(running.pop(future), future, remaining):
+                                next_listing = 0.0  # its job's output went: look again now
+                        continue
+                    if not remaining:
+                        break
+                    if not waiting and not paced:
+                        next_listing = 0.0
+                        continue
+                    if next_listing <= time.monotonic():
+                        continue  # jobs were just started: they may be done already
+                    if not wait_for_jobs:
                         raise StopExport(f"{waiting} archive(s) wait for their jobs and {paced} for the pacer")
-                    if not running and not waiting and paced:
-                        pause = max(0.0, min(self.pacer.when(w.item.size) for w in remaining.values()) - time.time())
+                    pause = next_listing - time.monotonic()
+                    if paced and not waiting:
+                        when = min(self.pacer.when(w.item.size) for w in remaining.values())
+                        pause = max(pause, when - self.pacer.clock())
                         log.info("paced: the next job may start in %.0f s", pause)
-                        time.sleep(min(pause, self.poll_interval) + 0.01)
-                        continue
-                    if not running:
-                        time.sleep(self.poll_interval)  # jobs in progress: ask Glacier again later
-                        continue
-                    timeout = self.poll_interval if waiting or paced else None
-                    done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        finished = running.pop(future)
-                        error = future.exception()
-                        if isinstance(error, errors.NoSpace):
-                            raise StopExport(str(error)) from error
-                        if isinstance(error, errors.NotFound):
-                            continue  # the output went while we read it: the next round starts a new job
-                        remaining.pop(id(finished), None)
-                        if error is not None:
-                            self._fail(finished.rel, str(error))
-                    if not running and not waiting and not paced:
-                        remaining.clear()
+                        next_listing = time.monotonic() + pause
+                    time.sleep(max(0.0, pause) + 0.01)
             finally:
                 for future in running:
                     future.cancel()
                 self.progress(self.totals)
+
+    def _round(
+        self, vault: str, remaining: dict[int, Work], running: dict[Future[None], Work], pool: ThreadPoolExecutor
+    ) -> tuple[bool, int, int]:
+        """Match every archive not being downloaded with a job, starting jobs as
+        the pacer allows, and download those ready. (jobs started?, waiting, paced)"""
+        listed = self.jobs_listed(vault)
+        waiting = paced = 0
+        busy = {id(w) for w in running.values()}
+        to_start: list[tuple[int, Work]] = []
+        pending: list[tuple[float, int]] = []  # the jobs of to_start, for the pacer
+        for key, item in list(remaining.items()):
+            if key in busy:
+                continue
+            job = self._pick(item, listed)
+            if job is None:
+                if item.job_id is not None:
+                    log.warning(
+                        "the output of job %s for %s expired before it was downloaded "
+                        "(Glacier no longer lists it): starting a new job",
+                        item.job_id[:16],
+                        item.rel,
+                    )
+                    item.job_id = None
+                if not self.pacer.may_start(item.item.size, pending):
+                    paced += 1
+                    continue
+                to_start.append((key, item))
+                pending.append((self.pacer.clock(), item.item.size))
+                continue
+            if job.job_id != item.job_id:
+                assert item.item.archive_id
+                self.state.set(self.dest.label, vault, item.item.path, item.item.archive_id, REQUESTED, job.job_id)
+                self.totals.reused_jobs += 1
+                log.info("reusing job %s for %s: its output is still downloadable", job.job_id[:16], item.rel)
+                item.job_id = job.job_id
+            if job.completed:
+                item.listed = job
+                running[pool.submit(self._export_one, vault, item)] = item
+            else:
+                waiting += 1
+        # Started a batch at a time, as AWS's own solution does: one by one, a request's
+        # latency per archive would set the pace of a vault of small files.
+        assert self._starter is not None
+        started = list(self._starter.map(lambda pair: self._start(vault, pair[1]), to_start))
+        for (key, item), answered in zip(to_start, started, strict=True):
+            if item.rel in self.totals.failures:
+                del remaining[key]
+            elif not answered or item.job_id is None:
+                paced += 1
+            else:
+                waiting += 1
+        return any(started), waiting, paced
+
+    def _finished(self, work: Work, future: Future[None], remaining: dict[int, Work]) -> bool:
+        """Account for one download; True if its job's output is gone and the archive needs another."""
+        error = future.exception()
+        if isinstance(error, errors.NoSpace):
+            raise StopExport(str(error)) from error
+        if isinstance(error, errors.NotFound):
+            return True
+        remaining.pop(id(work), None)
+        if error is not None:
+            self._fail(work.rel, str(error))
+        return False
 
     def _export_one(self, vault: str, work: Work) -> None:
         """Download the job's output to a temporary file, verify, then name it."""

@@ -46,6 +46,17 @@ class LocalDestination:
         except OSError as error:
             raise _no_space(error) from error
 
+    def still_there(self, rel: str, item: Item) -> bool:
+        """What an earlier run wrote (and synced) is still there, by size and mtime:
+        a rerun must not read terabytes back to skip them."""
+        try:
+            found = self.final(rel).stat()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise _no_space(error) from error
+        return found.st_size == item.size and found.st_mtime_ns == item.mtime_ns
+
     def make_dir(self, rel: str) -> None:
         try:
             self.final(rel).mkdir(parents=True, exist_ok=True)

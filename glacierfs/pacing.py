@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,22 @@ class Pacer:
         self._held_until = 0.0
         self._backoff = FIRST_BACKOFF
 
-    def when(self, size: int) -> float:
-        """The earliest time a job of ``size`` bytes may start (now, or later)."""
+    def when(self, size: int, pending: Sequence[tuple[float, int]] = ()) -> float:
+        """The earliest time a job of ``size`` bytes may start (now, or later);
+        ``pending``: (time, bytes) of jobs being started, not yet in the history."""
         now = self.clock()
         earliest = max(now, self._held_until)
+
+        def started_since(since: float) -> list[tuple[float, int]]:
+            return sorted([*self.history(since), *(job for job in pending if job[0] >= since)])
+
         if self.max_jobs_per_hour is not None:
-            started = self.history(now - HOUR)
+            started = started_since(now - HOUR)
             if len(started) >= self.max_jobs_per_hour:
                 # The window frees up as the oldest job that fills it leaves it.
                 earliest = max(earliest, started[len(started) - self.max_jobs_per_hour][0] + HOUR)
         if self.max_bytes_per_day is not None:
-            started = self.history(now - DAY)
+            started = started_since(now - DAY)
             used = sum(size for _, size in started)
             if used + size > self.max_bytes_per_day:
                 if size > self.max_bytes_per_day:
@@ -57,8 +62,8 @@ class Pacer:
                         break
         return earliest
 
-    def may_start(self, size: int) -> bool:
-        return self.when(size) <= self.clock()
+    def may_start(self, size: int, pending: Sequence[tuple[float, int]] = ()) -> bool:
+        return self.when(size, pending) <= self.clock()
 
     def refused(self, why: str) -> float:
         """Glacier refused a job (its data retrieval policy): hold new jobs for a while, doubling."""

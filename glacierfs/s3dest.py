@@ -66,6 +66,9 @@ class S3Destination:
             return SAME
         return DIFFERENT
 
+    def still_there(self, rel: str, item: Item) -> bool:
+        return self.compare(rel, item) == SAME  # one HEAD: the tree hash is in the metadata
+
     def make_dir(self, rel: str) -> None:
         """Directories appear as markers once their times are known (set_dir_times)."""
 
