@@ -129,6 +129,9 @@ def run_export(args: argparse.Namespace) -> int:
     except errors.GlacierFSError as error:
         print(f"glacierfs export: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\nglacierfs export: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 def _export(args: argparse.Namespace) -> int:

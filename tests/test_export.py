@@ -343,3 +343,27 @@ def test_a_data_retrieval_policy_slows_the_export_down_without_failing_it(mount:
         assert len(jobs(url, "v12")) == 2
     finally:
         client.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "None"}]})
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(mount: Mount, url: str, tmp_path: Path):
+    files = sample(8)
+    fill(mount, "v13", files)
+    dest = tmp_path / "out"
+    control.configure(url, latency_ms=100.0)
+    command = [*GLACIERFS, "export", str(mount.path("v13")), str(dest), "--yes", "--poll-interval", "0.1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(list(dest.rglob("*.bin"))) >= 2, timeout=60, what="a few files exported")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130 and "run the same command again" in stderr
+    assert not [p for p in dest.rglob("*") if p.name.endswith(".glacierfs-export")]
+    control.configure(url, latency_ms=0.0)
+    result = export(mount, "v13", dest, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*.bin")} == files
+    assert len(jobs(url, "v13")) == 8
