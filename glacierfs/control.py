@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the client (client.py) imports this module: it stays light
 
 class Attr(StrEnum):
     STATUS = "user.glacier.status"
+    # On the root: the catalog's path and the endpoint, for `glacierfs export` (export.py).
+    SOURCE = "user.glacier.source"
     INVENTORY = "user.glacier.inventory"
     REFRESH = "user.glacier.refresh"
     RETRIEVE = "user.glacier.retrieve"
@@ -38,8 +40,6 @@ class Attr(StrEnum):
     ARCHIVE_ID = "user.glacier.archive-id"
     TREE_HASH = "user.glacier.tree-hash"
     CREATED = "user.glacier.created"
-    # On the root: the catalog's path and the endpoint, for `glacierfs export` (export.py).
-    SOURCE = "user.glacier.source"
 
 
 class State(StrEnum):
