@@ -43,6 +43,14 @@ from glacierfs.treehash import MiB, combine
 log = logging.getLogger(__name__)
 
 START_CONCURRENCY = 8  # InitiateJob requests in flight at once
+# Refusals of a job that mean "not now": the data retrieval policy (PolicyEnforcedException)
+# and Expedited capacity. Looked up by name: main's errors.py names them
+# RetrievalPolicyRefused and InsufficientCapacity; before that, the policy's was LimitExceeded.
+NOT_NOW: tuple[type[errors.GlacierFSError], ...] = tuple(
+    getattr(errors, name)
+    for name in ("RetrievalPolicyRefused", "InsufficientCapacity", "LimitExceeded")
+    if hasattr(errors, name)
+)
 
 
 class Sink(Protocol):
@@ -222,7 +230,7 @@ class Exporter:
         assert item.archive_id
         try:
             job_id = self.glacier.initiate_archive_retrieval(vault, item.archive_id, tier=self.tier)
-        except errors.LimitExceeded as error:
+        except NOT_NOW as error:
             self.pacer.refused(str(error))
             return False
         except errors.NotFound as error:
