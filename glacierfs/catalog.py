@@ -213,6 +213,7 @@ class Catalog:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
         self._store = LockedDatabase(path, SCHEMA)
         os.chmod(path, 0o600)
         # Catalogs from earlier versions gain the columns added since.

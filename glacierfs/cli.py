@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from glacierfs import __version__, client, errors
+from glacierfs import __version__, client, errors, export
 from glacierfs.logs import setup_logging
 from glacierfs.notify import notify
 from glacierfs.options import MountOptions, non_negative, parse_size
@@ -385,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     umount.add_argument("mountpoint")
     umount.set_defaults(run=run_umount)
     client.add_parsers(commands)
+    export.add_parser(commands)
     add_emulator_parser(commands)
     return parser
 

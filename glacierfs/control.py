@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the client (client.py) imports this module: it stays light
 
 class Attr(StrEnum):
     STATUS = "user.glacier.status"
+    # On the root: the catalog's path and the endpoint, for `glacierfs export` (export.py).
+    SOURCE = "user.glacier.source"
     INVENTORY = "user.glacier.inventory"
     REFRESH = "user.glacier.refresh"
     RETRIEVE = "user.glacier.retrieve"
@@ -177,6 +179,10 @@ class Control:
             raise errors.UnknownAttribute(name)
         if vault is None and name == Attr.STATUS:
             return json.dumps(self.status(read_by)).encode()
+        if vault is None and name == Attr.SOURCE:
+            glacier = self.vfs.glacier
+            source = {"catalog": str(self.catalog.path), "endpoint": glacier.endpoint_url, "region": glacier.region}
+            return json.dumps({**source, "profile": glacier.profile}).encode()
         if vault is not None and not rel and name == Attr.INVENTORY:
             self.vfs.vaults.require(vault)
             return self.inventories.describe(vault).encode()

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as all_done
 from pathlib import Path
@@ -255,26 +256,35 @@ class JobFollower:
             os.close(fd)
 
     def _fetch_chunk(self, job: JobRecord, fd: int, start: int, stop: int) -> bytes:
-        problem = ""
-        for attempt in range(1, CHUNK_ATTEMPTS + 1):
-            output = self.glacier.get_job_output(job.vault, job.job_id, (start, stop - 1))
-            digest = tree_hash_bytes(output.body)
-            if len(output.body) != stop - start:
-                problem = f"got {len(output.body)} bytes, asked for {stop - start}"
-            elif output.tree_hash is not None and output.tree_hash != digest.hex():
-                problem = f"tree hash {digest.hex()}, Glacier sent {output.tree_hash}"
-            else:
-                os.pwrite(fd, output.body, start)
-                return digest
-            log.warning(
-                "job %s bytes %d-%d failed verification (attempt %d): %s",
-                job.job_id[:16],
-                start,
-                stop - 1,
-                attempt,
-                problem,
-            )
-        raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job.job_id[:16]}: {problem}")
+        return fetch_chunk(self.glacier, job.vault, job.job_id, start, stop, lambda body: os.pwrite(fd, body, start))
+
+
+def fetch_chunk(
+    glacier: GlacierClient, vault: str, job_id: str, start: int, stop: int, write: Callable[[bytes], object]
+) -> bytes:
+    """Bytes ``start``..``stop - 1`` of a job's output, checked (their length, and
+    Glacier's tree hash of an aligned range) before ``write`` gets them; their
+    tree hash. export.py shares it."""
+    problem = ""
+    for attempt in range(1, CHUNK_ATTEMPTS + 1):
+        output = glacier.get_job_output(vault, job_id, (start, stop - 1))
+        digest = tree_hash_bytes(output.body)
+        if len(output.body) != stop - start:
+            problem = f"got {len(output.body)} bytes, asked for {stop - start}"
+        elif output.tree_hash is not None and output.tree_hash != digest.hex():
+            problem = f"tree hash {digest.hex()}, Glacier sent {output.tree_hash}"
+        else:
+            write(output.body)
+            return digest
+        log.warning(
+            "job %s bytes %d-%d failed verification (attempt %d): %s",
+            job_id[:16],
+            start,
+            stop - 1,
+            attempt,
+            problem,
+        )
+    raise errors.ChecksumMismatch(f"bytes {start}-{stop - 1} of job {job_id[:16]}: {problem}")
 
 
 def _disk_full(error: BaseException) -> bool:

@@ -206,6 +206,7 @@ class GlacierClient:
             raise errors.AccessDenied(str(error)) from error
         self.region = session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
+        self.profile = profile
         self.reachability = Reachability(endpoint_url or f"AWS ({self.region})")
         self._session = session
         config = Config(
@@ -517,3 +518,89 @@ def _send_linear_hash(params: dict[str, Any], context: dict[str, Any], **_: Any)
     """Set x-amz-content-sha256, so botocore neither hashes the body nor signs it
     again. Every upload passes its hashes (the tree hash as ``checksum``)."""
     params["headers"]["x-amz-content-sha256"] = context[_LINEAR_HASH_KEY]
+
+
+# S3, for `glacierfs export` to s3://BUCKET/PREFIX: here, so that this stays the one boto3 module.
+_S3_ERRORS: dict[str, type[errors.GlacierFSError]] = {
+    "NoSuchBucket": errors.NotFound,
+    "NoSuchKey": errors.NotFound,
+    "NoSuchUpload": errors.NotFound,
+    "404": errors.NotFound,
+    "NotFound": errors.NotFound,
+    "AccessDenied": errors.AccessDenied,
+    "403": errors.AccessDenied,
+    "InvalidAccessKeyId": errors.AccessDenied,
+    "SignatureDoesNotMatch": errors.AccessDenied,
+    "KeyTooLongError": errors.NameTooLong,
+    "EntityTooSmall": errors.InvalidRequest,
+}
+
+
+def _s3_call(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except botocore.exceptions.ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            raise _S3_ERRORS.get(code, errors.ServiceUnavailable)(f"S3: {error}") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise errors.Unreachable(f"S3: {error}") from error
+
+    return wrapper
+
+
+class S3Client:
+    """The S3 calls an export makes. Endpoint and credentials come from the
+    standard AWS chain (``AWS_ENDPOINT_URL_S3`` included) unless given."""
+
+    def __init__(self, region: str | None = None, profile: str | None = None, max_attempts: int = 5) -> None:
+        session = boto3.Session(profile_name=profile, region_name=region)
+        config = Config(retries={"mode": "standard", "total_max_attempts": max_attempts}, max_pool_connections=16)
+        self._client = session.client("s3", config=config)
+
+    @_s3_call
+    def check_bucket(self, bucket: str) -> None:
+        self._client.head_bucket(Bucket=bucket)
+
+    @_s3_call
+    def head(self, bucket: str, key: str) -> tuple[int, dict[str, str]] | None:
+        """(size, user metadata) of an object, or None if there is none."""
+        try:
+            found = self._client.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as error:
+            if str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(found["ContentLength"]), dict(found.get("Metadata", {}))
+
+    @_s3_call
+    def put(self, bucket: str, key: str, body: bytes, metadata: dict[str, str]) -> None:
+        self._client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+
+    @_s3_call
+    def start_upload(self, bucket: str, key: str, metadata: dict[str, str]) -> str:
+        return str(self._client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"])
+
+    @_s3_call
+    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> str:
+        return str(
+            self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)["ETag"]
+        )
+
+    @_s3_call
+    def complete_upload(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = [{"ETag": etag, "PartNumber": number} for number, etag in enumerate(etags, 1)]
+        self._client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+
+    @_s3_call
+    def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+    @_s3_call
+    def uploads(self, bucket: str, key: str) -> list[str]:
+        """Ids of unfinished multipart uploads of exactly ``key`` (a killed export's)."""
+        found = self._client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+        return [upload["UploadId"] for upload in found.get("Uploads", []) if upload["Key"] == key]

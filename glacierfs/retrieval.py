@@ -42,7 +42,7 @@ from glacierfs.catalog import (
     JobRecord,
 )
 from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
-from glacierfs.glacier import GlacierClient
+from glacierfs.glacier import GlacierClient, Job
 from glacierfs.treehash import MiB
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,12 @@ TIERS = ("Expedited", "Standard", "Bulk")
 EXPECTED = {"Expedited": "1-5 minutes", "Standard": "3-5 hours", "Bulk": "5-12 hours"}
 # Poll about ten times per usual wait, never more than once a minute for real tiers.
 DEFAULT_POLL = {"Expedited": 60.0, "Standard": 900.0, "Bulk": 1800.0}
+
+
+def listed_span(listed: Job, archive_size: int) -> tuple[int, int, bool]:
+    """(first, last, whole) of what a job in Glacier's list retrieves; export.py shares it."""
+    first, last = listed.byte_range or (0, archive_size - 1)
+    return first, last, (first, last) == (0, archive_size - 1)
 
 
 @dataclass(frozen=True)
@@ -357,8 +363,7 @@ class Retriever:
         for listed in self.glacier.list_jobs(target.vault):
             if listed.archive_id != target.archive_id or listed.status == "Failed":
                 continue
-            whole = listed.byte_range is None or listed.byte_range == (0, target.archive_size - 1)
-            first, last = listed.byte_range or (0, target.archive_size - 1)
+            first, last, whole = listed_span(listed, target.archive_size)
             job = JobRecord(
                 listed.job_id,
                 target.vault,

@@ -1,0 +1,225 @@
+"""`glacierfs export SOURCE DEST`: get a vault (or a directory of it) out of
+Glacier into a local directory, verified, paced and resumable, without going
+through the mount's cache or reading files through the mount (an open() there
+would start retrievals of its own). The mount only tells where its catalog is
+and which Glacier it talks to (``user.glacier.source`` on its root); the
+export reads the catalog read-only and keeps its own state beside it
+(exportstate.py). The engine is exporter.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from glacierfs import errors
+from glacierfs.control import Attr
+from glacierfs.options import parse_size
+
+if TYPE_CHECKING:
+    from glacierfs.exporter import Totals
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_STOPPED = 3  # stopped early (full destination, or --no-wait): rerun to resume
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    from glacierfs.retrieval import TIERS
+
+    parser = commands.add_parser(
+        "export",
+        help="copy a vault (or a directory of it) out of Glacier: verified, paced, resumable",
+        description="Retrieve every archive under SOURCE (a vault or directory in a running mount) with one job "
+        "each, verify it against its tree hash, and write it under DEST with its mtime and mode. "
+        "A rerun resumes and reuses jobs whose output is still downloadable.",
+    )
+    parser.add_argument("source", type=Path, metavar="SOURCE")
+    parser.add_argument("dest", metavar="DEST", help="a local directory, or s3://BUCKET/PREFIX")
+    parser.add_argument("--tier", choices=TIERS, default="Bulk", help="retrieval tier (default: Bulk, 5-12 hours)")
+    parser.add_argument("--yes", action="store_true", help="start without asking")
+    parser.add_argument("--overwrite", action="store_true", help="replace DEST files that hold other content")
+    parser.add_argument("--max-bytes-per-day", type=parse_size, help="start jobs for at most this many bytes a day")
+    parser.add_argument("--max-jobs-per-hour", type=int, help="start at most this many jobs an hour")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start or reuse jobs, export what is ready, then exit (status 3) instead of waiting; rerun later",
+    )
+    parser.add_argument("--poll-interval", type=float, metavar="SECONDS", help="default: by tier, as the mount's")
+    parser.add_argument("--concurrency", type=int, default=4, help="archives downloaded at once (default: 4)")
+    parser.add_argument(
+        "--chunk-size", type=parse_size, default=parse_size("16M"), help="download chunk, 1 MiB x 2^n (default: 16M)"
+    )
+    parser.add_argument("--prices", type=Path, metavar="FILE", help="a JSON price table to estimate the cost with")
+    parser.add_argument("--debug", action="store_true", help="log every step to stderr")
+    parser.set_defaults(run=run_export)
+
+
+def _mount_root(path: Path) -> Path | None:
+    from glacierfs.client import _mount_root as root_of
+
+    return root_of(path)
+
+
+def _source(path: Path) -> tuple[dict[str, str | None], str, str]:
+    """The mount's source description, the vault, and the directory in it."""
+    root = _mount_root(path)
+    if root is None:
+        raise errors.InvalidRequest(f"{path} is not inside a running glacierfs mount")
+    rel = path.absolute().relative_to(root).parts
+    if not rel:
+        raise errors.InvalidRequest(f"{path} is the mount's root: name a vault, or a directory in one")
+    if not path.is_dir():
+        raise errors.InvalidRequest(f"{path} is not a vault or a directory")
+    try:
+        source = json.loads(os.getxattr(root, Attr.SOURCE))
+    except OSError as error:
+        raise errors.InvalidRequest(
+            f"the mount at {root} does not tell where its catalog is ({error.strerror}); "
+            "remount it with this version of glacierfs"
+        ) from error
+    return source, rel[0], "/".join(rel[1:])
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def _progress_printer(stream: TextIO) -> Callable[[Totals], None]:
+    last = [0.0]
+    tty = stream.isatty()
+
+    def show(totals: Totals) -> None:
+        now = time.monotonic()
+        if not tty or now - last[0] < 0.5:
+            return
+        last[0] = now
+        elapsed = now - totals.started
+        rate = totals.bytes_done / elapsed if elapsed > 0 else 0
+        left = totals.bytes - totals.bytes_done
+        eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
+        fraction = totals.bytes_done / totals.bytes if totals.bytes else 1.0
+        print(
+            f"\r[{'#' * int(fraction * 20):<20}] {totals.files_done}/{totals.files} files, "
+            f"{_human(totals.bytes_done)}/{_human(totals.bytes)}, jobs waiting {totals.waiting}, "
+            f"downloading {totals.downloading}, paced {totals.paced}, failed {len(totals.failures)}, ETA {eta}  ",
+            end="",
+            file=stream,
+            flush=True,
+        )
+
+    return show
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        return _export(args)
+    except errors.GlacierFSError as error:
+        print(f"glacierfs export: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\nglacierfs export: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _export(args: argparse.Namespace) -> int:
+    from glacierfs.exporter import Destination, Exporter, StopExport
+    from glacierfs.exportstate import ExportState, MountCatalog
+    from glacierfs.glacier import GlacierClient, S3Client
+    from glacierfs.localdest import LocalDestination
+    from glacierfs.pacing import Pacer
+    from glacierfs.pricing import price_table
+    from glacierfs.retrieval import DEFAULT_POLL
+    from glacierfs.s3dest import MIN_CHUNK, S3Destination
+
+    source, vault, prefix = _source(args.source)
+    to_s3 = str(args.dest).startswith("s3://")
+    dest_root = Path(args.dest).absolute()
+    if not to_s3 and _mount_root(dest_root) is not None:
+        raise errors.InvalidRequest(f"{dest_root} is inside a glacierfs mount: export to a local directory or S3")
+    if to_s3 and args.chunk_size < MIN_CHUNK:
+        raise errors.InvalidRequest(f"to S3 the chunk size is at least {MIN_CHUNK >> 20} MiB (S3's smallest part)")
+    prices = price_table(args.prices)
+    catalog_path = Path(str(source["catalog"]))
+    key = catalog_path.name.removeprefix("catalog-").removesuffix(".sqlite")
+    catalog = MountCatalog(catalog_path)
+    state = ExportState(catalog_path.with_name(f"export-{key}.sqlite"))
+    try:
+        glacier = GlacierClient(source.get("endpoint"), source.get("region"), source.get("profile"))
+        pacer = Pacer(state.jobs_since, args.max_bytes_per_day, args.max_jobs_per_hour)
+        dest: Destination = LocalDestination(dest_root)
+        if to_s3:
+            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest))
+        exporter = Exporter(
+            glacier,
+            catalog,
+            state,
+            dest,
+            args.tier,
+            pacer,
+            args.poll_interval if args.poll_interval is not None else DEFAULT_POLL[args.tier],
+            concurrency=max(1, args.concurrency),
+            chunk_size=args.chunk_size,
+            overwrite=args.overwrite,
+            progress=_progress_printer(sys.stderr),
+        )
+        work, local = exporter.plan(vault, prefix)
+        listed = exporter.jobs_listed(vault)
+        reusable = [w for w in work if exporter._pick(w, listed) is not None]
+        new = [w for w in work if w not in reusable]
+        new_bytes = sum(w.item.size for w in new)
+        cost = prices.estimate(args.tier, len(new), new_bytes)
+        totals = exporter.totals
+        print(
+            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {_human(totals.bytes)}; "
+            f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {len(reusable)} from jobs "
+            f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({_human(new_bytes)}), "
+            f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
+        )
+        if new and not args.yes:
+            if not sys.stdin.isatty():
+                print("glacierfs export: not confirmed (use --yes to start without asking)", file=sys.stderr)
+                return EXIT_FAILED
+            if input("Retrievals cost money. Start? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("Nothing started.")
+                return EXIT_FAILED
+        stopped = ""
+        try:
+            if not to_s3:
+                dest_root.mkdir(parents=True, exist_ok=True)
+            exporter.write_local(local)
+            exporter.run(vault, work, wait_for_jobs=not args.no_wait)
+            exporter.finish_dirs(local)
+        except (StopExport, errors.NoSpace) as error:
+            stopped = str(error)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end the progress line
+        return _summary(totals, stopped)
+    finally:
+        state.close()
+        catalog.close()
+
+
+def _summary(totals: Totals, stopped: str) -> int:
+    print(
+        f"{totals.files_done}/{totals.files} file(s) exported, {_human(totals.bytes_done)}; "
+        f"{totals.new_jobs} new job(s), {totals.reused_jobs} reused; {len(totals.failures)} failed."
+    )
+    for path, why in sorted(totals.failures.items()):
+        print(f"glacierfs export: failed: {path}: {why}", file=sys.stderr)
+    if stopped:
+        print(f"glacierfs export: stopped: {stopped}; run the same command again to resume", file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_FAILED if totals.failures else 0

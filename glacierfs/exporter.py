@@ -1,0 +1,406 @@
+"""The export engine: every archive under SOURCE brought to DEST by one job,
+verified against its tree hash, then written under its name.
+
+Jobs cost money, so a job is started for an archive only when Glacier lists
+no job for it whose output still lives: one this export recorded, one the
+mount's catalog knows, or one another client started (Glacier's ListJobs is
+what decides, as in retrieval.py). A recorded job Glacier no longer lists has
+expired, and only then is a new one started, with a log line saying so. New
+jobs wait for the pacer. Outputs are downloaded in tree-hash aligned chunks
+straight to a temporary file at DEST, a few archives at once, so memory stays
+at ``concurrency * chunk_size`` whatever the archives' sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from glacierfs import errors
+from glacierfs.downloads import fetch_chunk
+from glacierfs.exportstate import (
+    DOWNLOADED,
+    FAILED,
+    REQUESTED,
+    VERIFIED,
+    WRITTEN,
+    ExportState,
+    Item,
+    MountCatalog,
+)
+from glacierfs.glacier import GlacierClient, Job
+from glacierfs.localdest import ABSENT, SAME
+from glacierfs.pacing import Pacer
+from glacierfs.retrieval import listed_span
+from glacierfs.treehash import MiB, combine
+
+log = logging.getLogger(__name__)
+
+START_CONCURRENCY = 8  # InitiateJob requests in flight at once
+# Refusals of a job that mean "not now": the data retrieval policy (PolicyEnforcedException)
+# and Expedited capacity. Looked up by name: main's errors.py names them
+# RetrievalPolicyRefused and InsufficientCapacity; before that, the policy's was LimitExceeded.
+NOT_NOW: tuple[type[errors.GlacierFSError], ...] = tuple(
+    getattr(errors, name)
+    for name in ("RetrievalPolicyRefused", "InsufficientCapacity", "LimitExceeded")
+    if hasattr(errors, name)
+)
+
+
+class Sink(Protocol):
+    """One archive on its way to the destination: nothing shows under its name before commit()."""
+
+    def write(self, data: bytes, offset: int) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    """A local directory (localdest.py) or an S3 prefix (s3dest.py)."""
+
+    label: str
+
+    def compare(self, rel: str, item: Item) -> str: ...
+    def still_there(self, rel: str, item: Item) -> bool: ...
+    def make_dir(self, rel: str) -> None: ...
+    def set_dir_times(self, rel: str, item: Item) -> None: ...
+    def begin(self, rel: str, item: Item) -> Sink: ...
+    def empty_file(self, rel: str, item: Item) -> None: ...
+
+
+@dataclass
+class Work:
+    """An archive still to bring out."""
+
+    item: Item
+    rel: str  # its path under DEST
+    job_id: str | None = None  # the job this export counts on
+    listed: Job | None = None  # that job as Glacier last listed it
+
+
+@dataclass
+class Totals:
+    files: int = 0
+    files_done: int = 0
+    bytes: int = 0
+    bytes_done: int = 0
+    waiting: int = 0  # archives whose job is in progress
+    downloading: int = 0
+    paced: int = 0  # archives waiting for the pacer
+    new_jobs: int = 0
+    reused_jobs: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # path -> why
+    started: float = field(default_factory=time.monotonic)
+
+
+class StopExport(Exception):
+    """The destination is full (or the run was told not to wait): stop cleanly, resume later."""
+
+
+class Exporter:
+    def __init__(
+        self,
+        glacier: GlacierClient,
+        catalog: MountCatalog,
+        state: ExportState,
+        dest: Destination,
+        tier: str,
+        pacer: Pacer,
+        poll_interval: float,
+        concurrency: int = 4,
+        chunk_size: int = 16 * MiB,
+        overwrite: bool = False,
+        progress: Callable[[Totals], None] | None = None,
+    ) -> None:
+        if chunk_size < MiB or chunk_size & (chunk_size - 1):
+            raise errors.InvalidRequest(f"chunk size {chunk_size} is not 1 MiB x 2^n")
+        self.glacier = glacier
+        self.catalog = catalog
+        self.state = state
+        self.dest = dest
+        self.tier = tier
+        self.pacer = pacer
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self.chunk_size = chunk_size
+        self.overwrite = overwrite
+        self.progress = progress or (lambda totals: None)
+        self.totals = Totals()
+        self._lock = threading.Lock()  # guards totals, updated by download and start threads
+        self._starter: ThreadPoolExecutor | None = None  # while run() runs
+
+    # Planning -------------------------------------------------------------
+
+    def plan(self, vault: str, prefix: str) -> tuple[list[Work], list[tuple[str, Item]]]:
+        """The archives still to export, and the directories and empty files
+        (done at once: they need no job). Finished ones are counted done."""
+        work: list[Work] = []
+        local: list[tuple[str, Item]] = []
+        for item in self.catalog.items(vault, prefix):
+            rel = item.path[len(prefix) + 1 :] if prefix else item.path
+            if item.is_dir or item.is_empty_file:
+                local.append((rel, item))
+                continue
+            self.totals.files += 1
+            self.totals.bytes += item.size
+            if not item.archive_id:
+                self._fail(rel, f"not stored in Glacier (state {item.state})")
+                continue
+            row = self.state.row(self.dest.label, vault, item.path)
+            if row is not None and row[0] != item.archive_id:
+                row = None  # the path holds another archive since
+            try:
+                if row is not None and row[1] == WRITTEN and self.dest.still_there(rel, item):
+                    self._done(item.size)
+                    continue
+                found = self.dest.compare(rel, item)
+            except errors.NameTooLong as error:
+                self._fail(rel, str(error))
+                continue
+            if found == SAME:
+                self.state.set(self.dest.label, vault, item.path, item.archive_id, WRITTEN, None, "already there")
+                self._done(item.size)
+                continue
+            if found != ABSENT and not self.overwrite:
+                self._fail(rel, "exists at the destination with other content; left alone (--overwrite replaces it)")
+                continue
+            work.append(Work(item, rel, row[2] if row else None))
+        return work, local
+
+    def write_local(self, local: list[tuple[str, Item]]) -> None:
+        """Directories and empty files: no job, written at once."""
+        for rel, item in local:
+            try:
+                found = self.dest.compare(rel, item)
+            except errors.NameTooLong as error:
+                self._fail(rel, str(error))
+                continue
+            if item.is_dir:
+                if found in (SAME, ABSENT):
+                    self.dest.make_dir(rel)
+                else:
+                    self._fail(rel, "a directory is wanted, and something else is at the destination")
+                continue
+            self.totals.files += 1
+            if found in (SAME, ABSENT) or self.overwrite:
+                self.dest.empty_file(rel, item)
+                self.totals.files_done += 1
+            else:
+                self._fail(rel, "exists at the destination with other content; left alone (--overwrite replaces it)")
+
+    def finish_dirs(self, local: list[tuple[str, Item]]) -> None:
+        for rel, item in sorted(local, key=lambda pair: pair[0].count("/"), reverse=True):
+            if item.is_dir and rel not in self.totals.failures:
+                self.dest.set_dir_times(rel, item)
+
+    # Jobs -----------------------------------------------------------------
+
+    def jobs_listed(self, vault: str) -> dict[str, list[Job]]:
+        """Archive id -> whole-archive retrieval jobs Glacier lists, output still live or coming."""
+        listed: dict[str, list[Job]] = {}
+        for job in self.glacier.list_jobs(vault):
+            if job.action != "ArchiveRetrieval" or job.status == "Failed" or not job.archive_id:
+                continue
+            if job.archive_size is not None and not listed_span(job, job.archive_size)[2]:
+                continue
+            listed.setdefault(job.archive_id, []).append(job)
+        return listed
+
+    def _pick(self, work: Work, listed: dict[str, list[Job]]) -> Job | None:
+        """This export's job, else one the mount knows, else any Glacier lists; Succeeded first."""
+        assert work.item.archive_id
+        jobs = {job.job_id: job for job in listed.get(work.item.archive_id, [])}
+        if work.job_id in jobs:
+            return jobs[work.job_id]
+        for known in reversed(self.catalog.live_jobs(work.item.archive_id)):
+            if known.whole and known.job_id in jobs:
+                return jobs[known.job_id]
+        ready = sorted(jobs.values(), key=lambda job: (not job.completed, job.created))
+        return ready[0] if ready else None
+
+    def _start(self, vault: str, work: Work) -> bool:
+        """Start a job for ``work``; False if Glacier's policy or the pacer says not now."""
+        item = work.item
+        assert item.archive_id
+        try:
+            job_id = self.glacier.initiate_archive_retrieval(vault, item.archive_id, tier=self.tier)
+        except NOT_NOW as error:
+            self.pacer.refused(str(error))
+            return False
+        except errors.NotFound as error:
+            self._fail(work.rel, f"Glacier has no such archive: {error}")
+            self.state.set(self.dest.label, vault, item.path, item.archive_id, FAILED, None, str(error))
+            return True
+        self.pacer.accepted()
+        now = self.pacer.clock()
+        self.state.add_job(job_id, vault, item.archive_id, self.tier, item.size, now)
+        self.state.set(self.dest.label, vault, item.path, item.archive_id, REQUESTED, job_id)
+        work.job_id = job_id
+        with self._lock:
+            self.totals.new_jobs += 1
+        log.info("started %s job %s for %s (%d bytes)", self.tier, job_id[:16], work.rel, item.size)
+        return True
+
+    # The run --------------------------------------------------------------
+
+    def run(self, vault: str, work: list[Work], wait_for_jobs: bool = True) -> None:
+        """Bring every archive of ``work`` out; raise StopExport when the disk
+        is full, or, without ``wait_for_jobs``, once only waiting is left.
+
+        Glacier's job list is asked once per round: at the start, right after
+        jobs were started, and then every poll interval while jobs are in
+        progress; downloads finishing need no new list."""
+        remaining = {id(w): w for w in work}
+        running: dict[Future[None], Work] = {}
+        next_listing = 0.0  # monotonic time of the next look at Glacier's job list
+        waiting = paced = 0
+        with (
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="export") as pool,
+            ThreadPoolExecutor(max_workers=START_CONCURRENCY, thread_name_prefix="start") as self._starter,
+        ):
+            try:
+                while remaining or running:
+                    if remaining and time.monotonic() >= next_listing:
+                        started_any, waiting, paced = self._round(vault, remaining, running, pool)
+                        next_listing = time.monotonic() + (0 if started_any else self.poll_interval)
+                    with self._lock:
+                        self.totals.waiting, self.totals.paced = waiting, paced
+                        self.totals.downloading = len(running)
+                    self.progress(self.totals)
+                    if running:
+                        timeout = max(0.0, next_listing - time.monotonic()) if waiting or paced else None
+                        done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            if self._finished(running.pop(future), future, remaining):
+                                next_listing = 0.0  # its job's output went: look again now
+                        continue
+                    if not remaining:
+                        break
+                    if not waiting and not paced:
+                        next_listing = 0.0
+                        continue
+                    if next_listing <= time.monotonic():
+                        continue  # jobs were just started: they may be done already
+                    if not wait_for_jobs:
+                        raise StopExport(f"{waiting} archive(s) wait for their jobs and {paced} for the pacer")
+                    pause = next_listing - time.monotonic()
+                    if paced and not waiting:
+                        when = min(self.pacer.when(w.item.size) for w in remaining.values())
+                        pause = max(pause, when - self.pacer.clock())
+                        log.info("paced: the next job may start in %.0f s", pause)
+                        next_listing = time.monotonic() + pause
+                    time.sleep(max(0.0, pause) + 0.01)
+            finally:
+                for future in running:
+                    future.cancel()
+                self.progress(self.totals)
+
+    def _round(
+        self, vault: str, remaining: dict[int, Work], running: dict[Future[None], Work], pool: ThreadPoolExecutor
+    ) -> tuple[bool, int, int]:
+        """Match every archive not being downloaded with a job, starting jobs as
+        the pacer allows, and download those ready. (jobs started?, waiting, paced)"""
+        listed = self.jobs_listed(vault)
+        waiting = paced = 0
+        busy = {id(w) for w in running.values()}
+        to_start: list[tuple[int, Work]] = []
+        pending: list[tuple[float, int]] = []  # the jobs of to_start, for the pacer
+        for key, item in list(remaining.items()):
+            if key in busy:
+                continue
+            job = self._pick(item, listed)
+            if job is None:
+                if item.job_id is not None:
+                    log.warning(
+                        "the output of job %s for %s expired before it was downloaded "
+                        "(Glacier no longer lists it): starting a new job",
+                        item.job_id[:16],
+                        item.rel,
+                    )
+                    item.job_id = None
+                if not self.pacer.may_start(item.item.size, pending):
+                    paced += 1
+                    continue
+                to_start.append((key, item))
+                pending.append((self.pacer.clock(), item.item.size))
+                continue
+            if job.job_id != item.job_id:
+                assert item.item.archive_id
+                self.state.set(self.dest.label, vault, item.item.path, item.item.archive_id, REQUESTED, job.job_id)
+                self.totals.reused_jobs += 1
+                log.info("reusing job %s for %s: its output is still downloadable", job.job_id[:16], item.rel)
+                item.job_id = job.job_id
+            if job.completed:
+                item.listed = job
+                running[pool.submit(self._export_one, vault, item)] = item
+            else:
+                waiting += 1
+        # Started a batch at a time, as AWS's own solution does: one by one, a request's
+        # latency per archive would set the pace of a vault of small files.
+        assert self._starter is not None
+        started = list(self._starter.map(lambda pair: self._start(vault, pair[1]), to_start))
+        for (key, item), answered in zip(to_start, started, strict=True):
+            if item.rel in self.totals.failures:
+                del remaining[key]
+            elif not answered or item.job_id is None:
+                paced += 1
+            else:
+                waiting += 1
+        return any(started), waiting, paced
+
+    def _finished(self, work: Work, future: Future[None], remaining: dict[int, Work]) -> bool:
+        """Account for one download; True if its job's output is gone and the archive needs another."""
+        error = future.exception()
+        if isinstance(error, errors.NoSpace):
+            raise StopExport(str(error)) from error
+        if isinstance(error, errors.NotFound):
+            return True
+        remaining.pop(id(work), None)
+        if error is not None:
+            self._fail(work.rel, str(error))
+        return False
+
+    def _export_one(self, vault: str, work: Work) -> None:
+        """Download the job's output to a temporary file, verify, then name it."""
+        item, job = work.item, work.listed
+        assert job is not None and item.archive_id
+        sink = self.dest.begin(work.rel, item)
+        label, path, archive = self.dest.label, item.path, item.archive_id
+        try:
+            hashes = []
+            for start in range(0, item.size, self.chunk_size):
+                stop = min(start + self.chunk_size, item.size)
+                hashes.append(
+                    fetch_chunk(self.glacier, vault, job.job_id, start, stop, partial(sink.write, offset=start))
+                )
+            self.state.set(label, vault, path, archive, DOWNLOADED, job.job_id)
+            whole = combine(hashes).hex()
+            expected = item.tree_hash or job.archive_tree_hash
+            if expected and whole != expected:
+                why = f"tree hash {whole}, expected {expected}"
+                self.state.set(label, vault, path, archive, FAILED, job.job_id, why)
+                raise errors.ChecksumMismatch(f"the output hashes to {whole}, the archive's tree hash is {expected}")
+            self.state.set(label, vault, path, archive, VERIFIED, job.job_id)
+        except BaseException:
+            sink.abort()
+            raise
+        sink.commit()
+        self.state.set(label, vault, path, archive, WRITTEN, job.job_id)
+        self._done(item.size)
+        log.info("exported %s (%d bytes), verified", work.rel, item.size)
+
+    def _done(self, size: int) -> None:
+        with self._lock:
+            self.totals.files_done += 1
+            self.totals.bytes_done += size
+
+    def _fail(self, rel: str, why: str) -> None:
+        with self._lock:
+            self.totals.failures[rel] = why
+        log.error("%s: %s", rel, why)

@@ -1,0 +1,165 @@
+"""What `glacierfs export` knows between runs, and what it reads of the mount.
+
+The mount owns its catalog: it holds the catalog's lock and the one writing
+connection, and its schema changes with the mount. So the export reads the
+catalog through a second, read-only SQLite connection (WAL lets a reader in
+beside the writer) and keeps its own state in ``export-KEY.sqlite`` beside it:
+one row per archive and destination (requested, downloaded, verified,
+written) and every job it started, which is what pacing counts. A killed
+export loses nothing the mount needs, and a mount never waits on an export.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from glacierfs import errors
+from glacierfs.catalog import DIRECTORY, EMPTY, IN_PROGRESS, SUCCEEDED, JobRecord, _job
+from glacierfs.sqlitedb import LockedDatabase
+
+# An archive's way through an export, in order.
+PENDING = "pending"
+REQUESTED = "requested"  # a job (started or reused) will bring it
+DOWNLOADED = "downloaded"  # every byte is in the temporary file
+VERIFIED = "verified"  # and they match the archive's tree hash
+WRITTEN = "written"  # under its final name, with its time and mode
+FAILED = "failed"  # see the message; a rerun tries again
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exports (
+    dest TEXT NOT NULL,
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    archive_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job_id TEXT,
+    message TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL,
+    PRIMARY KEY (dest, vault, path)
+);
+CREATE TABLE IF NOT EXISTS export_jobs (
+    job_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    archive_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    requested REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (requested);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing under SOURCE, as the mount's catalog has it."""
+
+    vault: str
+    path: str  # in the vault
+    kind: str
+    size: int
+    mtime_ns: int
+    mode: int
+    state: str
+    archive_id: str | None
+    tree_hash: str | None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIRECTORY
+
+    @property
+    def is_empty_file(self) -> bool:
+        return not self.is_dir and (self.state == EMPTY or self.size == 0)
+
+
+class MountCatalog:
+    """The running mount's catalog, read-only."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise errors.NotFound(f"the mount's catalog {path} does not exist")
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._db.execute("PRAGMA query_only=1")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def items(self, vault: str, prefix: str) -> Iterator[Item]:
+        """Everything under ``prefix`` ('' for the whole vault), parents before children."""
+        sql = "SELECT vault, path, kind, size, mtime_ns, mode, state, archive_id, tree_hash FROM entries WHERE vault=?"
+        args: tuple[object, ...] = (vault,)
+        if prefix:
+            sql += " AND substr(path, 1, ?)=?"
+            args += (len(prefix) + 1, prefix + "/")
+        for row in self._db.execute(sql + " ORDER BY path", args):
+            yield Item(*row)
+
+    def live_jobs(self, archive_id: str) -> list[JobRecord]:
+        """The mount's jobs for an archive that may still have output (Glacier's list decides)."""
+        rows = self._db.execute(
+            "SELECT job_id, vault, archive_id, range_start, range_end, whole, tier, requested, status, downloads, "
+            "message, completed FROM jobs WHERE archive_id=? AND status IN (?, ?, 'Cached') ORDER BY requested",
+            (archive_id, IN_PROGRESS, SUCCEEDED),
+        )
+        return [_job(row) for row in rows]
+
+
+class ExportState:
+    """``export-KEY.sqlite``: per archive and destination, how far it got; the jobs started."""
+
+    def __init__(self, path: Path) -> None:
+        self._store = LockedDatabase(path, SCHEMA)
+        os.chmod(path, 0o600)
+        lock = path.with_suffix(".lock")
+        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._store.close()
+            raise errors.Busy(f"another glacierfs export is running for this account ({lock})") from None
+
+    def close(self) -> None:
+        self._store.close()
+        os.close(self._lock_fd)
+
+    def row(self, dest: str, vault: str, path: str) -> tuple[str, str, str | None, str] | None:
+        """(archive id, state, job id, message), if this export saw the path before."""
+        found = self._store.query_one(
+            "SELECT archive_id, state, job_id, message FROM exports WHERE dest=? AND vault=? AND path=?",
+            (dest, vault, path),
+        )
+        return (found[0], found[1], found[2], found[3]) if found else None
+
+    def set(
+        self, dest: str, vault: str, path: str, archive_id: str, state: str, job_id: str | None, message: str = ""
+    ) -> None:
+        self._store.execute(
+            "INSERT OR REPLACE INTO exports (dest, vault, path, archive_id, state, job_id, message, updated) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (dest, vault, path, archive_id, state, job_id, message[:500], time.time()),
+        )
+
+    def add_job(self, job_id: str, vault: str, archive_id: str, tier: str, size: int, requested: float) -> None:
+        self._store.execute(
+            "INSERT OR REPLACE INTO export_jobs (job_id, vault, archive_id, tier, bytes, requested) "
+            "VALUES (?,?,?,?,?,?)",
+            (job_id, vault, archive_id, tier, size, requested),
+        )
+
+    def jobs_since(self, since: float) -> list[tuple[float, int]]:
+        """(requested, bytes) of the jobs this account's exports started since ``since``."""
+        rows = self._store.query(
+            "SELECT requested, bytes FROM export_jobs WHERE requested>=? ORDER BY requested", (since,)
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def counts(self, dest: str) -> dict[str, int]:
+        rows = self._store.query("SELECT state, COUNT(*) FROM exports WHERE dest=? GROUP BY state", (dest,))
+        return {row[0]: row[1] for row in rows}
