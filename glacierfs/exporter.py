@@ -34,23 +34,19 @@ from glacierfs.exportstate import (
     Item,
     MountCatalog,
 )
-from glacierfs.glacier import GlacierClient, Job
+from glacierfs.glacier import GlacierClient
 from glacierfs.localdest import ABSENT, SAME
 from glacierfs.pacing import Pacer
+from glacierfs.records import Job
 from glacierfs.retrieval import listed_span
 from glacierfs.treehash import MiB, combine
 
 log = logging.getLogger(__name__)
 
 START_CONCURRENCY = 8  # InitiateJob requests in flight at once
-# Refusals of a job that mean "not now": the data retrieval policy (PolicyEnforcedException)
-# and Expedited capacity. Looked up by name: main's errors.py names them
-# RetrievalPolicyRefused and InsufficientCapacity; before that, the policy's was LimitExceeded.
-NOT_NOW: tuple[type[errors.GlacierFSError], ...] = tuple(
-    getattr(errors, name)
-    for name in ("RetrievalPolicyRefused", "InsufficientCapacity", "LimitExceeded")
-    if hasattr(errors, name)
-)
+# Refusals of a job that mean "not now": the account's data retrieval policy
+# (PolicyEnforcedException) and a lack of Expedited capacity.
+NOT_NOW = (errors.RetrievalPolicyRefused, errors.InsufficientCapacity)
 
 
 class Sink(Protocol):

@@ -42,7 +42,8 @@ from glacierfs.catalog import (
     JobRecord,
 )
 from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
-from glacierfs.glacier import GlacierClient, Job
+from glacierfs.glacier import GlacierClient
+from glacierfs.records import Job
 from glacierfs.treehash import MiB
 
 log = logging.getLogger(__name__)
