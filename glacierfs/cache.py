@@ -385,10 +385,7 @@ class Incoming:
                 self._discard()
                 return
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.pwrite(self._fd, view, offset)
-                    view, offset = view[written:], offset + written
+                pwrite_all(self._fd, data, offset)
             except OSError as error:
                 log.warning("not keeping a copy of this upload in the cache: %s", error)
                 self._discard()
@@ -432,3 +429,11 @@ class Incoming:
         if self.path is not None:
             self._cache.discard_scratch(self.path)
             self.path = None
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """pwrite until every byte is written: a short write is not an error."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

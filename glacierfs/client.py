@@ -33,7 +33,7 @@ def _glacierfs_mounts() -> list[Path]:
         return mounts
 
 
-def _mount_root(path: Path) -> Path | None:
+def mount_root(path: Path) -> Path | None:
     path = path.absolute()
     roots = sorted(_glacierfs_mounts(), key=lambda p: len(str(p)), reverse=True)
     return next((root for root in roots if path == root or root in path.parents), None)
@@ -57,7 +57,8 @@ def _state_of(path: Path) -> str:
         return f"unknown ({error.strerror})"
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -67,7 +68,7 @@ def _human(size: float) -> str:
 
 def run_retrieve(args: argparse.Namespace) -> int:
     for path in args.paths:
-        if _mount_root(path) is None:
+        if mount_root(path) is None:
             print(f"glacierfs: {path} is not inside a glacierfs mount", file=sys.stderr)
             return 1
     files = _files_under(args.paths)
@@ -77,7 +78,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     pending = [path for path in files if states[path] == State.RETRIEVING]
     total = sum(path.stat().st_size for path in wanted)
     print(
-        f"{len(wanted)} archive(s), {_human(total)}, to retrieve with the {args.tier} tier "
+        f"{len(wanted)} archive(s), {human_size(total)}, to retrieve with the {args.tier} tier "
         f"({len(pending)} already being retrieved, {len(files) - len(wanted) - len(pending)} cached or empty)."
     )
     if wanted and not args.yes:
@@ -110,7 +111,9 @@ def _wait_with_progress(paths: list[Path]) -> int:
         fraction = sum(sizes[path] for path in done) / total
         bar = "#" * int(fraction * 30)
         print(
-            f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {_human(sum(sizes[p] for p in done))}", end="", flush=True
+            f"\r[{bar:<30}] {len(done)}/{len(paths)} cached, {human_size(sum(sizes[p] for p in done))}",
+            end="",
+            flush=True,
         )
         if len(done) + len(failed) == len(paths):
             print()
@@ -123,7 +126,7 @@ def _wait_with_progress(paths: list[Path]) -> int:
 def run_refresh(args: argparse.Namespace) -> int:
     code = 0
     for vault in args.vaults:
-        root = _mount_root(vault)
+        root = mount_root(vault)
         if root is None or vault.absolute().parent != root:
             print(f"glacierfs: {vault} is not a vault of a glacierfs mount", file=sys.stderr)
             code = 1
@@ -180,13 +183,13 @@ def _print_status(mount: str, status: dict) -> None:
     uploads = status.get("uploads", [])
     print(f"  uploads in progress: {len(uploads)}")
     for upload in uploads:
-        print(f"    {upload['path']:<50} {_human(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
+        print(f"    {upload['path']:<50} {human_size(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
     jobs = status.get("jobs", [])
     print(f"  retrievals in flight: {len(jobs)}")
     for job in jobs:
         age = time.time() - job["requested"]
         print(
-            f"    {job['vault']}/{job['archive_id'][:16]}…  {_human(job['bytes']):>10}  {job['tier']:<9} "
+            f"    {job['vault']}/{job['archive_id'][:16]}…  {human_size(job['bytes']):>10}  {job['tier']:<9} "
             f"{job['status']:<10} {age / 60:6.0f} min old"
         )
     for waiting in status.get("held_back", []):
@@ -200,14 +203,14 @@ def _print_status(mount: str, status: dict) -> None:
     cache = status.get("cache")
     if cache:
         print(
-            f"  cache: {_human(cache['bytes'])} of {_human(cache['limit'])} in {cache['entries']} item(s), "
+            f"  cache: {human_size(cache['bytes'])} of {human_size(cache['limit'])} in {cache['entries']} item(s), "
             f"read by {cache['read_by']}"
         )
     budget = status.get("budget")
     if budget:
         print(
-            f"  retrieval budget left (24 h): {_human(budget['bytes_left'])} of "
-            f"{_human(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
+            f"  retrieval budget left (24 h): {human_size(budget['bytes_left'])} of "
+            f"{human_size(budget['max_bytes'])}, {budget['jobs_left']} of {budget['max_jobs']} job(s)"
         )
     policy = status.get("retrieval_policy", {})
     if policy:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from glacierfs import errors
+from glacierfs import client, errors
+from glacierfs.client import human_size
 from glacierfs.control import Attr
 from glacierfs.options import parse_size
 
@@ -63,15 +64,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_export)
 
 
-def _mount_root(path: Path) -> Path | None:
-    from glacierfs.client import _mount_root as root_of
-
-    return root_of(path)
-
-
 def _source(path: Path) -> tuple[dict[str, str | None], str, str]:
     """The mount's source description, the vault, and the directory in it."""
-    root = _mount_root(path)
+    root = client.mount_root(path)
     if root is None:
         raise errors.InvalidRequest(f"{path} is not inside a running glacierfs mount")
     rel = path.absolute().relative_to(root).parts
@@ -87,14 +82,6 @@ def _source(path: Path) -> tuple[dict[str, str | None], str, str]:
             "remount it with this version of glacierfs"
         ) from error
     return source, rel[0], "/".join(rel[1:])
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 def _progress_printer(stream: TextIO) -> Callable[[Totals], None]:
@@ -113,7 +100,7 @@ def _progress_printer(stream: TextIO) -> Callable[[Totals], None]:
         fraction = totals.bytes_done / totals.bytes if totals.bytes else 1.0
         print(
             f"\r[{'#' * int(fraction * 20):<20}] {totals.files_done}/{totals.files} files, "
-            f"{_human(totals.bytes_done)}/{_human(totals.bytes)}, jobs waiting {totals.waiting}, "
+            f"{human_size(totals.bytes_done)}/{human_size(totals.bytes)}, jobs waiting {totals.waiting}, "
             f"downloading {totals.downloading}, paced {totals.paced}, failed {len(totals.failures)}, ETA {eta}  ",
             end="",
             file=stream,
@@ -147,7 +134,7 @@ def _export(args: argparse.Namespace) -> int:
     source, vault, prefix = _source(args.source)
     to_s3 = str(args.dest).startswith("s3://")
     dest_root = Path(args.dest).absolute()
-    if not to_s3 and _mount_root(dest_root) is not None:
+    if not to_s3 and client.mount_root(dest_root) is not None:
         raise errors.InvalidRequest(f"{dest_root} is inside a glacierfs mount: export to a local directory or S3")
     if to_s3 and args.chunk_size < MIN_CHUNK:
         raise errors.InvalidRequest(f"to S3 the chunk size is at least {MIN_CHUNK >> 20} MiB (S3's smallest part)")
@@ -183,9 +170,9 @@ def _export(args: argparse.Namespace) -> int:
         cost = prices.estimate(args.tier, len(new), new_bytes)
         totals = exporter.totals
         print(
-            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {_human(totals.bytes)}; "
+            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
             f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {len(reusable)} from jobs "
-            f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({_human(new_bytes)}), "
+            f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({human_size(new_bytes)}), "
             f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
         )
         if new and not args.yes:
@@ -214,7 +201,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _summary(totals: Totals, stopped: str) -> int:
     print(
-        f"{totals.files_done}/{totals.files} file(s) exported, {_human(totals.bytes_done)}; "
+        f"{totals.files_done}/{totals.files} file(s) exported, {human_size(totals.bytes_done)}; "
         f"{totals.new_jobs} new job(s), {totals.reused_jobs} reused; {len(totals.failures)} failed."
     )
     for path, why in sorted(totals.failures.items()):

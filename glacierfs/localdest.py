@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from glacierfs import errors
+from glacierfs.cache import pwrite_all
 from glacierfs.exportstate import Item
 from glacierfs.treehash import file_tree_hash
 
@@ -94,10 +95,7 @@ class LocalSink:
 
     def write(self, data: bytes, offset: int) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view, offset = view[written:], offset + written
+            pwrite_all(self.fd, data, offset)
         except OSError as error:
             raise _no_space(error) from error
 
