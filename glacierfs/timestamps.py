@@ -27,6 +27,9 @@ def parse_iso(text: str) -> float | None:
     is not one, so each caller says what a missing date means to it."""
     cleaned = text.strip().removesuffix("Z").split(".")[0]
     try:
+        if len(cleaned) == 19 and cleaned[4] == cleaned[7] == "-" and cleaned[10] == "T":
+            # fromisoformat is C and five times strptime's speed: inventories call this per archive.
+            return datetime.fromisoformat(cleaned).replace(tzinfo=UTC).timestamp()
         return datetime.strptime(cleaned, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
@@ -34,6 +37,8 @@ def parse_iso(text: str) -> float | None:
 
 def parse_compact(text: str) -> float | None:
     try:
+        if len(text) == 16 and text[8] == "T" and text[15] == "Z" and text[:8].isdigit() and text[9:15].isdigit():
+            return datetime.fromisoformat(text).timestamp()  # the same form, at C speed
         return datetime.strptime(text, COMPACT_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
