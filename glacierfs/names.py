@@ -11,7 +11,8 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 from glacierfs import timestamps
 from glacierfs.paths import MAX_COMPONENT
@@ -25,8 +26,7 @@ _FASTGLACIER_V4 = re.compile(
 _RSYNC_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):  # a tuple: made once per archive of an inventory, millions of times
     path: str
     mtime: float | None  # seconds since the epoch, when the description records one
 
@@ -47,12 +47,19 @@ def decode(description: str) -> Decoded | None:
 
     Every format in the wild is read; structured ones that fail to parse name
     nothing rather than a garbled path. The path is sanitized: it never leaves
-    its vault.
+    its vault. Spaces that are part of a name are kept, and backslashes become
+    '/' only in a path that looks like a Windows one (see ``_posix_path``).
     """
     text = description.strip()
     if not text:
         return None
-    for looks_like, parse in _FORMATS:
+    if text.startswith("<m>"):  # glacierfs's own format, and the commonest: no search for the format
+        try:
+            decoded = _fastglacier(text)
+        except (ValueError, UnicodeError, binascii.Error):
+            return None
+        return _named(decoded.path, decoded.mtime) if decoded is not None else None
+    for looks_like, parse, posix_origin in _FORMATS:
         if looks_like(text):
             try:
                 decoded = parse(text)
@@ -60,17 +67,28 @@ def decode(description: str) -> Decoded | None:
                 return None
             if decoded is None:
                 return None
-            path = sanitize(decoded.path)
-            return Decoded(path, decoded.mtime) if path else None
-    path = sanitize(text)  # glacier-cli, glacier-cmd, by hand: the raw name
-    return Decoded(path, None) if path else None
+            return _named(decoded.path if posix_origin else _posix_path(decoded.path), decoded.mtime)
+    return _named(_posix_path(description), None)  # glacier-cli, glacier-cmd, by hand: the raw name
+
+
+def _named(path: str, mtime: float | None) -> Decoded | None:
+    safe = sanitize(path)
+    return Decoded(safe, mtime) if safe else None
+
+
+def _posix_path(path: str) -> str:
+    """A Windows path (backslashes and no '/' at all: ``C:\\backup\\f.txt``) with '/'
+    separators; any other path as it is, since '\\' is an ordinary character in a
+    POSIX name."""
+    return path.replace("\\", "/") if "\\" in path and "/" not in path else path
 
 
 def _fastglacier(text: str) -> Decoded | None:
     match = _FASTGLACIER_V4.fullmatch(text)
     if not match:
         return None
-    return Decoded(_b64_text(match["p"]), timestamps.parse_compact(match["lm"]))
+    path = base64.b64decode(match["p"], validate=True).decode("utf-8")  # the pattern allows no whitespace
+    return Decoded(path, timestamps.parse_compact(match["lm"]))
 
 
 def _fastglacier_v1(text: str) -> Decoded | None:
@@ -110,23 +128,32 @@ def _b64_text(value: str) -> str:
     return base64.b64decode("".join(value.split()), validate=True).decode("utf-8")
 
 
-# Tried in order; the first whose shape matches decides.
-_FORMATS = [
-    (lambda t: t.startswith("<m>"), _fastglacier),
-    (lambda t: t.startswith("<ArchiveMetadata>"), _fastglacier_v1),
-    (lambda t: t[:4] in ("mt1 ", "mt2 "), _mt_aws_glacier),
-    (lambda t: t.startswith("{"), _json_metadata),
+# Tried in order; the first whose shape matches decides. The flag says whether
+# the format comes from POSIX-side tools (glacierfs among them), whose paths are
+# '/'-separated and keep any backslash as part of a name.
+_FORMATS: list[tuple[Callable[[str], bool], Callable[[str], Decoded | None], bool]] = [
+    (lambda t: t.startswith("<m>"), _fastglacier, True),
+    (lambda t: t.startswith("<ArchiveMetadata>"), _fastglacier_v1, False),
+    (lambda t: t[:4] in ("mt1 ", "mt2 "), _mt_aws_glacier, True),
+    (lambda t: t.startswith("{"), _json_metadata, False),
 ]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def sanitize(path: str) -> str:
-    """A safe relative path: backslashes become '/', and '.', '..', empty
-    components, NUL and control characters never reach it; components are cut
-    to 255 bytes. '' if nothing usable is left."""
+    """A safe relative path: '.', '..', empty components, NUL and control
+    characters never reach it; components are cut to 255 bytes. Spaces and
+    backslashes are ordinary characters of a name and stay. '' if nothing
+    usable is left."""
+    if path.isascii() and len(path) <= MAX_COMPONENT and not _CONTROL.search(path):
+        components = path.split("/")
+        if "" not in components and "." not in components and ".." not in components:
+            return path  # the common case, checked at C speed: nothing to change
     parts = []
-    for component in path.replace("\\", "/").split("/"):
+    for component in path.split("/"):
         cleaned = "".join(char for char in component if ord(char) >= 0x20 and ord(char) != 0x7F)
-        cleaned = cleaned.strip()
         if cleaned in ("", ".", ".."):
             continue
         encoded = cleaned.encode("utf-8", "surrogateescape")
