@@ -1,0 +1,212 @@
+"""Reading an inventory document as the service sends it, JSON or CSV, as a stream.
+
+A vault of 7 million archives has an inventory of 2.8 GB: it is never held in
+memory. JSON goes through ijson's yajl2_c backend, C speed and constant memory
+(faster than a ``json.load`` of the same file, measured in scripts/bench_list.py).
+Where that backend is missing, an incremental parser on the standard library
+takes over, about half as fast, and the log says so once.
+
+CSV is what another client may have asked for (``Format: CSV``): a header, then
+ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash. The service puts
+the description in double quotes and escapes a quote inside it as ``\\"``, but
+leaves backslashes alone, so a description ending in a backslash reads like an
+escaped quote. Only the description can hold a comma or a quote (ids are
+base64url, dates, sizes and hashes are plain), so a line is cut at its first
+comma(s) and its last ones, and what remains between is the description.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from glacierfs import errors
+
+log = logging.getLogger(__name__)
+
+JSON = "JSON"
+CSV = "CSV"
+CSV_COLUMNS = ("ArchiveId", "ArchiveDescription", "CreationDate", "Size", "SHA256TreeHash")
+BLOCK = 1 << 16
+
+try:
+    import ijson
+
+    _ijson: Any = ijson.get_backend("yajl2_c")
+    _Incomplete: type[Exception] = ijson.IncompleteJSONError
+    _Invalid: type[Exception] = ijson.JSONError
+except ImportError:  # ijson absent, or built without its C backend
+    _ijson = None
+_warned_slow = False
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an inventory says about itself before its list of archives."""
+
+    format: str  # JSON or CSV
+    vault_arn: str | None  # JSON only
+    date: str | None  # InventoryDate as written (JSON only)
+
+
+def sniff_format(path: Path) -> str:
+    """JSON or CSV, by the document's first character: the job's own Format may be absent."""
+    with open(path, "rb") as handle:
+        start = handle.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return JSON if start.startswith(b"{") else CSV
+
+
+def read_header(path: Path) -> Header:
+    """VaultARN and InventoryDate, which the service writes before ArchiveList."""
+    kind = sniff_format(path)
+    if kind == CSV:
+        return Header(CSV, None, None)
+    fields: dict[str, str] = {}
+    if _ijson is not None:
+        with open(path, "rb") as handle:
+            try:
+                for prefix, event, value in _ijson.parse(handle, buf_size=BLOCK):
+                    if prefix == "ArchiveList" or len(fields) == 2:
+                        break
+                    if event == "string" and prefix in ("VaultARN", "InventoryDate"):
+                        fields[prefix] = value
+            except _Invalid as error:
+                raise errors.InvalidRequest(f"the inventory is not valid JSON: {error}") from error
+    else:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(BLOCK)
+        for key in ("VaultARN", "InventoryDate"):
+            match = re.search(rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"', head.partition('"ArchiveList"')[0])
+            if match:
+                fields[key] = json.loads(f'"{match[1]}"')
+    return Header(JSON, fields.get("VaultARN"), fields.get("InventoryDate"))
+
+
+def count_archives(path: Path) -> int:
+    """How many archives the document lists, at the speed of reading it: for the
+    progress shown while it is applied. In JSON the byte string ``"ArchiveId"``
+    can only be a key (a quote inside a string value is escaped), in CSV each
+    archive is one line after the header."""
+    needle = b'"ArchiveId"' if sniff_format(path) == JSON else b"\n"
+    count = 0
+    tail = b""
+    last = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 24):
+            data = tail + block
+            count += data.count(needle)
+            tail = data[-(len(needle) - 1) :] if len(needle) > 1 else b""
+            last = block[-1:]
+    if needle == b"\n":
+        count = count - 1 + (1 if last not in (b"\n", b"") else 0)  # the header; a last line without newline
+    return max(count, 0)
+
+
+def iter_archives(path: Path, block: int = BLOCK) -> Iterator[dict[str, Any]]:
+    """Each archive of the inventory (JSON or CSV) as the service's JSON names it;
+    anything in ArchiveList that is not an object is skipped."""
+    if sniff_format(path) == CSV:
+        yield from _csv_archives(path)
+        return
+    with open(path, "rb") as handle:
+        if _ijson is not None:
+            yield from _ijson_archives(handle, block)
+        else:
+            _warn_slow()
+            yield from _stdlib_archives(path, block)
+
+
+def _warn_slow() -> None:
+    global _warned_slow
+    if not _warned_slow:
+        _warned_slow = True
+        log.warning(
+            "ijson's C backend (yajl2_c) is not available: inventories are parsed by the "
+            "standard library, about half as fast (pip install ijson to restore it)"
+        )
+
+
+def _ijson_archives(handle: BinaryIO, block: int) -> Iterator[dict[str, Any]]:
+    try:
+        for item in _ijson.items(handle, "ArchiveList.item", use_float=True, buf_size=block):
+            if isinstance(item, dict):
+                yield item
+    except _Incomplete as error:
+        raise errors.InvalidRequest(f"the inventory ends in the middle of an archive: {error}") from error
+    except _Invalid as error:
+        raise errors.InvalidRequest(f"the inventory is not valid JSON: {error}") from error
+
+
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+def _stdlib_archives(path: Path, block: int) -> Iterator[dict[str, Any]]:
+    """ArchiveList's objects by ``raw_decode`` at a moving offset: the buffer is cut
+    once per block read, never once per archive."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        buffer = ""
+        while "[" not in buffer.partition('"ArchiveList"')[2]:
+            more = handle.read(block)
+            if not more:
+                return
+            buffer += more
+        after = buffer.partition('"ArchiveList"')[2]
+        buffer = after[after.index("[") + 1 :]
+        position = 0
+        while True:
+            position = _SEPARATORS.match(buffer, position).end()  # type: ignore[union-attr]
+            if buffer.startswith("]", position):
+                return
+            try:
+                item, end = decoder.raw_decode(buffer, position)
+            except json.JSONDecodeError:
+                more = handle.read(max(block, len(buffer) - position))
+                if not more:
+                    raise errors.InvalidRequest("the inventory ends in the middle of an archive") from None
+                buffer = buffer[position:] + more
+                position = 0
+                continue
+            if isinstance(item, dict):
+                yield item
+            position = end
+
+
+def _csv_archives(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        header = [name.strip().strip('"') for name in handle.readline().lstrip("\ufeff").rstrip("\r\n").split(",")]
+        if sorted(header) != sorted(CSV_COLUMNS):
+            raise errors.InvalidRequest(f"not a Glacier CSV inventory: its header is {','.join(header)[:200]!r}")
+        before = header.index("ArchiveDescription")
+        after = len(header) - before - 1
+        for number, line in enumerate(handle, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            head = line.split(",", before) if before else [line]
+            rest = head.pop() if before else line
+            fields = rest.rsplit(",", after) if after else [rest]
+            if len(head) != before or len(fields) != after + 1:
+                log.warning("line %d of the CSV inventory has too few fields: skipped", number)
+                continue
+            description = fields.pop(0)
+            values = [field.strip().strip('"') for field in head + fields]
+            item: dict[str, Any] = dict(zip([h for h in header if h != "ArchiveDescription"], values, strict=True))
+            item["ArchiveDescription"] = _csv_description(description)
+            size = item.get("Size", "")
+            item["Size"] = int(size) if size.isdigit() else size
+            yield item
+
+
+def _csv_description(field: str) -> str:
+    """The description from its CSV field: the service's ``"...\\"..."``, or
+    RFC 4180's ``"...""..."`` (whose doubled quote the service never writes)."""
+    if len(field) < 2 or not (field.startswith('"') and field.endswith('"')):
+        return field
+    inner = field[1:-1]
+    return inner.replace('""', '"') if '""' in inner else inner.replace('\\"', '"')
