@@ -16,7 +16,7 @@ from glacierfs.catalog import Catalog
 from glacierfs.control import Control
 from glacierfs.glacier import GlacierClient
 from glacierfs.inventory import Inventories
-from glacierfs.manifest import ManifestKeeper
+from glacierfs.manifest import ManifestKeeper, ManifestRestorer
 from glacierfs.options import MountOptions
 from glacierfs.outcomes import Janitor
 from glacierfs.retrieval import Retriever
@@ -52,10 +52,10 @@ def assemble(
     inventories = Inventories(
         glacier,
         catalog,
-        retriever,
+        catalog.path.parent,  # the state directory: a download there is resumed by the next mount
         max_age=options.inventory_max_age,
         poll_interval=retriever.poll_interval,
-        scratch_dir=cache.directory,
+        restore_manifest=ManifestRestorer(catalog, retriever),
     )
     manifests = ManifestKeeper(glacier, catalog, delay=options.manifest_delay)
     vfs = GlacierFS(glacier, catalog, options, retriever, inventories, manifests)

@@ -4,76 +4,46 @@ An inventory is a job of hours and describes the vault as it was up to two days
 earlier, so the catalog stays the authority for what glacierfs itself did:
 archives it deleted stay hidden, archives it uploaded after the inventory's date
 stay listed. Archives the catalog does not know get entries named from their
-descriptions. The output is parsed as a stream: 100,000 archives take seconds
-and little memory.
+descriptions (reconcile.py, in SQL).
+
+The output of a vault of millions is gigabytes: it is downloaded in ranges
+into a file in the state directory, so a remount resumes it instead of paying
+the transfer again, then parsed as a stream (inventoryfile.py). Progress shows
+in ``user.glacier.inventory`` (``describe``). An inventory for another vault,
+or older than the one applied, is refused and the log says why.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from glacierfs import errors, manifest, names, timestamps
-from glacierfs.catalog import DIRECTORY, FILE, STORED, Catalog, Entry, new_entry
+from glacierfs import errors, inventoryfile, reconcile, timestamps
+from glacierfs.catalog import Catalog
 from glacierfs.glacier import GlacierClient
-from glacierfs.paths import ancestors, parent_of
+from glacierfs.inventoryfile import iter_archives
 from glacierfs.periodic import Periodic
-from glacierfs.retrieval import Retriever
+from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED
+from glacierfs.records import Job
+from glacierfs.treehash import MiB, file_tree_hash, tree_hash
+
+__all__ = ["LAG_GRACE", "MISSING", "UNNAMED", "Inventories", "iter_archives"]
 
 log = logging.getLogger(__name__)
 
-UNNAMED = "_unnamed"  # archives whose description names nothing, by archive id
-MISSING = "missing"  # state of an entry a later inventory does not list
-LAG_GRACE = 2 * 24 * 3600  # an inventory describes the vault up to two days earlier
-CHUNK = 16 << 20
+CHUNK = 16 * MiB  # one GetJobOutput range: tree-hash aligned, and what one response holds in memory
+DOWNLOADS = "inventories"  # under the state directory
+GiB = 1 << 30
 
 
-def iter_archives(path: Path, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
-    """Each object of the inventory's ArchiveList, read from ``path`` a block at a time."""
-    decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        buffer = ""
-        while "[" not in buffer.partition('"ArchiveList"')[2]:
-            more = handle.read(block)
-            if not more:
-                return
-            buffer += more
-        buffer = buffer.partition('"ArchiveList"')[2]
-        buffer = buffer[buffer.index("[") + 1 :]
-        while True:
-            buffer = buffer.lstrip(" \t\r\n,")
-            if buffer.startswith("]"):
-                return
-            try:
-                item, end = decoder.raw_decode(buffer)
-            except json.JSONDecodeError:
-                more = handle.read(block)
-                if not more:
-                    raise errors.InvalidRequest("the inventory ends in the middle of an archive") from None
-                buffer += more
-                continue
-            if isinstance(item, dict):
-                yield item
-            buffer = buffer[end:]
-
-
-def inventory_date(path: Path) -> float:
-    """InventoryDate, which comes before the ArchiveList."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        head = handle.read(4096)
-    marker = head.find('"InventoryDate"')
-    if marker < 0:
-        return time.time()
-    value = head[marker:].split(":", 1)[1].lstrip().lstrip('"')
-    return timestamps.parse_iso(value[: value.find('"')]) or time.time()
+def _no_manifest(vault: str) -> None:
+    """The manifest hook of an Inventories that restores none."""
 
 
 class Inventories:
@@ -81,18 +51,23 @@ class Inventories:
         self,
         glacier: GlacierClient,
         catalog: Catalog,
-        retriever: Retriever | None,
+        state_dir: Path,
         max_age: float = 24 * 3600,
         poll_interval: float = 900.0,
-        scratch_dir: Path | None = None,
+        restore_manifest: Callable[[str], None] = _no_manifest,
+        chunk_size: int = CHUNK,
     ) -> None:
+        """``restore_manifest(vault)`` runs after each round of polling, for every
+        vault: it applies the vault's newest manifest if there is one to apply."""
         self.glacier = glacier
         self.catalog = catalog
-        self.retriever = retriever
+        self.downloads = state_dir / DOWNLOADS
         self.max_age = max_age
         self.poll_interval = poll_interval
-        self.scratch_dir = scratch_dir
+        self.restore_manifest = restore_manifest
+        self.chunk_size = chunk_size
         self._checked: set[str] = set()
+        self._progress: dict[str, str] = {}  # vault -> what describe() shows while it is applied
         self._lock = threading.Lock()
         self._follower = Periodic("inventory", poll_interval, self.poll_once)
 
@@ -126,8 +101,9 @@ class Inventories:
 
     def refresh(self, vault: str, force: bool = False) -> str:
         """Start an inventory job, or reuse one: the job still pending, else (unless
-        ``force``) one Glacier lists that is newer than the inventory applied last; its id.
-        A pending job is reused even when forced: a second one would describe the same vault."""
+        ``force``) the newest one Glacier lists that is newer than the inventory
+        applied last; its id. A pending job is reused even when forced: a second
+        one would describe the same vault."""
         previous = self.catalog.inventory(vault)
         if previous is not None and previous[0]:
             log.info("an inventory of vault %s is already pending (job %s)", vault, previous[0][:16])
@@ -148,15 +124,31 @@ class Inventories:
         return job_id
 
     def _recent_job(self, vault: str, applied_date: float | None) -> str | None:
+        """The newest whole-vault inventory job Glacier lists (another client's too,
+        JSON or CSV) started after the inventory applied last."""
+        newest: tuple[float, str] | None = None
         for job in self.glacier.list_jobs(vault):
             if job.action != "InventoryRetrieval" or job.status == "Failed":
                 continue
-            if applied_date is None or (timestamps.parse_iso(job.created) or 0.0) > applied_date:
-                return job.job_id
-        return None
+            if job.inventory_partial:
+                log.info("not reusing inventory job %s of vault %s: it lists part of the vault", job.job_id[:16], vault)
+                continue
+            created = timestamps.parse_iso(job.created) or 0.0
+            if (applied_date is None or created > applied_date) and (newest is None or created > newest[0]):
+                newest = (created, job.job_id)
+        if newest is not None:
+            log.info(
+                "reusing inventory job %s of vault %s, started %s", newest[1][:16], vault, timestamps.iso(newest[0])
+            )
+        return newest[1] if newest else None
 
     def describe(self, vault: str) -> str:
-        """user.glacier.inventory of a vault."""
+        """user.glacier.inventory of a vault: the date of the inventory applied, or
+        what is under way (pending job, download, application)."""
+        with self._lock:
+            progress = self._progress.get(vault)
+        if progress:
+            return progress
         known = self.catalog.inventory(vault)
         if known is None:
             return "none"
@@ -165,190 +157,178 @@ class Inventories:
             return f"pending job={job_id}"
         return timestamps.iso(dated or 0)
 
+    def _show(self, vault: str, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._progress.pop(vault, None)
+            else:
+                self._progress[vault] = text
+
     # Following ----------------------------------------------------------------
 
     def poll_once(self) -> None:
-        for vault, job_id in self.catalog.pending_inventories():
+        pending = self.catalog.pending_inventories()
+        self._forget_stale_downloads({self._download_path(vault, job_id).name for vault, job_id in pending})
+        for vault, job_id in pending:
             try:
                 job = self.glacier.describe_job(vault, job_id)
             except errors.NotFound:
                 log.warning("inventory job %s of vault %s is gone; asking again", job_id[:16], vault)
-                known = self.catalog.inventory(vault)
-                self.catalog.set_inventory(vault, None, None, known[2] if known else None)
+                self._drop_pending(vault)
                 self.refresh(vault)
                 continue
             if job.status == "Failed":
                 log.error("Glacier failed the inventory job of vault %s: %s", vault, job.status_message)
-                known = self.catalog.inventory(vault)
-                self.catalog.set_inventory(vault, None, None, known[2] if known else None)
+                self._drop_pending(vault)
                 continue
             if job.completed:
-                self._download_and_apply(vault, job_id, job.inventory_size or 0)
+                self._download_and_apply(vault, job)
         for vault in self.catalog.vaults():
             self.restore_manifest(vault)
 
-    def _download_and_apply(self, vault: str, job_id: str, size: int) -> None:
-        fd, name = tempfile.mkstemp(prefix="inventory-", dir=self.scratch_dir)
-        path = Path(name)
+    def _drop_pending(self, vault: str) -> None:
+        known = self.catalog.inventory(vault)
+        self.catalog.set_inventory(vault, None, None, known[2] if known else None)
+
+    def _download_path(self, vault: str, job_id: str) -> Path:
+        digest = hashlib.sha256(f"{vault}/{job_id}".encode()).hexdigest()[:32]
+        return self.downloads / f"{digest}.inventory"
+
+    def _forget_stale_downloads(self, keep: set[str]) -> None:
+        """Partial downloads of jobs no longer pending (applied, refused, expired)."""
+        if not self.downloads.is_dir():
+            return
+        for stale in self.downloads.iterdir():
+            if stale.name not in keep:
+                stale.unlink(missing_ok=True)
+
+    def _download_and_apply(self, vault: str, job: Job) -> None:
+        path = self._download_path(vault, job.job_id)
         try:
-            offset = 0
-            while offset < size or offset == 0:
-                last = min(offset + CHUNK, size) - 1 if size else None
-                output = self.glacier.get_job_output(vault, job_id, None if last is None else (offset, last))
-                os.write(fd, output.body)
-                offset += len(output.body)
-                if not output.body or last is None:
-                    break
-            os.close(fd)
-            fd = -1
-            dated = inventory_date(path)
-            added, flagged = self.reconcile(vault, iter_archives(path), dated)
-            self.catalog.set_inventory(vault, None, None, dated)
-            log.info(
-                "inventory of vault %s dated %s: %d archive(s) added, %d missing from it",
-                vault,
-                timestamps.iso(dated),
-                added,
-                flagged,
-            )
+            self._download(vault, job, path)
+            self.apply_file(vault, path, fallback_date=timestamps.parse_iso(job.created), declared=job.inventory_format)
         except errors.GlacierFSError as error:
             log.error("could not apply the inventory of vault %s: %s", vault, error)
+            return
         finally:
-            if fd >= 0:
-                os.close(fd)
-            path.unlink(missing_ok=True)
+            self._show(vault, None)
+        path.unlink(missing_ok=True)
 
-    # Reconciling --------------------------------------------------------------
+    def _download(self, vault: str, job: Job, path: Path) -> None:
+        """Ranged GetJobOutput appended to ``path``; what a previous mount left there
+        is kept, so only the rest is fetched. Each range is checked against the
+        tree hash the service sends with it, when it sends one."""
+        self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
+        size = job.inventory_size
+        done = path.stat().st_size if path.exists() else 0
+        if size is not None and done > size:
+            log.warning("the partial inventory of vault %s is larger than the output: fetched again", vault)
+            path.unlink()
+            done = 0
+        if done:
+            log.info("resuming the download of the inventory of vault %s at %s", vault, _bytes_text(done, size or done))
+        with open(path, "ab") as out:
+            while size is None or done < size:
+                self._show(vault, f"downloading {_bytes_text(done, size or 0)}")
+                last = min(done + self.chunk_size, size) - 1 if size else None
+                output = self.glacier.get_job_output(vault, job.job_id, (done, last) if last is not None else None)
+                body = output.body
+                if last is not None and output.tree_hash and len(body) == last - done + 1:
+                    actual = tree_hash(body)
+                    if actual != output.tree_hash:
+                        raise errors.ChecksumMismatch(
+                            f"bytes {done}-{last} of the inventory of vault {vault} hash to {actual}, "
+                            f"Glacier says {output.tree_hash}"
+                        )
+                if not body:
+                    if size is None:
+                        break
+                    raise errors.InvalidRequest(f"Glacier sent no bytes of the inventory of vault {vault} at {done}")
+                out.write(body)
+                out.flush()
+                done += len(body)
+                if size is None:
+                    break
+            os.fsync(out.fileno())
+        if job.tree_hash and file_tree_hash(path) != job.tree_hash:
+            path.unlink()
+            raise errors.ChecksumMismatch(f"the inventory of vault {vault} does not match its tree hash")
 
-    def reconcile(self, vault: str, archives: Iterator[dict[str, Any]], dated: float) -> tuple[int, int]:
-        """Add what the catalog does not know; flag what an inventory taken well
-        after its upload does not list. (added, flagged)."""
-        known = self.catalog.archive_paths(vault)
-        deleted = self.catalog.deleted_ids(vault)
-        kinds = self.catalog.kinds(vault)
-        listed: set[str] = set()
-        candidates: list[tuple[str, float, dict[str, Any], float | None]] = []
-        for item in archives:
-            archive_id = item.get("ArchiveId")
-            if not isinstance(archive_id, str) or not archive_id:
-                continue
-            listed.add(archive_id)
-            if archive_id in known or archive_id in deleted:
-                continue
-            description = item.get("ArchiveDescription")
-            decoded = names.decode(description if isinstance(description, str) else "")
-            created = timestamps.parse_iso(str(item.get("CreationDate", ""))) or 0.0
-            if decoded is not None and manifest.is_manifest(decoded.path):
-                self.catalog.add_manifest(vault, archive_id, created, _size(item), _tree_hash(item))
-                continue
-            path = decoded.path if decoded else f"{UNNAMED}/{archive_id}"
-            candidates.append((path, created, item, decoded.mtime if decoded else None))
+    # Applying -----------------------------------------------------------------
 
-        # The newest archive of a name gets the name; older ones a documented suffix.
-        candidates.sort(key=lambda c: (c[0], -c[1]))
-        entries: list[Entry] = []
-        moved: dict[str, int] = {}  # unnamed folders other than _unnamed, and how many went there
-        for wanted, created, item, mtime in candidates:
-            path = _free_path(wanted, created, item["ArchiveId"], kinds)
-            if wanted.startswith(UNNAMED + "/") and not path.startswith(UNNAMED + "/"):
-                folder = parent_of(path)
-                moved[folder] = moved.get(folder, 0) + 1
-            for directory in reversed(ancestors(path)):
-                if directory not in kinds:
-                    entries.append(new_entry(vault, directory, DIRECTORY, 0o755))
-                    kinds[directory] = DIRECTORY
-            kinds[path] = FILE
-            entries.append(
-                new_entry(vault, path, FILE, 0o644, int((mtime or created or time.time()) * 1e9)).but(
-                    size=_size(item),
-                    state=STORED,
-                    archive_id=item["ArchiveId"],
-                    tree_hash=_tree_hash(item),
-                    created=str(item.get("CreationDate", "")) or None,
-                )
-            )
-        self.catalog.put_many(entries)
-        for folder, count in moved.items():
+    def apply_file(
+        self, vault: str, path: Path, fallback_date: float | None = None, declared: str | None = None
+    ) -> reconcile.Outcome | None:
+        """Apply the inventory in ``path`` (JSON or CSV) to ``vault``; None if it is refused.
+
+        ``fallback_date`` dates an inventory that carries no date (CSV): the job's creation."""
+        header = inventoryfile.read_header(path)
+        if declared and declared.upper() != header.format:
             log.warning(
-                "vault %s holds a file named %s, so %d archive(s) without a usable name are in %s/",
-                vault,
-                UNNAMED,
-                count,
-                folder,
+                "the inventory job of vault %s said %s but sent %s: read as sent", vault, declared, header.format
             )
+        previous = self.catalog.inventory(vault)
+        applied = previous[2] if previous else None
+        dated = timestamps.parse_iso(header.date or "") or fallback_date
+        if dated is None:
+            dated = time.time()
+            log.warning("the inventory of vault %s carries no date: taken as of now", vault)
+        problem = self._refusal(vault, header, dated, applied)
+        if problem:
+            log.error("refused the inventory of vault %s: %s", vault, problem)
+            self.catalog.set_inventory(vault, None, None, applied)
+            return None
+        total = inventoryfile.count_archives(path)
+        self._show(vault, f"applying 0 of {_count_text(total)}")
+        outcome = reconcile.reconcile(
+            self.catalog.path,
+            vault,
+            iter_archives(path),
+            dated,
+            progress=lambda done: self._show(vault, f"applying {_count_text(done)} of {_count_text(total)}"),
+        )
+        self.catalog.set_inventory(vault, None, None, dated)
+        log.info(
+            "inventory of vault %s dated %s: %d archive(s) listed, %d added, %d missing from it",
+            vault,
+            timestamps.iso(dated),
+            outcome.listed,
+            outcome.added,
+            outcome.flagged,
+        )
+        return outcome
 
-        flagged = []
-        for archive_id, entry in known.items():
-            if archive_id in listed or entry.state != STORED:
-                continue
-            uploaded = timestamps.parse_iso(entry.created or "") or 0.0
-            if uploaded and uploaded < dated - LAG_GRACE:
-                flagged.append(entry.but(state=MISSING))
-                log.warning(
-                    "%s/%s (archive %s) is missing from an inventory taken well after its upload",
-                    vault,
-                    entry.path,
-                    archive_id[:16],
-                )
-        if flagged:
-            self.catalog.put_many(flagged)
-        return sum(1 for e in entries if e.kind == FILE), len(flagged)
+    def _refusal(self, vault: str, header: inventoryfile.Header, dated: float, applied: float | None) -> str | None:
+        """Why this inventory must not be applied, if it must not."""
+        if header.vault_arn:
+            fields = header.vault_arn.split(":")  # arn:aws:glacier:REGION:ACCOUNT:vaults/NAME
+            named = fields[-1].removeprefix("vaults/") if fields[-1].startswith("vaults/") else None
+            region = fields[3] if len(fields) > 5 else None
+            if named != vault or (region and region != self.glacier.region):
+                return f"it describes {header.vault_arn}, not vault {vault} in {self.glacier.region}"
+        if applied is not None and int(dated) < int(applied):  # dates are read to the second
+            return (
+                f"it is dated {timestamps.iso(dated)}, older than the inventory applied "
+                f"({timestamps.iso(applied)}): the catalog keeps the newer one"
+            )
+        return None
 
-    # Manifests ----------------------------------------------------------------
-
-    def restore_manifest(self, vault: str) -> None:
-        """Apply the newest manifest, unless this catalog wrote or applied it."""
-        manifests = self.catalog.manifests(vault)
-        if not manifests or manifests[-1].applied or self.retriever is None:
-            return
-        newest = manifests[-1]
-        target = self.retriever.whole(vault, newest.archive_id, newest.size, newest.tree_hash)
-        cached = self.retriever.open_cached(target)
-        if cached is None:
-            try:
-                self.retriever.request(target, explicit=True)  # small, and needed to show the tree
-            except errors.GlacierFSError as error:
-                log.warning("could not retrieve the manifest of vault %s: %s", vault, error)
-            return
-        with cached:
-            data = cached.read()
-        try:
-            changed = manifest.apply(self.catalog, vault, manifest.decode(data))
-        except errors.GlacierFSError as error:
-            log.error("the manifest %s of vault %s is unusable: %s", newest.archive_id[:16], vault, error)
-            changed = 0
-        self.catalog.mark_manifest_applied(newest.archive_id)
-        log.info("restored vault %s from its manifest %s (%d change(s))", vault, newest.archive_id[:16], changed)
-
-
-def _size(item: dict[str, Any]) -> int:
-    size = item.get("Size")
-    return size if isinstance(size, int) and size >= 0 else 0
-
-
-def _tree_hash(item: dict[str, Any]) -> str | None:
-    value = item.get("SHA256TreeHash")
-    return value if isinstance(value, str) else None
+    def reconcile(self, vault: str, archives: Iterable[dict[str, Any]], dated: float) -> tuple[int, int]:
+        """Apply archives (as the inventory's JSON names them) to ``vault``: (added, flagged)."""
+        outcome = reconcile.reconcile(self.catalog.path, vault, archives, dated)
+        return outcome.added, outcome.flagged
 
 
-def _free_path(path: str, created: float, archive_id: str, kinds: dict[str, str]) -> str:
-    """``path``, or where an archive goes when the name is taken: a file under a
-    name that is a file gets a suffix; under a parent that is a file, _unnamed."""
-    if any(kinds.get(parent) == FILE for parent in ancestors(path)):
-        return _unnamed_path(archive_id, kinds)
-    if path not in kinds:
-        return path
-    stamp = timestamps.compact(created or 0)
-    candidate = f"{path}.older-{stamp}-{archive_id[:8]}"
-    return candidate if candidate not in kinds else _unnamed_path(archive_id, kinds)
+def _bytes_text(done: int, total: int) -> str:
+    """'1.2 of 2.8 GiB', in the unit that suits the total."""
+    unit, scale = ("GiB", GiB) if total >= GiB else ("MiB", MiB) if total >= MiB else ("KiB", 1024)
+    return f"{done / scale:.1f} of {total / scale:.1f} {unit}"
 
 
-def _unnamed_path(archive_id: str, kinds: dict[str, str]) -> str:
-    """_unnamed/ID, or _unnamed-2/ID, ... when the user holds a file named _unnamed
-    (or that very path): never under a file, where the archive could not be seen."""
-    for number in itertools.count(1):
-        folder = UNNAMED if number == 1 else f"{UNNAMED}-{number}"
-        path = f"{folder}/{archive_id}"
-        if kinds.get(folder, DIRECTORY) == DIRECTORY and path not in kinds:
-            return path
-    raise AssertionError("unreachable")
+def _count_text(count: int) -> str:
+    """3400000 -> '3.4M', 12000 -> '12k'."""
+    if count >= 1_000_000:
+        return f"{count / 1_000_000:.1f}M"
+    if count >= 10_000:
+        return f"{count / 1000:.0f}k"
+    return str(count)

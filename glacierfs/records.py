@@ -45,6 +45,9 @@ class Job:
     byte_range: tuple[int, int] | None  # inclusive
     inventory_size: int | None
     status_message: str | None
+    inventory_format: str | None = None  # JSON or CSV, for inventory jobs
+    # StartDate, EndDate, Limit or Marker: an inventory of part of the vault only.
+    inventory_partial: bool = False
 
     @classmethod
     def from_response(cls, raw: dict[str, Any]) -> Job:
@@ -67,6 +70,11 @@ class Job:
             byte_range=byte_range,
             inventory_size=raw.get("InventorySizeInBytes"),
             status_message=raw.get("StatusMessage"),
+            inventory_format=(raw.get("InventoryRetrievalParameters") or {}).get("Format"),
+            inventory_partial=any(
+                (raw.get("InventoryRetrievalParameters") or {}).get(key)
+                for key in ("StartDate", "EndDate", "Limit", "Marker")
+            ),
         )
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs import names
+from glacierfs import names, timestamps
 from glacierfs.catalog import STORED, Catalog, new_entry
 from glacierfs.emulator import Emulator
+from glacierfs.glacier import GlacierClient
 from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
 from glacierfs.testing import GLACIERFS, Mount, read_or_none, run, wait_for
 
@@ -23,11 +24,17 @@ FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")
 
 
 def inventory_applied(vault: Path) -> bool:
+    """The vault shows the date of an applied inventory (not a pending job, a download, an application)."""
     try:
         value = os.getxattr(vault, "user.glacier.inventory").decode()
     except OSError:
         return False
-    return not value.startswith("pending") and value != "none"
+    return timestamps.parse_iso(value) is not None
+
+
+def inventories(emulator: Emulator, catalog: Catalog, state: Path) -> Inventories:
+    """Inventories as a mount builds them, against the in-process emulator."""
+    return Inventories(GlacierClient(emulator.url, credentials=("testing", "testing")), catalog, state)
 
 
 def tree(root: Path) -> dict[str, tuple[str, int, int, int]]:
@@ -112,7 +119,6 @@ def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_
 def test_inventory_lag_rules(inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
     boto.create_vault(vaultName="lag")
-    start = time.time()
     boto.upload_archive(vaultName="lag", archiveDescription=names.encode("x.txt", 0), body=b"x")
     boto.upload_archive(vaultName="lag", archiveDescription=names.encode("y.txt", 0), body=b"y")
     mount = Mount(tmp_path, inprocess.url, *FAST)
@@ -121,11 +127,14 @@ def test_inventory_lag_rules(inprocess: Emulator, tmp_path: Path) -> None:
         os.listdir(vault)
         wait_for(lambda: inventory_applied(vault), what="the first inventory")
         assert sorted(os.listdir(vault)) == ["x.txt", "y.txt"]
+        time.sleep(2.0)  # dates have a resolution of a second
+        before_changes = time.time()
         time.sleep(1.0)
         (vault / "y.txt").unlink()  # glacierfs deletes y...
         (vault / "z.txt").write_bytes(b"z")  # ...and uploads z after the next inventory's date
-        # The next inventory describes the vault as it was just after x and y were uploaded.
-        inprocess.settings.inventory_lag = time.time() - start - 0.5
+        # The next inventory describes the vault as it was after the first one, but
+        # before these changes (an older one would be refused, as the next test shows).
+        inprocess.settings.inventory_lag = time.time() - before_changes
         refreshed = run(*GLACIERFS, "refresh", vault).stdout
         assert "pending job=" in refreshed or inventory_applied(vault)
         wait_for(lambda: mount.log_text().count("inventory of vault lag dated") == 2, what="the second inventory")
@@ -134,7 +143,7 @@ def test_inventory_lag_rules(inprocess: Emulator, tmp_path: Path) -> None:
         mount.unmount()
 
 
-def test_entry_missing_from_a_later_inventory_is_flagged(tmp_path: Path) -> None:
+def test_entry_missing_from_a_later_inventory_is_flagged(inprocess: Emulator, tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     catalog.add_vault("v")
     old = new_entry("v", "old.bin", "file", 0o644).but(
@@ -144,8 +153,7 @@ def test_entry_missing_from_a_later_inventory_is_flagged(tmp_path: Path) -> None
         state=STORED, archive_id="B" * 138, size=3, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     )
     catalog.put_many([old, recent])
-    inventories = Inventories(None, catalog, None)  # type: ignore[arg-type]
-    added, flagged = inventories.reconcile("v", iter([]), time.time())
+    added, flagged = inventories(inprocess, catalog, tmp_path).reconcile("v", iter([]), time.time())
     assert (added, flagged) == (0, 1)
     assert catalog.get("v", "old.bin").state == MISSING  # flagged, not dropped
     assert catalog.get("v", "recent.bin").state == STORED  # the inventory lags its upload
@@ -204,7 +212,7 @@ def test_fresh_catalog_restores_the_tree_from_the_manifest(inprocess: Emulator, 
         second.unmount()
 
 
-def test_malformed_inventories_are_refused_or_skipped_never_crash(tmp_path: Path) -> None:
+def test_malformed_inventories_are_refused_or_skipped_never_crash(inprocess: Emulator, tmp_path: Path) -> None:
     from glacierfs import errors
 
     truncated = tmp_path / "truncated.json"
@@ -218,7 +226,7 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(tmp_path: Path
     )
     catalog = Catalog(tmp_path / "c.sqlite")
     catalog.add_vault("v")
-    added, _ = Inventories(None, catalog, None).reconcile("v", iter_archives(garbage), time.time())  # type: ignore[arg-type]
+    added, _ = inventories(inprocess, catalog, tmp_path).reconcile("v", iter_archives(garbage), time.time())
     assert added == 1
     (entry,) = [e for e in catalog.entries("v") if e.archive_id]
     assert (entry.path, entry.size) == (f"{UNNAMED}/ok", 0)
