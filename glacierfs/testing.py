@@ -203,3 +203,106 @@ def run(
     *command: str | os.PathLike[str], cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, check=check, timeout=300)
+
+
+# A generated inventory --------------------------------------------------------
+
+INVENTORY_ARN = "arn:aws:glacier:us-east-1:123456789012:vaults/{vault}"
+# Every description format of names.py, and the hostile and broken ones, by
+# index: archive ``i`` has format FORMATS[i % len(FORMATS)] when
+# i % 100 < len(FORMATS), and glacierfs's own FastGlacier v4 otherwise.
+FORMATS = (
+    "fastglacier-v3",
+    "fastglacier-v1",
+    "mt2",
+    "mt1",
+    "cloudberry",
+    "qnap",
+    "raw",
+    "empty",
+    "broken",
+    "spaces",
+    "backslash",
+    "duplicate",
+)
+
+
+def generated_archive(index: int) -> tuple[dict[str, object], str | None]:
+    """Archive ``index`` of a generated inventory, as the service's JSON words it, and
+    the path glacierfs shows it at (None: _unnamed/ID)."""
+    import base64
+    import json as json_module
+
+    from glacierfs import names, timestamps
+
+    archive_id = f"{index:012d}" + "A" * 126
+    folder = f"dir{index // 1000 % 1000:03d}"
+    name = f"file{index:07d}.dat"
+    mtime = 1_600_000_000 + index
+    kind = FORMATS[index % 100] if index % 100 < len(FORMATS) else "fastglacier-v4"
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    def mt(version: str, fields: dict[str, str]) -> str:
+        raw = json_module.dumps(fields, separators=(",", ":")).encode()
+        if version == "mt1":
+            raw = raw.decode("latin-1").encode()
+        return f"{version} " + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    path: str | None = f"{folder}/{name}"
+    stamp = timestamps.compact(mtime)
+    if kind == "fastglacier-v4":
+        description = names.encode(f"{folder}/{name}", mtime)
+    elif kind == "fastglacier-v3":
+        description = f"<m><v>3</v><p>{b64(f'{folder}/{name}')}</p><lm>{stamp}</lm><ce>0:0:abc</ce></m>"
+    elif kind == "fastglacier-v1":
+        description = f"<ArchiveMetadata><Path>{b64(f'{folder}/{name}')}</Path></ArchiveMetadata>"
+    elif kind in ("mt1", "mt2"):
+        description = mt(kind, {"filename": f"{folder}/{name}", "mtime": stamp})
+    elif kind == "cloudberry":
+        description = json_module.dumps({"Path": f"C:\\{folder}\\{name}", "UTCDateModified": stamp, "Flags": 0})
+        path = f"C:/{folder}/{name}"
+    elif kind == "qnap":
+        description = json_module.dumps({"path": f"/{folder}/{name}", "type": "file"})
+    elif kind == "raw":
+        description = f"{folder}/{name}"
+    elif kind == "empty":
+        description, path = "", None
+    elif kind == "broken":
+        description, path = "<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>", None
+    elif kind == "spaces":
+        path = f"{folder}/ {name} "
+        description = names.encode(path, mtime)
+    elif kind == "backslash":
+        path = f"{folder}/back\\slash-{name}"
+        description = names.encode(path, mtime)
+    else:  # an older upload of the name archive index + 1 has (a FastGlacier v4 name): it gets a suffix
+        wanted = f"dir{(index + 1) // 1000 % 1000:03d}/file{index + 1:07d}.dat"
+        description = names.encode(wanted, mtime)
+        path = f"{wanted}.older-{timestamps.compact(1_700_000_000 + index - 2)}-{archive_id[:8]}"
+    created = timestamps.iso(1_700_000_000 + index - (2 if kind == "duplicate" else 0))
+    item = {
+        "ArchiveId": archive_id,
+        "ArchiveDescription": description,
+        "CreationDate": created[:-1] + ".000Z",
+        "Size": 1000 + index,
+        "SHA256TreeHash": "0" * 64,
+    }
+    return item, path
+
+
+def write_generated_inventory(path: Path, count: int, vault: str = "big", date: str = "2026-01-01T00:00:00Z") -> int:
+    """A generated inventory of ``count`` archives in the service's JSON, written as a
+    stream (compact, in the service's key order); its size in bytes."""
+    import json as json_module
+
+    with open(path, "w", encoding="ascii") as out:
+        out.write(json_module.dumps({"VaultARN": INVENTORY_ARN.format(vault=vault), "InventoryDate": date})[:-1])
+        out.write(',"ArchiveList":[')
+        for index in range(count):
+            if index:
+                out.write(",")
+            out.write(json_module.dumps(generated_archive(index)[0], separators=(",", ":")))
+        out.write("]}")
+        return out.tell()

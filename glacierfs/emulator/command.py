@@ -8,6 +8,7 @@ import signal
 import threading
 
 from glacierfs.options import fraction, non_negative
+from glacierfs.seedcli import add_seed_parser
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def add_emulator_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--debug", action="store_true")
     parser.set_defaults(run=run_emulator)
+    add_seed_parser(parser)
 
 
 def run_emulator(args: argparse.Namespace) -> int:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from glacierfs.treehash import MiB, file_tree_hash, tree_hash
 
 from .archives import JOB_OUTPUT_LIFETIME, ArchivesBackend
-from .inventory import InventoryRange, inventory_body
+from .inventory import InventoryRange, encode_marker, inventory_body
+from .inventory_writer import PAGE, write_inventory
 from .knobs import now, settings
 from .rules import invalid, not_found
 from .store import VaultRow
+from .synthetic import body_tree_hash, read_body
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +64,9 @@ class JobOutputsBackend(ArchivesBackend):
         next_marker = None
         if job["action"] == "InventoryRetrieval":
             wanted = InventoryRange.from_json(job["inventory_params"])
-            output, next_marker = self._inventory(vault, job["inventory_date"], job["format"], wanted)
             path = self.store.job_output_path(job["id"])
-            path.write_bytes(output)
-            size, output_hash = len(output), None
+            size, next_marker = self._inventory(vault, job["inventory_date"], job["format"], wanted, path)
+            output_hash = None
         else:
             archive = self._archive_row(job["archive_id"])
             first, last = self._job_range(job, archive)
@@ -71,7 +75,8 @@ class JobOutputsBackend(ArchivesBackend):
                 output_hash = (
                     archive["tree_hash"]
                     if size == archive["size"]
-                    else file_tree_hash(self.store.archive_path(archive["id"]), first, last + 1)
+                    else body_tree_hash(archive, first, last + 1)
+                    or file_tree_hash(self.store.archive_path(archive["id"]), first, last + 1)
                 )
             else:
                 output_hash = None
@@ -88,15 +93,38 @@ class JobOutputsBackend(ArchivesBackend):
         return job["range_start"], job["range_end"]
 
     def _inventory(
-        self, vault: VaultRow, as_of: float, output_format: str, wanted: InventoryRange
-    ) -> tuple[bytes, str | None]:
-        rows = self.store.query(
-            "SELECT id, description, created, size, tree_hash FROM archives WHERE vault_id=? "
-            "AND created<=? AND (deleted IS NULL OR deleted>?) ORDER BY created, id",
-            (vault.id, as_of, as_of),
-        )
-        listed, next_marker = wanted.select(rows)
-        return inventory_body(self.arn(vault.name), as_of, listed, output_format), next_marker
+        self, vault: VaultRow, as_of: float, output_format: str, wanted: InventoryRange, path: Path
+    ) -> tuple[int, str | None]:
+        """Write the inventory to ``path`` a page of archives at a time (a seeded vault
+        holds millions): its size, and the marker of the rest."""
+        rest: list[str] = []
+
+        def pages() -> Iterator[list[Any]]:
+            left = int(wanted.limit) if wanted.limit is not None else None
+            after: tuple[float, str] = (float("-inf"), "")
+            while page := self.store.query(
+                "SELECT id, description, created, size, tree_hash FROM archives WHERE vault_id=? "
+                "AND created<=? AND (deleted IS NULL OR deleted>?) AND (created, id) > (?, ?) "
+                "ORDER BY created, id LIMIT ?",
+                (vault.id, as_of, as_of, *after, PAGE),
+            ):
+                after = (page[-1]["created"], page[-1]["id"])
+                if left == 0:  # the limit fell at the end of the last page: the rest starts here
+                    chosen, _ = replace(wanted, limit=None).select(page)
+                    if chosen:
+                        rest.append(encode_marker(chosen[0]["created"], chosen[0]["id"]))
+                        return
+                    continue
+                chosen, marker = replace(wanted, limit=None if left is None else str(left)).select(page)
+                yield chosen
+                if marker is not None:
+                    rest.append(marker)
+                    return
+                if left is not None:
+                    left -= len(chosen)
+
+        size = write_inventory(path, self.arn(vault.name), as_of, pages(), output_format, inventory_body)
+        return size, rest[0] if rest else None
 
     @staticmethod
     def _output_range(range_header: str | None, total: int) -> tuple[int, int] | None:
@@ -135,7 +163,12 @@ class JobOutputsBackend(ArchivesBackend):
             return status, headers, _maybe_truncated(body, job_id)
         archive = self._archive_row(job["archive_id"])  # deleted or not: the output stays
         offset = job["range_start"] or 0
-        body = self.store.read_at(self.store.archive_path(archive["id"]), offset + first, last - first + 1)
+        synthetic = read_body(archive, offset + first, last - first + 1)
+        body = (
+            synthetic
+            if synthetic is not None
+            else self.store.read_at(self.store.archive_path(archive["id"]), offset + first, last - first + 1)
+        )
         headers["Content-Type"] = "application/octet-stream"
         headers["x-amz-archive-description"] = archive["description"]
         if job["output_hash"] and is_tree_aligned(first, last + 1, total):

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS archives (
     deleted REAL
 );
 CREATE INDEX IF NOT EXISTS archives_by_vault ON archives (vault_id, created);
+-- An inventory is written a page at a time in (created, id) order (outputs.py).
+CREATE INDEX IF NOT EXISTS archives_by_vault_created_id ON archives (vault_id, created, id);
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     vault_id INTEGER NOT NULL,
@@ -122,6 +124,7 @@ ADDED_COLUMNS = [
     ("jobs", "sns_topic", "TEXT"),
     ("jobs", "inventory_params", "TEXT"),
     ("jobs", "next_marker", "TEXT"),
+    ("archives", "synthetic", "INTEGER"),  # seeded: zeros made on demand (synthetic.py)
 ]
 # Every table, for a reset.
 TABLES = (
