@@ -155,7 +155,7 @@ class Inventories:
         job_id, _, dated = known
         if job_id:
             return f"pending job={job_id}"
-        return timestamps.iso(dated or 0)
+        return timestamps.iso(dated) if dated is not None else "none"
 
     def _show(self, vault: str, text: str | None) -> None:
         with self._lock:

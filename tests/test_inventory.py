@@ -18,7 +18,7 @@ from glacierfs.glacier import GlacierClient
 from glacierfs.inventory import MISSING, UNNAMED, Inventories, iter_archives
 from glacierfs.testing import GLACIERFS, Mount, read_or_none, run, wait_for
 
-from .conftest import boto_client
+from .conftest import archives, boto_client
 
 FAST = ("--poll-interval", "0.2", "--manifest-delay", "0.3")
 
@@ -231,3 +231,237 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(inprocess: Emu
     (entry,) = [e for e in catalog.entries("v") if e.archive_id]
     assert (entry.path, entry.size) == (f"{UNNAMED}/ok", 0)
     assert next(iter_archives(tmp_path / "garbage.json")) == {"Size": 5}  # only objects are items
+
+
+# Inventory handling bugs (issue 12, item 6) -------------------------------------
+
+
+@pytest.mark.mount
+def test_a_csv_inventory_job_started_by_another_client_is_read(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="csv")
+    tricky = 'comma, "quote" and back\\slash.txt'
+    expected = {"plain.txt": b"plain", tricky: b"tricky", "dir/ spaced .txt": b"spaced"}
+    for path, body in expected.items():
+        boto.upload_archive(vaultName="csv", archiveDescription=names.encode(path, 1_600_000_000), body=body)
+    other = boto.initiate_job(vaultName="csv", jobParameters={"Type": "inventory-retrieval", "Format": "CSV"})
+    started = inprocess.calls["InitiateJob"]
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("csv")
+        os.listdir(vault)  # the first look reuses the CSV job
+        wait_for(lambda: inventory_applied(vault), what="the inventory")
+        found = {p: v[1] for p, v in tree(vault).items() if v[0] == "file"}
+        assert found == {path: len(body) for path, body in expected.items()}
+        assert inprocess.calls["InitiateJob"] == started  # no job of its own
+        assert f"reusing inventory job {other['jobId'][:16]}" in mount.log_text()
+        # Dated by its job, not 'now': the CSV carries no date.
+        job_date = timestamps.parse_iso(boto.describe_job(vaultName="csv", jobId=other["jobId"])["CreationDate"])
+        assert timestamps.parse_iso(os.getxattr(vault, "user.glacier.inventory").decode()) == job_date
+    finally:
+        mount.unmount()
+
+
+def test_a_partial_inventory_job_is_never_reused() -> None:
+    from glacierfs.glacier import Job
+
+    raw = {"JobId": "j", "Action": "InventoryRetrieval", "StatusCode": "Succeeded", "Completed": True}
+    whole = Job.from_response({**raw, "InventoryRetrievalParameters": {"Format": "CSV", "Limit": None}})
+    limited = Job.from_response({**raw, "InventoryRetrievalParameters": {"Format": "JSON", "Limit": "100"}})
+    dated = Job.from_response({**raw, "InventoryRetrievalParameters": {"StartDate": "2020-01-01T00:00:00Z"}})
+    assert (whole.inventory_format, whole.inventory_partial) == ("CSV", False)
+    assert limited.inventory_partial and dated.inventory_partial
+
+
+@pytest.mark.mount
+def test_the_newest_inventory_job_listed_is_reused(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="jobs")
+    boto.upload_archive(vaultName="jobs", archiveDescription=names.encode("first.txt", 0), body=b"1")
+    boto.initiate_job(vaultName="jobs", jobParameters={"Type": "inventory-retrieval"})
+    time.sleep(1.1)  # dates have a resolution of a second
+    boto.upload_archive(vaultName="jobs", archiveDescription=names.encode("second.txt", 0), body=b"2")
+    newest = boto.initiate_job(vaultName="jobs", jobParameters={"Type": "inventory-retrieval"})["jobId"]
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("jobs")
+        os.listdir(vault)
+        wait_for(lambda: inventory_applied(vault), what="the inventory")
+        assert sorted(os.listdir(vault)) == ["first.txt", "second.txt"]
+        assert f"reusing inventory job {newest[:16]}" in mount.log_text()
+        assert inprocess.calls["InitiateJob"] == 2  # both by boto3
+    finally:
+        mount.unmount()
+
+
+@pytest.mark.mount
+def test_an_inventory_of_another_vault_is_refused(inprocess: Emulator, tmp_path: Path) -> None:
+    from glacierfs.emulator.store import current_store
+
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="mine")
+    boto.upload_archive(vaultName="mine", archiveDescription=names.encode("mine.txt", 0), body=b"mine")
+    job_id = boto.initiate_job(vaultName="mine", jobParameters={"Type": "inventory-retrieval"})["jobId"]
+    boto.describe_job(vaultName="mine", jobId=job_id)  # the output is written once the job completes
+    # What a confused service (or a catalog mix-up) would hand over: another vault's inventory.
+    foreign = json.dumps(
+        {
+            "VaultARN": "arn:aws:glacier:us-east-1:123456789012:vaults/theirs",
+            "InventoryDate": timestamps.iso(time.time()),
+            "ArchiveList": [
+                {
+                    "ArchiveId": "X" * 138,
+                    "ArchiveDescription": names.encode("theirs.txt", 0),
+                    "CreationDate": timestamps.iso(time.time() - 10),
+                    "Size": 6,
+                    "SHA256TreeHash": "0" * 64,
+                }
+            ],
+        }
+    ).encode()
+    store = current_store()
+    store.job_output_path(job_id).write_bytes(foreign)
+    store.execute("UPDATE jobs SET output_size=? WHERE id=?", (len(foreign), job_id))
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("mine")
+        os.listdir(vault)  # reuses that job
+        wait_for(lambda: "refused the inventory of vault mine" in mount.log_text(), what="the refusal")
+        assert "describes arn:aws:glacier:us-east-1:123456789012:vaults/theirs, not vault mine" in mount.log_text()
+        assert "theirs.txt" not in os.listdir(vault)
+        assert not inventory_applied(vault)
+    finally:
+        mount.unmount()
+
+
+@pytest.mark.mount
+def test_an_inventory_older_than_the_one_applied_is_refused(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="dated")
+    boto.upload_archive(vaultName="dated", archiveDescription=names.encode("kept.txt", 0), body=b"k")
+    mount = Mount(tmp_path, inprocess.url, *FAST)
+    try:
+        vault = mount.path("dated")
+        os.listdir(vault)
+        wait_for(lambda: inventory_applied(vault), what="the first inventory")
+        applied = os.getxattr(vault, "user.glacier.inventory").decode()
+        inprocess.settings.inventory_lag = 3 * 24 * 3600  # the next one describes the vault three days ago
+        run(*GLACIERFS, "refresh", vault)
+        wait_for(lambda: "refused the inventory of vault dated" in mount.log_text(), what="the refusal")
+        assert f"older than the inventory applied ({applied})" in mount.log_text()
+        assert os.getxattr(vault, "user.glacier.inventory").decode() == applied
+        assert os.listdir(vault) == ["kept.txt"]
+    finally:
+        mount.unmount()
+
+
+@pytest.mark.mount
+def test_names_come_back_from_descriptions_alone(inprocess: Emulator, tmp_path: Path) -> None:
+    wanted = [" lead space.txt", "trail space.txt ", "back\\slash.txt", "dir\\with\\backslashes/file"]
+    first = Mount(tmp_path / "first", inprocess.url, *FAST)
+    try:
+        first.path("v").mkdir()
+        for path in wanted:
+            target = first.path("v", *path.split("/"))
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(path.encode())
+    finally:
+        first.unmount()
+    boto = boto_client(inprocess.url)
+    for archive in archives(inprocess.url, "v"):  # no manifest: names from the descriptions alone
+        if ".glacierfs/" in (names.decode(archive["ArchiveDescription"]) or names.Decoded("", None)).path:
+            boto.delete_archive(vaultName="v", archiveId=archive["ArchiveId"])
+    second = Mount(tmp_path / "second", inprocess.url, *FAST)
+    try:
+        vault = second.path("v")
+        os.listdir(vault)
+        wait_for(lambda: inventory_applied(vault), what="the inventory")
+        found = {p for p, v in tree(vault).items() if v[0] == "file"}
+        assert found == set(wanted)
+        assert "restored vault v from its manifest" not in second.log_text()
+    finally:
+        second.unmount()
+
+
+# Downloading -----------------------------------------------------------------
+
+
+class FailingAfter(GlacierClient):
+    """The emulator's client, with an outage after ``calls`` GetJobOutput requests."""
+
+    def __init__(self, url: str, calls: int, seen: list[str], inventories: list[Inventories]) -> None:
+        super().__init__(url, credentials=("testing", "testing"))
+        self.calls = calls
+        self.seen = seen
+        self.inventories = inventories
+
+    def get_job_output(self, vault, job_id, byte_range=None):  # type: ignore[no-untyped-def]
+        self.seen.append(self.inventories[0].describe(vault))
+        if self.calls == 0:
+            from glacierfs import errors
+
+            raise errors.ServiceUnavailable("an outage, on purpose")
+        self.calls -= 1
+        return super().get_job_output(vault, job_id, byte_range)
+
+
+def test_a_download_cut_short_resumes_where_it_stopped(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="big")
+    for index in range(60):
+        boto.upload_archive(vaultName="big", archiveDescription=names.encode(f"f{index:03d}.bin", 0), body=b"x")
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("big")
+    seen: list[str] = []
+    holder: list[Inventories] = []
+    failing = Inventories(FailingAfter(inprocess.url, 3, seen, holder), catalog, tmp_path / "state", chunk_size=1024)
+    holder.append(failing)
+    failing.refresh("big")
+    failing.poll_once()  # three ranges, then the outage
+    partial = list((tmp_path / "state" / "inventories").iterdir())
+    assert [p.stat().st_size for p in partial] == [3 * 1024]
+    assert seen[1].startswith("downloading 1.0 of ") and seen[1].endswith(" KiB"), seen
+    assert catalog.vault_is_empty("big")
+    first_requests = inprocess.calls["GetJobOutput"]
+    # A remount: a new Inventories on the same state directory fetches only the rest.
+    resumed = inventories(inprocess, catalog, tmp_path / "state")
+    resumed.chunk_size = 1024
+    resumed.poll_once()
+    size = boto.describe_job(vaultName="big", jobId=catalog_job(boto))["InventorySizeInBytes"]
+    assert first_requests == 3
+    assert inprocess.calls["GetJobOutput"] - first_requests == -(-(size - 3 * 1024) // 1024)
+    assert len([e for e in catalog.entries("big") if e.kind == "file"]) == 60
+    assert list((tmp_path / "state" / "inventories").iterdir()) == []  # applied: the download goes
+    assert timestamps.parse_iso(resumed.describe("big")) is not None
+
+
+def catalog_job(boto) -> str:  # type: ignore[no-untyped-def]
+    (job,) = boto.list_jobs(vaultName="big")["JobList"]
+    return job["JobId"]
+
+
+class Corrupting(GlacierClient):
+    """The emulator's client; one range arrives with a byte flipped, and the tree hash Glacier sent for it."""
+
+    def get_job_output(self, vault, job_id, byte_range=None):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        from glacierfs.treehash import tree_hash
+
+        output = super().get_job_output(vault, job_id, byte_range)
+        flipped = bytes([output.body[0] ^ 0xFF]) + output.body[1:]
+        return replace(output, body=flipped, tree_hash=tree_hash(output.body))
+
+
+def test_a_range_that_fails_its_tree_hash_is_not_kept(inprocess: Emulator, tmp_path: Path) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="v")
+    boto.upload_archive(vaultName="v", archiveDescription=names.encode("f.bin", 0), body=b"x")
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    corrupting = Inventories(Corrupting(inprocess.url, credentials=("t", "t")), catalog, tmp_path / "state")
+    corrupting.refresh("v")
+    corrupting.poll_once()
+    assert catalog.vault_is_empty("v")
+    assert [p.stat().st_size for p in (tmp_path / "state" / "inventories").iterdir()] == [0]
+    assert catalog.inventory("v")[0] is not None  # still pending: the next round downloads it again
