@@ -14,11 +14,13 @@ and written in one transaction: the new tree appears whole, at its commit. If
 the mount changed the catalog in between (``PRAGMA data_version``), the
 placement is worked out again inside that transaction.
 
-New archives are sorted once, by the name they want (a window function ranks
-the archives of one name, newest first); names are then taken in that order,
-so the catalog's indexes grow by appending. Only the exceptions (duplicates,
-taken names, names under a file, no name) are worked out one by one, in a
-small table of their own.
+New archives are sorted once, by the name they want and newest first; each
+row's predecessor in that order tells whether it is an older namesake (or the
+same archive listed twice), and names are taken in that order, so the
+catalog's indexes grow by appending. Only the exceptions (older namesakes,
+taken names, names under a file, no name) are worked out, in a small table of
+their own. (A window function ranked the namesakes at first: it cost twice the
+sort it needs.)
 
 This module knows the ``entries``, ``deleted`` and ``manifests`` tables of
 catalog.py and writes them directly: a Python object per row is what made a
@@ -84,6 +86,10 @@ class Reconciler:
         self.db = sqlite3.connect(catalog_path, isolation_level=None, timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA temp_store=FILE")  # sorts of millions of rows spill to disk, not RAM
         self.db.execute("PRAGMA cache_size=-8192")  # 8 MiB per database, whatever the vault's size
+        self.db.execute("PRAGMA synchronous=NORMAL")  # as the catalog's own connection (sqlitedb.py)
+        # The write of a large inventory leaves a large WAL: this connection copies it
+        # back (apply) rather than the mount's next small write.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.create_function("parent_of", 1, parent_of, deterministic=True)
         self.db.create_function("parse_iso", 1, _parse_iso, deterministic=True)
         self.db.create_function("compact_iso", 1, _compact_iso, deterministic=True)
@@ -167,6 +173,7 @@ class Reconciler:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # readers are not waited for, nor blocked
         return outcome
 
     def _data_version(self) -> int:
@@ -185,17 +192,14 @@ class Reconciler:
             (vault,),
         )
         db.execute("CREATE INDEX temp.known_by_id ON known (archive_id)")
-        # The archives the catalog does not know (nor deleted), sorted by the name
-        # they want, the newest of a name first; an id listed twice counts once.
+        # The archives the catalog does not know (nor deleted), sorted once: by the
+        # name they want, the newest of a name first. Row n-1 then tells row n
+        # whether it is an older namesake, or the same archive listed twice.
         db.execute(
-            """CREATE TEMP TABLE new AS
-            SELECT archive_id, wanted, parent, created_text, mtime, size, tree_hash, rank FROM (
-                SELECT s.*, row_number() OVER w AS rank, lag(s.archive_id) OVER w AS previous
-                FROM staged s
-                WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.archive_id = s.archive_id)
-                  AND NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)
-                WINDOW w AS (PARTITION BY s.wanted ORDER BY s.created_text DESC, s.archive_id)
-            ) WHERE previous IS NOT archive_id"""  # rows come out in the window's order
+            """CREATE TEMP TABLE new AS SELECT s.* FROM staged s
+            WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.archive_id = s.archive_id)
+              AND NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)
+            ORDER BY s.wanted, s.created_text DESC, s.archive_id"""
         )
         # A name under a file cannot be had. Every directory a new name needs, with
         # each of its ancestors; those with an ancestor that is a file (in the
@@ -218,16 +222,18 @@ class Reconciler:
         )
         # The exceptions: an older archive of a name, or one whose name is taken,
         # gets the suffix; one without a name, or under a file, goes to _unnamed.
-        db.execute("CREATE TEMP TABLE moved (id INTEGER PRIMARY KEY, final TEXT, parent TEXT)")
+        db.execute("CREATE TEMP TABLE moved (id INTEGER PRIMARY KEY, final TEXT, parent TEXT, skip INTEGER NOT NULL)")
         db.execute(
-            """INSERT INTO moved (id, final, parent)
-            SELECT rowid,
-                CASE WHEN wanted IS NULL OR parent IN (SELECT dir FROM blocked) THEN NULL
-                     ELSE wanted || '.older-' || compact_iso(created_text) || '-' || substr(archive_id, 1, 8) END,
-                parent
-            FROM new
-            WHERE wanted IS NULL OR rank > 1 OR parent IN (SELECT dir FROM blocked)
-               OR EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=new.wanted)""",
+            """INSERT INTO moved (id, final, parent, skip)
+            SELECT n.rowid,
+                CASE WHEN n.wanted IS NULL OR n.parent IN (SELECT dir FROM blocked) THEN NULL
+                     ELSE n.wanted || '.older-' || compact_iso(n.created_text) || '-' || substr(n.archive_id, 1, 8)
+                END,
+                n.parent,
+                p.archive_id IS n.archive_id
+            FROM new n LEFT JOIN new p ON p.rowid = n.rowid - 1
+            WHERE n.wanted IS NULL OR p.wanted IS n.wanted OR n.parent IN (SELECT dir FROM blocked)
+               OR EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=n.wanted)""",
             (vault,),
         )
         db.execute("CREATE INDEX temp.moved_by_final ON moved (final)")
@@ -253,8 +259,8 @@ class Reconciler:
             log.warning("%d new path(s) of vault %s are directories of other new names", len(clashes), vault)
             for clash in clashes:
                 db.execute(
-                    """INSERT OR REPLACE INTO moved (id, final, parent)
-                    SELECT rowid, NULL, parent FROM new WHERE parent = ? OR substr(parent, 1, ?) = ?""",
+                    """INSERT OR IGNORE INTO moved (id, final, parent, skip)
+                    SELECT rowid, NULL, parent, 0 FROM new WHERE parent = ? OR substr(parent, 1, ?) = ?""",
                     (clash, len(clash) + 1, clash + "/"),
                 )
                 db.execute(
@@ -268,7 +274,7 @@ class Reconciler:
         _unnamed is a file (the user's own, or a new archive's name)."""
         db, vault = self.db, self.vault
         number = 1
-        while db.execute("SELECT 1 FROM moved WHERE final IS NULL LIMIT 1").fetchone():
+        while db.execute("SELECT 1 FROM moved WHERE final IS NULL AND NOT skip LIMIT 1").fetchone():
             folder = UNNAMED if number == 1 else f"{UNNAMED}-{number}"
             number += 1
             is_file = db.execute(
@@ -282,7 +288,7 @@ class Reconciler:
             db.execute(
                 """UPDATE moved SET final = ? || '/' || (SELECT archive_id FROM new WHERE new.rowid = moved.id),
                     parent = ?
-                WHERE final IS NULL AND NOT EXISTS (
+                WHERE final IS NULL AND NOT skip AND NOT EXISTS (
                     SELECT 1 FROM main.entries e, new n
                     WHERE n.rowid = moved.id AND e.vault=? AND e.path = ? || '/' || n.archive_id)""",
                 (folder, folder, vault, folder),
@@ -295,7 +301,7 @@ class Reconciler:
             """INSERT INTO dirs WITH RECURSIVE up(dir) AS (
                 SELECT DISTINCT parent FROM new WHERE rowid NOT IN (SELECT id FROM moved) AND parent != ''
                 UNION
-                SELECT parent FROM moved WHERE parent IS NOT NULL AND parent != ''
+                SELECT parent FROM moved WHERE NOT skip AND parent IS NOT NULL AND parent != ''
                 UNION
                 SELECT parent_of(dir) FROM up WHERE parent_of(dir) != ''
             )
@@ -316,7 +322,7 @@ class Reconciler:
             SELECT ?, COALESCE(m.final, n.wanted), COALESCE(m.parent, n.parent), ?, n.size,
                    CAST(COALESCE(NULLIF(n.mtime, 0), NULLIF(parse_iso(n.created_text), 0), ?) * 1e9 AS INTEGER),
                    ?, ?, ?, ?, n.archive_id, n.tree_hash, n.created_text
-            FROM new n LEFT JOIN moved m ON m.id = n.rowid ORDER BY n.rowid""",
+            FROM new n LEFT JOIN moved m ON m.id = n.rowid WHERE m.skip IS NOT 1 ORDER BY n.rowid""",
             (vault, FILE, self.now, 0o644, *common),
         ).rowcount
         self._log_unnamed()
@@ -334,7 +340,7 @@ class Reconciler:
     def _log_unnamed(self) -> None:
         moved = self.db.execute(
             """SELECT m.parent, count(*) FROM moved m JOIN new n ON n.rowid = m.id
-            WHERE n.wanted IS NULL AND m.parent != ? GROUP BY 1""",
+            WHERE n.wanted IS NULL AND NOT m.skip AND m.parent != ? GROUP BY 1""",
             (UNNAMED,),
         ).fetchall()
         for folder, count in moved:

@@ -465,3 +465,51 @@ def test_a_range_that_fails_its_tree_hash_is_not_kept(inprocess: Emulator, tmp_p
     assert catalog.vault_is_empty("v")
     assert [p.stat().st_size for p in (tmp_path / "state" / "inventories").iterdir()] == [0]
     assert catalog.inventory("v")[0] is not None  # still pending: the next round downloads it again
+
+
+def test_placement_of_namesakes_collisions_and_the_nameless(inprocess: Emulator, tmp_path: Path) -> None:
+    """The set-based placement gives what the one-by-one rules gave."""
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    catalog.put_many(
+        [
+            new_entry("v", "taken", "dir", 0o755),
+            new_entry("v", "taken/inside", "file", 0o644).but(state=STORED, archive_id="K" * 138),
+            new_entry("v", "user-file", "file", 0o644),
+        ]
+    )
+
+    def item(archive_id: str, path: str | None, created: str, size: int = 1) -> dict[str, object]:
+        description = names.encode(path, 1_600_000_000) if path is not None else ""
+        return {"ArchiveId": archive_id, "ArchiveDescription": description, "CreationDate": created, "Size": size}
+
+    listed = [
+        item("newest-a", "same.txt", "2024-03-01T00:00:00.000Z", 3),
+        item("older-aa", "same.txt", "2024-02-01T00:00:00.000Z", 2),
+        item("oldest-a", "same.txt", "2024-01-01T00:00:00.000Z", 1),
+        item("twice-id", "twice.txt", "2024-01-01T00:00:00.000Z"),
+        item("twice-id", "twice.txt", "2024-01-01T00:00:00.000Z"),  # the same archive listed twice
+        item("taken-dir", "taken", "2024-01-01T00:00:00.000Z"),  # a directory's name
+        item("under-file", "user-file/x", "2024-01-01T00:00:00.000Z"),  # under the user's file
+        item("file-first", "f", "2024-01-01T00:00:00.000Z"),
+        item("under-new", "f/g/h", "2024-01-01T00:00:00.000Z"),  # under a new archive's name
+        item("nameless", None, "2024-01-01T00:00:00.000Z"),
+        item("K" * 138, "taken/inside", "2023-01-01T00:00:00.000Z"),  # known: left alone
+    ]
+    added, flagged = inventories(inprocess, catalog, tmp_path).reconcile("v", iter(listed), time.time())
+    files = {e.path: e.archive_id for e in catalog.entries("v") if e.kind == "file"}
+    assert files == {
+        "same.txt": "newest-a",
+        "same.txt.older-20240201T000000Z-older-aa": "older-aa",
+        "same.txt.older-20240101T000000Z-oldest-a": "oldest-a",
+        "twice.txt": "twice-id",
+        "taken.older-20240101T000000Z-taken-di": "taken-dir",
+        f"{UNNAMED}/under-file": "under-file",
+        "f": "file-first",
+        f"{UNNAMED}/under-new": "under-new",
+        f"{UNNAMED}/nameless": "nameless",
+        "taken/inside": "K" * 138,
+        "user-file": None,
+    }
+    assert (added, flagged) == (9, 0)
+    assert {e.path for e in catalog.entries("v") if e.kind == "dir"} == {"taken", UNNAMED}
