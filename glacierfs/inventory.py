@@ -283,9 +283,11 @@ class Inventories:
         outcome = reconcile.reconcile(
             self.catalog.path,
             vault,
-            iter_archives(path),
+            path,
             dated,
-            progress=lambda done: self._show(vault, f"applying {_count_text(done)} of {_count_text(total)}"),
+            progress=lambda done: self._show(
+                vault, f"applying {_count_text(min(done, total))} of {_count_text(total)}"
+            ),
         )
         self.catalog.set_inventory(vault, None, None, dated)
         log.info(

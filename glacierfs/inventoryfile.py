@@ -17,6 +17,7 @@ comma(s) and its last ones, and what remains between is the description.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -119,6 +120,98 @@ def iter_archives(path: Path, block: int = BLOCK) -> Iterator[dict[str, Any]]:
         else:
             _warn_slow()
             yield from _stdlib_archives(path, block)
+
+
+# Where one archive of the service's (compact) JSON ends and the next begins. A
+# quote inside a string value is escaped, so these bytes never occur in one.
+_BETWEEN = b'},{"ArchiveId":'
+
+
+def split(path: Path, parts: int) -> list[tuple[int, int]] | None:
+    """Byte ranges [start, stop) of ``parts`` runs of whole archives of a JSON
+    inventory, each readable by ``iter_archive_range``: cut where one archive
+    ends and the next begins. None for a document that cannot be cut so (CSV, or
+    not laid out as the service lays it out)."""
+    if parts < 2 or _ijson is None or sniff_format(path) != JSON:
+        return None
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(BLOCK)
+        marker = head.find(b'"ArchiveList":[')
+        handle.seek(max(0, size - 64))
+        tail = handle.read().rstrip()
+        if marker < 0 or not tail.endswith(b"]}"):
+            return None
+        start, stop = marker + len(b'"ArchiveList":['), size - (len(tail) - len(tail.rstrip(b"}").rstrip()) + 1)
+        if stop <= start:
+            return None
+        cuts = [start]
+        for part in range(1, parts):
+            handle.seek(max(cuts[-1], start + (stop - start) * part // parts))
+            found = -1
+            window = b""
+            while found < 0:
+                block = handle.read(1 << 20)
+                if not block:
+                    return None
+                window = window[-len(_BETWEEN) :] + block
+                found = window.find(_BETWEEN)
+                position = handle.tell() - len(window)
+            cut = position + found + 2  # the '{' after "},"
+            if cut >= stop:
+                return None
+            cuts.append(cut)
+    ends = [cut - 1 for cut in cuts[1:]] + [stop]  # each run stops before the ',' that follows it
+    return list(zip(cuts, ends, strict=True))
+
+
+class _Run(io.RawIOBase):
+    """Bytes [start, stop) of a file, framed as a JSON array: ``[`` ... ``]``."""
+
+    def __init__(self, path: Path, start: int, stop: int) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._file.seek(start)
+        self._left = stop - start
+        self._pending = b"["
+        self._closed_array = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = len(buffer)
+        if not wanted:
+            return 0
+        data = self._pending
+        self._pending = b""
+        if len(data) < wanted and self._left > 0:
+            more = self._file.read(min(wanted - len(data), self._left))
+            self._left -= len(more)
+            data += more
+            if not more:
+                self._left = 0
+        if len(data) < wanted and self._left <= 0 and not self._closed_array:
+            data += b"]"
+            self._closed_array = True
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def iter_archive_range(path: Path, start: int, stop: int, block: int = BLOCK) -> Iterator[dict[str, Any]]:
+    """The archives in one run of ``split``."""
+    with _Run(path, start, stop) as run:
+        try:
+            for item in _ijson.items(run, "item", use_float=True, buf_size=block):
+                if isinstance(item, dict):
+                    yield item
+        except _Incomplete as error:
+            raise errors.InvalidRequest(f"the inventory ends in the middle of an archive: {error}") from error
+        except _Invalid as error:
+            raise errors.InvalidRequest(f"the inventory is not valid JSON: {error}") from error
 
 
 def _warn_slow() -> None:

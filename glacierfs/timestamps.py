@@ -37,7 +37,7 @@ def parse_iso(text: str) -> float | None:
 
 def parse_compact(text: str) -> float | None:
     try:
-        if len(text) == 16 and text[8] == "T" and text[15] == "Z" and text[:8].isdigit() and text[9:15].isdigit():
+        if len(text) == 16 and text[8] == "T" and text[15] == "Z" and text[:8].isdigit():
             return datetime.fromisoformat(text).timestamp()  # the same form, at C speed
         return datetime.strptime(text, COMPACT_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:

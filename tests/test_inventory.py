@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs import names, timestamps
+from glacierfs import errors, names, timestamps
 from glacierfs.catalog import STORED, Catalog, new_entry
 from glacierfs.emulator import Emulator
 from glacierfs.glacier import GlacierClient
@@ -513,3 +513,30 @@ def test_placement_of_namesakes_collisions_and_the_nameless(inprocess: Emulator,
     }
     assert (added, flagged) == (9, 0)
     assert {e.path for e in catalog.entries("v") if e.kind == "dir"} == {"taken", UNNAMED}
+
+
+def test_a_large_inventory_staged_in_two_processes_gives_the_same_tree(
+    inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glacierfs import reconcile
+    from glacierfs.testing import write_generated_inventory
+
+    inventory = tmp_path / "inventory.json"
+    write_generated_inventory(inventory, 3_000)
+    trees = []
+    for parallel in (False, True):
+        monkeypatch.setattr(reconcile, "_parallel", lambda path, parallel=parallel: parallel)
+        catalog = Catalog(tmp_path / f"catalog-{parallel}.sqlite")
+        catalog.add_vault("big")
+        outcome = reconcile.reconcile(catalog.path, "big", inventory, time.time())
+        assert (outcome.listed, outcome.added) == (3_000, 3_000)
+        trees.append([(e.path, e.kind, e.size, e.archive_id, e.is_dir or e.mtime_ns) for e in catalog.entries("big")])
+    assert trees[0] == trees[1]
+    # A half that cannot be read sends it back to one process, which says what is wrong.
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(inventory.read_bytes()[:-5000] + b"]}")
+    catalog = Catalog(tmp_path / "broken.sqlite")
+    catalog.add_vault("big")
+    with pytest.raises(errors.InvalidRequest):
+        reconcile.reconcile(catalog.path, "big", broken, time.time())
+    assert catalog.vault_is_empty("big")
