@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -130,7 +131,7 @@ class Reconciler:
             try:
                 count = self.stage(inventoryfile.iter_archive_range(path, *runs[0]), lambda n: progress(n * 2))
             finally:
-                _, problem = worker.communicate()
+                report, problem = worker.communicate()
             if worker.returncode:
                 raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
             self.db.execute("ATTACH DATABASE ? AS run", (str(scratch),))
@@ -143,6 +144,9 @@ class Reconciler:
                 self.db.execute("COMMIT")
             finally:
                 self.db.execute("DETACH DATABASE run")
+            log.info(
+                "half of the inventory of vault %s was staged by a process of its own (%s)", self.vault, report.strip()
+            )
         except errors.InvalidRequest as error:
             log.warning("the inventory could not be read in halves (%s): reading it whole", error)
             self.db.execute("DELETE FROM temp.staged")
@@ -467,26 +471,29 @@ def _start_worker(path: Path, start: int, stop: int, scratch: Path) -> subproces
     """A fresh interpreter staging one run (never a fork of a process full of threads)."""
     package_root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
-    code = "import sys; from glacierfs.reconcile import stage_run; stage_run(*sys.argv[1:])"
+    code = "import sys; from glacierfs.reconcile import stage_run; print(stage_run(*sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", code, str(path), str(start), str(stop), str(scratch)],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
 
 
-def stage_run(path: str, start: str, stop: str, scratch: str) -> int:
-    """In a process of its own: stage one run of the inventory into a scratch database."""
+def stage_run(path: str, start: str, stop: str, scratch: str) -> str:
+    """In a process of its own: stage one run of the inventory into a scratch database;
+    what it did, for the log."""
     db = sqlite3.connect(scratch, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=OFF")  # scratch: thrown away whatever happens
         db.execute("PRAGMA synchronous=OFF")
         db.executescript(_STAGE.replace("CREATE TEMP TABLE", "CREATE TABLE"))
-        return _stage_into(db, inventoryfile.iter_archive_range(Path(path), int(start), int(stop)), _quiet)
+        count = _stage_into(db, inventoryfile.iter_archive_range(Path(path), int(start), int(stop)), _quiet)
     finally:
         db.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return f"{count} archives, peak RSS {peak:.0f} MiB"
 
 
 def _parse_iso(text: str | None) -> float | None:
