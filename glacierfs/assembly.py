@@ -16,9 +16,10 @@ from glacierfs.catalog import Catalog
 from glacierfs.control import Control
 from glacierfs.glacier import GlacierClient
 from glacierfs.inventory import Inventories
-from glacierfs.manifest import ManifestKeeper, ManifestRestorer
+from glacierfs.manifest import ManifestKeeper
 from glacierfs.options import MountOptions
 from glacierfs.outcomes import Janitor
+from glacierfs.restore import ManifestRestorer
 from glacierfs.retrieval import Retriever
 from glacierfs.vfs import GlacierFS
 

@@ -215,6 +215,8 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self._store = LockedDatabase(path, SCHEMA)
+        # A large inventory is written in one transaction (reconcile.py): a write here waits for it.
+        self._store.execute("PRAGMA busy_timeout=120000")
         os.chmod(path, 0o600)
         # Catalogs from earlier versions gain the columns added since.
         self._store.add_column("vaults", "gone", "REAL")
