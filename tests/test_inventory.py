@@ -540,3 +540,28 @@ def test_a_large_inventory_staged_in_two_processes_gives_the_same_tree(
     with pytest.raises(errors.InvalidRequest):
         reconcile.reconcile(catalog.path, "big", broken, time.time())
     assert catalog.vault_is_empty("big")
+
+
+def test_listings_show_the_old_tree_until_the_new_one_commits(
+    inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glacierfs import reconcile
+
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    catalog.put(new_entry("v", "mine.txt", "file", 0o644))
+    seen_meanwhile: list[list[str]] = []
+    write = reconcile.Reconciler._write
+
+    def write_then_look(self: reconcile.Reconciler) -> reconcile.Outcome:
+        outcome = write(self)  # written, not yet committed
+        started = time.monotonic()
+        seen_meanwhile.append(catalog.child_names("v", ""))  # the mount's own connection
+        assert time.monotonic() - started < 1  # a reader does not wait for the writer
+        return outcome
+
+    monkeypatch.setattr(reconcile.Reconciler, "_write", write_then_look)
+    archives = [{"ArchiveId": f"id{i}", "ArchiveDescription": names.encode(f"new{i}.txt", 0)} for i in range(3)]
+    inventories(inprocess, catalog, tmp_path).reconcile("v", iter(archives), time.time())
+    assert seen_meanwhile == [["mine.txt"]]
+    assert catalog.child_names("v", "") == ["mine.txt", "new0.txt", "new1.txt", "new2.txt"]
