@@ -240,10 +240,16 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(inprocess: Emu
 def test_a_csv_inventory_job_started_by_another_client_is_read(inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
     boto.create_vault(vaultName="csv")
-    tricky = 'comma, "quote" and back\\slash.txt'
-    expected = {"plain.txt": b"plain", tricky: b"tricky", "dir/ spaced .txt": b"spaced"}
-    for path, body in expected.items():
-        boto.upload_archive(vaultName="csv", archiveDescription=names.encode(path, 1_600_000_000), body=body)
+    # Descriptions as written: a raw name holding a comma and quotes (CSV quotes and
+    # escapes it), and FastGlacier names.
+    uploads = {
+        'comma, "quoted" name.txt': ('comma, "quoted" name.txt', b"tricky"),
+        "plain.txt": (names.encode("plain.txt", 1_600_000_000), b"plain"),
+        "dir/ spaced .txt": (names.encode("dir/ spaced .txt", 1_600_000_000), b"spaced"),
+    }
+    for description, body in uploads.values():
+        boto.upload_archive(vaultName="csv", archiveDescription=description, body=body)
+    expected = {path: body for path, (_, body) in uploads.items()}
     other = boto.initiate_job(vaultName="csv", jobParameters={"Type": "inventory-retrieval", "Format": "CSV"})
     started = inprocess.calls["InitiateJob"]
     mount = Mount(tmp_path, inprocess.url, *FAST)

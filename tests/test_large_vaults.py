@@ -50,8 +50,8 @@ def test_seed_keeps_ids_descriptions_dates_and_sizes(tmp_path: Path) -> None:
     server = ServedEmulator(data_dir=tmp_path / "data")
     try:
         boto = boto_client(server.url)
-        assert boto.describe_vault(vaultName="big")["NumberOfArchives"] == 300
         listed = json.loads(inventory_of(boto, "big"))["ArchiveList"]
+        assert boto.describe_vault(vaultName="big")["NumberOfArchives"] == 300  # as of that inventory
         key = lambda a: a["ArchiveId"]  # noqa: E731
         for mine, theirs in zip(sorted(given, key=key), sorted(listed, key=key), strict=True):
             assert [mine[k] for k in ("ArchiveId", "ArchiveDescription", "Size")] == [
