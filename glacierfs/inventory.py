@@ -69,12 +69,16 @@ class Inventories:
         self._checked: set[str] = set()
         self._progress: dict[str, str] = {}  # vault -> what describe() shows while it is applied
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._follower = Periodic("inventory", poll_interval, self.poll_once)
 
     def start(self) -> None:
         self._follower.start()
 
     def stop(self) -> None:
+        """Stop, cutting short a download or an application under way: the download
+        is kept, so the next mount resumes it, and nothing of the application is."""
+        self._stopping.set()
         self._follower.stop()
 
     # Asking ------------------------------------------------------------------
@@ -207,6 +211,9 @@ class Inventories:
         try:
             self._download(vault, job, path)
             self.apply_file(vault, path, fallback_date=timestamps.parse_iso(job.created), declared=job.inventory_format)
+        except _Stopped:
+            log.info("stopped with the inventory of vault %s under way: the next mount goes on with it", vault)
+            return
         except errors.GlacierFSError as error:
             log.error("could not apply the inventory of vault %s: %s", vault, error)
             return
@@ -229,6 +236,7 @@ class Inventories:
             log.info("resuming the download of the inventory of vault %s at %s", vault, _bytes_text(done, size or done))
         with open(path, "ab") as out:
             while size is None or done < size:
+                self._check_stopping()
                 self._show(vault, f"downloading {_bytes_text(done, size or 0)}")
                 last = min(done + self.chunk_size, size) - 1 if size else None
                 output = self.glacier.get_job_output(vault, job.job_id, (done, last) if last is not None else None)
@@ -285,9 +293,7 @@ class Inventories:
             vault,
             path,
             dated,
-            progress=lambda done: self._show(
-                vault, f"applying {_count_text(min(done, total))} of {_count_text(total)}"
-            ),
+            progress=lambda done: self._applying(vault, done, total),
         )
         self.catalog.set_inventory(vault, None, None, dated)
         log.info(
@@ -299,6 +305,14 @@ class Inventories:
             outcome.flagged,
         )
         return outcome
+
+    def _applying(self, vault: str, done: int, total: int) -> None:
+        self._check_stopping()
+        self._show(vault, f"applying {_count_text(min(done, total))} of {_count_text(total)}")
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise _Stopped
 
     def _refusal(self, vault: str, header: inventoryfile.Header, dated: float, applied: float | None) -> str | None:
         """Why this inventory must not be applied, if it must not."""
@@ -319,6 +333,10 @@ class Inventories:
         """Apply archives (as the inventory's JSON names them) to ``vault``: (added, flagged)."""
         outcome = reconcile.reconcile(self.catalog.path, vault, archives, dated)
         return outcome.added, outcome.flagged
+
+
+class _Stopped(Exception):
+    """The mount is stopping: what is under way stops where it is."""
 
 
 def _bytes_text(done: int, total: int) -> str:

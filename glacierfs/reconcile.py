@@ -130,8 +130,10 @@ class Reconciler:
         try:
             try:
                 count = self.stage(inventoryfile.iter_archive_range(path, *runs[0]), lambda n: progress(n * 2))
-            finally:
-                report, problem = worker.communicate()
+            except BaseException:
+                worker.kill()  # stopping, or this half failed: the other half is not wanted
+                raise
+            report, problem = worker.communicate()
             if worker.returncode:
                 raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
             self.db.execute("ATTACH DATABASE ? AS run", (str(scratch),))

@@ -571,3 +571,32 @@ def test_listings_show_the_old_tree_until_the_new_one_commits(
     inventories(inprocess, catalog, tmp_path).reconcile("v", iter(archives), time.time())
     assert seen_meanwhile == [["mine.txt"]]
     assert catalog.child_names("v", "") == ["mine.txt", "new0.txt", "new1.txt", "new2.txt"]
+
+
+def test_stopping_mid_apply_keeps_the_download_for_the_next_mount(
+    inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto = boto_client(inprocess.url)
+    boto.create_vault(vaultName="v")
+    for index in range(3):
+        boto.upload_archive(vaultName="v", archiveDescription=names.encode(f"f{index}", 0), body=b"x")
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    stopping = inventories(inprocess, catalog, tmp_path / "state")
+    stopping.refresh("v")
+    show = Inventories._show
+
+    def unmount_while_applying(self: Inventories, vault: str, text: str | None) -> None:
+        if text and text.startswith("applying"):
+            self._stopping.set()  # what stop() does, from the unmount
+        show(self, vault, text)
+
+    monkeypatch.setattr(Inventories, "_show", unmount_while_applying)
+    stopping.poll_once()
+    monkeypatch.undo()
+    assert catalog.vault_is_empty("v") and catalog.inventory("v")[0] is not None  # nothing applied, still pending
+    assert len(list((tmp_path / "state" / "inventories").iterdir())) == 1  # the download is kept
+    downloads = inprocess.calls["GetJobOutput"]
+    inventories(inprocess, catalog, tmp_path / "state").poll_once()  # the next mount
+    assert inprocess.calls["GetJobOutput"] == downloads  # not downloaded again
+    assert sorted(catalog.child_names("v", "")) == ["f0", "f1", "f2"]
