@@ -25,6 +25,7 @@ import argparse
 import logging
 import multiprocessing
 import os
+import queue
 import resource
 import statistics
 import subprocess
@@ -60,11 +61,11 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     import boto3
 
     from glacierfs.catalog import Catalog
-    from glacierfs.cli import _steady_heap
     from glacierfs.glacier import GlacierClient
     from glacierfs.inventory import Inventories
+    from glacierfs.writer import steady_heap
 
-    _steady_heap()  # as the daemon does at start: 16 MiB download buffers must not fragment the heap
+    steady_heap()  # as the daemon does at start: 16 MiB download buffers must not fragment the heap
     records: list[logging.LogRecord] = []  # the staging process, if one ran, logs its peak RSS
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
@@ -96,7 +97,13 @@ def in_child(target: Any, *args: Any) -> Any:
     results: multiprocessing.Queue = spawn.Queue()
     child = spawn.Process(target=target, args=(*args, results))
     child.start()
-    result = results.get()
+    while True:
+        try:
+            result = results.get(timeout=1)
+            break
+        except queue.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"{target.__name__} died (exit {child.exitcode}): see its traceback above") from None
     child.join()
     return result
 
