@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -494,8 +493,17 @@ def stage_run(path: str, start: str, stop: str, scratch: str) -> str:
         count = _stage_into(db, inventoryfile.iter_archive_range(Path(path), int(start), int(stop)), _quiet)
     finally:
         db.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return f"{count} archives, peak RSS {peak:.0f} MiB"
+    return f"{count} archives, peak RSS {_peak_rss_mib():.0f} MiB"
+
+
+def _peak_rss_mib() -> float:
+    """This process's own peak RSS: VmHWM, which starts afresh at exec (ru_maxrss
+    keeps the high-water mark of the process it was forked from)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _parse_iso(text: str | None) -> float | None:
