@@ -269,7 +269,7 @@ def test_a_csv_inventory_job_started_by_another_client_is_read(inprocess: Emulat
 
 
 def test_a_partial_inventory_job_is_never_reused() -> None:
-    from glacierfs.glacier import Job
+    from glacierfs.records import Job
 
     raw = {"JobId": "j", "Action": "InventoryRetrieval", "StatusCode": "Succeeded", "Completed": True}
     whole = Job.from_response({**raw, "InventoryRetrievalParameters": {"Format": "CSV", "Limit": None}})
