@@ -28,6 +28,7 @@ DIRECTORY = "dir"
 EMPTY = "empty"  # a file of 0 bytes: Glacier refuses empty archives, so only the catalog has it
 UPLOADING = "uploading"
 STORED = "stored"
+MISSING = "missing"  # a later inventory does not list it
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vaults (

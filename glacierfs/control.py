@@ -4,7 +4,8 @@ carry. The names and the states are defined here and nowhere else; the
 client, and read them through ``Attr`` and ``state_of``.
 
 - the mount's root: ``user.glacier.status``, JSON of uploads, jobs, cache, budget;
-- a vault: ``user.glacier.inventory`` (pending job, or the inventory's date),
+- a vault: ``user.glacier.inventory`` (a job pending, `downloading …`, `applying …`,
+  or the applied inventory's date),
   and setting ``user.glacier.refresh`` asks for a new inventory; the vault's own
   settings in Glacier: ``tag.KEY``, ``notifications`` and ``access-policy``
   (JSON) to get, set and remove; ``lock``; and the figures of Glacier's last
@@ -22,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from glacierfs import errors, timestamps
-from glacierfs.catalog import EMPTY, IN_PROGRESS, STORED, SUCCEEDED, UNVERIFIED, UPLOADING
+from glacierfs.catalog import EMPTY, IN_PROGRESS, MISSING, STORED, SUCCEEDED, UNVERIFIED, UPLOADING
 from glacierfs.paths import split
 
 if TYPE_CHECKING:  # the client (client.py) imports this module: it stays light
@@ -69,7 +70,7 @@ class State(StrEnum):
     RETRIEVING = "retrieving"  # `retrieving job=ID tier=TIER requested=DATE`
     CACHED = "cached"  # readable now, at no cost
     FAILED = "failed"  # `failed: why`; `glacierfs retrieve` starts a new job
-    MISSING = "missing"  # a later inventory does not list it
+    MISSING = MISSING
 
 
 def state_of(value: str) -> State | None:

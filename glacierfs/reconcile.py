@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from glacierfs import errors, inventoryfile, manifest, names, timestamps
-from glacierfs.catalog import DIRECTORY, FILE, STORED
+from glacierfs.catalog import DIRECTORY, FILE, MISSING, STORED
 from glacierfs.paths import parent_of
 
 log = logging.getLogger(__name__)
 
 UNNAMED = "_unnamed"  # archives whose description names nothing, by archive id
-MISSING = "missing"  # state of an entry a later inventory does not list
 LAG_GRACE = 2 * 24 * 3600  # an inventory describes the vault up to two days earlier
 BATCH = 5_000  # rows staged per statement
 PARALLEL_MIN = 64 << 20  # inventories from this size (about 160,000 archives) are staged in two processes
