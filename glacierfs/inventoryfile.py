@@ -204,14 +204,7 @@ class _Run(io.RawIOBase):
 def iter_archive_range(path: Path, start: int, stop: int, block: int = BLOCK) -> Iterator[dict[str, Any]]:
     """The archives in one run of ``split``."""
     with _Run(path, start, stop) as run:
-        try:
-            for item in _ijson.items(run, "item", use_float=True, buf_size=block):
-                if isinstance(item, dict):
-                    yield item
-        except _Incomplete as error:
-            raise errors.InvalidRequest(f"the inventory ends in the middle of an archive: {error}") from error
-        except _Invalid as error:
-            raise errors.InvalidRequest(f"the inventory is not valid JSON: {error}") from error
+        yield from _ijson_items(run, "item", block)
 
 
 def _warn_slow() -> None:
@@ -225,8 +218,13 @@ def _warn_slow() -> None:
 
 
 def _ijson_archives(handle: BinaryIO, block: int) -> Iterator[dict[str, Any]]:
+    return _ijson_items(handle, "ArchiveList.item", block)
+
+
+def _ijson_items(source: BinaryIO | io.RawIOBase, prefix: str, block: int) -> Iterator[dict[str, Any]]:
+    """The objects at ``prefix``, with ijson's errors said in the project's terms."""
     try:
-        for item in _ijson.items(handle, "ArchiveList.item", use_float=True, buf_size=block):
+        for item in _ijson.items(source, prefix, use_float=True, buf_size=block):
             if isinstance(item, dict):
                 yield item
     except _Incomplete as error:
