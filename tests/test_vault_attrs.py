@@ -19,6 +19,7 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, run, wait_for
 
 from .conftest import MiB, archives, boto_client
+from .test_reads import put
 
 pytestmark = pytest.mark.mount
 
@@ -63,15 +64,6 @@ def dumped(path: Path) -> dict[str, str]:
     """`getfattr -d`: every name it lists, with its value as getfattr prints it."""
     out = run("getfattr", "-d", "--absolute-names", path).stdout
     return dict(re.findall(r'^(user\.[^=\n]+)="(.*)"$', out, re.MULTILINE))
-
-
-def put(mount: Mount, tmp_path: Path, vault: str, name: str, data: bytes) -> Path:
-    if not mount.path(vault).exists():
-        mount.path(vault).mkdir()
-    source = tmp_path / f"src-{name}"
-    source.write_bytes(data)
-    run("cp", source, mount.path(vault, name))
-    return mount.path(vault, name)
 
 
 def lock_policy(days: int) -> str:
@@ -119,7 +111,7 @@ def test_tags_are_set_listed_and_removed_as_xattrs(mount: Mount, inprocess: Emul
     wait_for(lambda: dumped(vault).get(TAG + "from") == "elsewhere", what="a tag set with boto3")
 
     # Files carry none, and reading theirs costs Glacier nothing.
-    path = put(mount, tmp_path, "v", "f.txt", b"data")
+    path = put(mount, tmp_path, "f.txt", b"data")
     asked = inprocess.calls["ListTagsForVault"]
     assert not [name for name in dumped(path) if name.startswith(TAG)]
     assert "Operation not supported" in refused_get(path, TAG + "owner")
@@ -221,8 +213,8 @@ def test_lock_shows_its_state_and_policy(mount: Mount, inprocess: Emulator) -> N
 
 def test_vault_figures_are_describe_vaults(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
-    put(mount, tmp_path, "v", "a.bin", b"x" * 1000)
-    put(mount, tmp_path, "v", "b.bin", b"y" * 24)
+    put(mount, tmp_path, "a.bin", b"x" * 1000)
+    put(mount, tmp_path, "b.bin", b"y" * 24)
     vault = mount.path("v")
     described = boto.describe_vault(vaultName="v")
     assert "NumberOfArchives" not in described or described["NumberOfArchives"] is None  # no inventory yet
@@ -246,7 +238,7 @@ def test_vault_figures_are_describe_vaults(mount: Mount, inprocess: Emulator, tm
 
 def test_rm_of_an_archive_the_lock_keeps_is_eacces(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
-    path = put(mount, tmp_path, "v", "kept.bin", b"keep me")
+    path = put(mount, tmp_path, "kept.bin", b"keep me")
     created = get(path, "user.glacier.created")
     archive_id = get(path, "user.glacier.archive-id")
     lock_id = boto.initiate_vault_lock(vaultName="v", policy={"Policy": lock_policy(365)})["lockId"]
@@ -281,7 +273,7 @@ def test_rm_of_an_archive_the_lock_keeps_is_eacces(mount: Mount, inprocess: Emul
 
 def test_a_read_the_retrieval_policy_refuses_is_edquot(mount: Mount, inprocess: Emulator, tmp_path: Path) -> None:
     boto = boto_client(inprocess.url)
-    path = put(mount, tmp_path, "v", "big.bin", b"z" * (2 * MiB))
+    path = put(mount, tmp_path, "big.bin", b"z" * (2 * MiB))
     boto.set_data_retrieval_policy(Policy={"Rules": [{"Strategy": "BytesPerHour", "BytesPerHour": MiB}]})
     refused = run("cat", path, check=False)
     assert refused.returncode != 0 and "Disk quota exceeded" in refused.stderr
@@ -306,7 +298,7 @@ def test_a_read_the_retrieval_policy_refuses_is_edquot(mount: Mount, inprocess: 
 def test_expedited_without_capacity_falls_back_to_standard(inprocess: Emulator, tmp_path: Path) -> None:
     mount = mount_with(inprocess, tmp_path, "--tier", "Expedited")
     try:
-        path = put(mount, tmp_path, "v", "hurry.bin", b"h" * 1000)
+        path = put(mount, tmp_path, "hurry.bin", b"h" * 1000)
         inprocess.settings.expedited_capacity = "none"
         inprocess.settings.job_delay = 3600.0
         refused = run("cat", path, check=False)
@@ -326,7 +318,7 @@ def test_no_tier_fallback_refuses_until_capacity_is_bought(inprocess: Emulator, 
     mount = mount_with(inprocess, tmp_path, "--tier", "Expedited", "--no-tier-fallback")
     try:
         boto = boto_client(inprocess.url)
-        path = put(mount, tmp_path, "v", "hurry.bin", b"h" * 1000)
+        path = put(mount, tmp_path, "hurry.bin", b"h" * 1000)
         inprocess.settings.expedited_capacity = "none"
         inprocess.settings.job_delay = 3600.0
         refused = run("cat", path, check=False)
