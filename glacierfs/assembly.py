@@ -3,13 +3,15 @@ stop owned by one ExitStack. The command line (cli.py) and the fs-level tests
 build a mount the same way, here.
 
 Stops run in reverse: open files are closed or aborted first (vfs), then the
-janitor's last sweep, the manifests still due, inventories, and retrievals.
+write-back queue stops (what is left stays in the spool), then the janitor's
+last sweep, the manifests still due, inventories, and retrievals.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from glacierfs.cache import ContentCache
 from glacierfs.catalog import Catalog
@@ -21,6 +23,7 @@ from glacierfs.options import MountOptions
 from glacierfs.outcomes import Janitor
 from glacierfs.restore import ManifestRestorer
 from glacierfs.retrieval import Retriever
+from glacierfs.spool import Spool
 from glacierfs.vfs import GlacierFS
 
 
@@ -32,6 +35,12 @@ class Assembly:
     inventories: Inventories
     manifests: ManifestKeeper
     janitor: Janitor
+
+
+def spool_dir(catalog: Catalog, options: MountOptions) -> Path:
+    """One spool per catalog (an account and region), beside it unless --spool-dir says where."""
+    key = catalog.path.stem.removeprefix("catalog-")
+    return (options.spool_dir or catalog.path.parent) / f"spool-{key}"
 
 
 def assemble(
@@ -59,10 +68,14 @@ def assemble(
         restore_manifest=ManifestRestorer(catalog, retriever),
     )
     manifests = ManifestKeeper(glacier, catalog, delay=options.manifest_delay)
-    vfs = GlacierFS(glacier, catalog, options, retriever, inventories, manifests)
-    janitor = Janitor(glacier, catalog, vfs.outcomes, vfs.open_files, vfs.part_buffers, options.cleanup_interval)
+    vfs = GlacierFS(glacier, catalog, options, retriever, inventories, manifests, Spool(spool_dir(catalog, options)))
+    janitor = Janitor(
+        glacier, catalog, vfs.outcomes, vfs.open_files, vfs.queue, vfs.part_buffers, options.cleanup_interval
+    )
     control = Control(vfs, vfs.open_files, vfs.outcomes, retriever, inventories, catalog)
-    for part in (retriever, inventories, manifests, janitor):
+    # The queue stops before the janitor's last sweep, which aborts any multipart
+    # upload the queue gave up.
+    for part in (retriever, inventories, manifests, janitor, vfs.queue):
         part.start()
         stack.callback(part.stop)
     stack.callback(vfs.close)

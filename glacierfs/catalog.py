@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ EMPTY = "empty"  # a file of 0 bytes: Glacier refuses empty archives, so only th
 UPLOADING = "uploading"
 STORED = "stored"
 MISSING = "missing"  # a later inventory does not list it
+QUEUED = "queued"  # closed with --write-back: in the spool, waiting for its upload (queuestore.py)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vaults (
@@ -88,6 +91,34 @@ CREATE TABLE IF NOT EXISTS deleted (
     archive_id TEXT PRIMARY KEY,
     vault TEXT NOT NULL,
     deleted REAL NOT NULL
+);
+-- Files written with --write-back, waiting in the spool for their upload (queuestore.py).
+CREATE TABLE IF NOT EXISTS queue (
+    spool_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    queued REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0,
+    hurry INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    description TEXT,
+    replaces TEXT NOT NULL DEFAULT '',
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (vault, path)
+);
+CREATE INDEX IF NOT EXISTS queue_in_order ON queue (queued);
+-- Archives stored by an upload replayed after a crash: the first attempt may
+-- have been stored too, and the next inventory that shows it deletes it.
+CREATE TABLE IF NOT EXISTS doubts (
+    archive_id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    tree_hash TEXT NOT NULL,
+    since REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS manifests (
     archive_id TEXT PRIMARY KEY,
@@ -198,6 +229,27 @@ def new_entry(vault: str, path: str, kind: str, mode: int, mtime_ns: int | None 
 _COLUMNS = "vault, path, kind, size, mtime_ns, mode, uid, gid, state, archive_id, tree_hash, created"
 
 
+_PUT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _values(entry: Entry) -> tuple[object, ...]:
+    return (
+        entry.vault,
+        entry.path,
+        entry.kind,
+        entry.size,
+        entry.mtime_ns,
+        entry.mode,
+        entry.uid,
+        entry.gid,
+        entry.state,
+        entry.archive_id,
+        entry.tree_hash,
+        entry.created,
+        parent_of(entry.path),
+    )
+
+
 def _job(row: Any) -> JobRecord:
     job_id, vault, archive_id, start, end, whole, tier, requested, status, downloads, message, completed = row
     return JobRecord(
@@ -231,6 +283,16 @@ class Catalog:
 
     def _execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
         self._store.execute(sql, args)
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """For the modules that keep a table of their own here (queuestore.py)."""
+        return self._store.transaction()
+
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        return self._all(sql, args)
+
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
+        self._execute(sql, args)
 
     # Vaults ---------------------------------------------------------------
 
@@ -311,24 +373,11 @@ class Catalog:
         return not self._all("SELECT 1 FROM entries WHERE vault=? LIMIT 1", (vault,))
 
     def put(self, entry: Entry) -> None:
-        self._execute(
-            f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                entry.vault,
-                entry.path,
-                entry.kind,
-                entry.size,
-                entry.mtime_ns,
-                entry.mode,
-                entry.uid,
-                entry.gid,
-                entry.state,
-                entry.archive_id,
-                entry.tree_hash,
-                entry.created,
-                parent_of(entry.path),
-            ),
-        )
+        self._execute(_PUT, _values(entry))
+
+    def put_in(self, db: sqlite3.Connection, entry: Entry) -> None:
+        """``put`` inside a transaction of ``transaction()``."""
+        db.execute(_PUT, _values(entry))
 
     def delete(self, vault: str, path: str) -> None:
         self._execute("DELETE FROM entries WHERE vault=? AND path=?", (vault, path))
@@ -354,6 +403,11 @@ class Catalog:
                     "UPDATE entries SET path=?, parent=? WHERE vault=? AND path=?",
                     (moved, parent_of(moved), vault, path),
                 )
+            # Queued uploads go up under the name their file has when they start.
+            db.execute(
+                "UPDATE queue SET path=? || substr(path, ?) WHERE vault=? AND (path=? OR substr(path, 1, ?)=?)",
+                (new, len(old) + 1, vault, old, len(prefix), prefix),
+            )
 
     def drop_unfinished(self) -> list[Entry]:
         """Forget entries whose upload never completed (the mount died while
@@ -478,27 +532,7 @@ class Catalog:
 
     def put_many(self, entries: list[Entry]) -> None:
         with self._store.transaction() as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO entries ({_COLUMNS}, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        e.vault,
-                        e.path,
-                        e.kind,
-                        e.size,
-                        e.mtime_ns,
-                        e.mode,
-                        e.uid,
-                        e.gid,
-                        e.state,
-                        e.archive_id,
-                        e.tree_hash,
-                        e.created,
-                        parent_of(e.path),
-                    )
-                    for e in entries
-                ],
-            )
+            db.executemany(_PUT, [_values(entry) for entry in entries])
 
     def add_manifest(
         self, vault: str, archive_id: str, created: float, size: int, tree_hash: str | None, applied: bool = False

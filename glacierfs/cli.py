@@ -159,6 +159,30 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
         "retrieval (default: off; the copy is checked against Glacier's tree hash)",
     )
     parser.add_argument(
+        "--write-back",
+        action="store_true",
+        help="close() returns once the file is safe in the local spool, and uploads follow, "
+        "--transfers at once; fsync, `sync FILE` and `glacierfs umount` wait for them (default: off: "
+        "close() returns once Glacier stored the file)",
+    )
+    parser.add_argument(
+        "--spool-dir",
+        type=Path,
+        help="with --write-back: keep the spool here (default: in the state directory); it needs "
+        "room for the files not yet uploaded",
+    )
+    parser.add_argument(
+        "--transfers", type=int, default=16, help="queued files uploaded at once with --write-back (default: 16)"
+    )
+    parser.add_argument(
+        "--settle",
+        type=non_negative,
+        default=2.0,
+        metavar="SECONDS",
+        help="a queued file waits this long after its close, so a rename right after it (rsync's "
+        "temporary names) is the name its archive records (default: 2)",
+    )
+    parser.add_argument(
         "--no-passthrough",
         dest="passthrough",
         action="store_false",
@@ -256,7 +280,7 @@ def serve_mount(args: argparse.Namespace, report: Callable[[str], None]) -> int:
             args.region,
             args.profile,
             max_attempts=max(1, options.max_attempts),
-            max_connections=max(16, options.concurrency * 4),
+            max_connections=max(16, options.concurrency * 4, options.transfers + options.concurrency),
             credentials=credentials,
         )
         key = state.account_key(account, glacier.region)
@@ -366,12 +390,27 @@ def _daemonize(args: argparse.Namespace) -> int:
 
 
 def run_umount(args: argparse.Namespace) -> int:
+    """Drain the write-back queue (unless --lazy), then unmount. Files that could
+    not be stored stay in the spool for the next mount, and the exit status says so."""
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
         print("glacierfs: neither fusermount3 nor fusermount is installed", file=sys.stderr)
         return 1
+    failed: list[dict] = []
+    if not args.lazy:
+        try:
+            failed = client.drain(args.mountpoint, quiet=args.quiet)
+        except OSError as error:  # not a glacierfs mount, or one that no longer answers
+            print(f"glacierfs: {args.mountpoint}: the upload queue cannot be read ({error.strerror})", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\nglacierfs: not unmounted; what is queued keeps uploading", file=sys.stderr)
+            return 130
     result = subprocess.run([tool, "-u", str(args.mountpoint)], check=False)
-    return result.returncode
+    for item in failed:
+        print(f"glacierfs: {item['path']} is not stored ({item['error']}); it stays in the spool", file=sys.stderr)
+    if failed:
+        print("glacierfs: the files above go up at the next mount", file=sys.stderr)
+    return result.returncode or (1 if failed else 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,7 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_mount_parser(commands)
     umount = commands.add_parser("umount", help="unmount a glacierfs mount")
-    umount.add_argument("mountpoint")
+    umount.add_argument("mountpoint", type=Path)
+    umount.add_argument(
+        "--lazy", action="store_true", help="do not wait for queued uploads: they go up at the next mount"
+    )
+    umount.add_argument("-q", "--quiet", action="store_true", help="no progress line while uploads finish")
     umount.set_defaults(run=run_umount)
     client.add_parsers(commands)
     export.add_parser(commands)

@@ -140,6 +140,34 @@ def run_refresh(args: argparse.Namespace) -> int:
     return code
 
 
+def drain(mountpoint: Path, quiet: bool = False, poll: float = 0.5) -> list[dict]:
+    """`glacierfs umount`: send every queued file now, and wait until none is
+    left to try, with a progress line. The files that failed (each tried once
+    more since the drain began)."""
+    os.setxattr(mountpoint, Attr.QUEUE, b"now")
+    started, first_bytes = time.monotonic(), None
+    while True:
+        queue = json.loads(os.getxattr(mountpoint, Attr.QUEUE))
+        left = queue["bytes"]
+        if first_bytes is None:
+            first_bytes = left
+        if not queue["pending"]:
+            break
+        if not quiet:
+            done, elapsed = max(0, first_bytes - left), time.monotonic() - started
+            eta = f", about {left * elapsed / done:.0f} s left" if done else ""
+            print(
+                f"\rwaiting for uploads: {queue['pending']} file(s), {human_size(left)} to go{eta}   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(poll)
+    if not quiet and first_bytes:
+        print(file=sys.stderr)
+    return list(queue["failed"])
+
+
 # Exit codes of `glacierfs status`, for monitoring.
 STATUS_OK = 0
 STATUS_UNREADABLE = 1  # a mount named (or listed) does not answer
@@ -147,7 +175,11 @@ STATUS_DEGRADED = 3  # a mount answers, but cannot reach Glacier or holds repair
 
 
 def _degraded(status: dict) -> bool:
-    return not status.get("glacier", {}).get("reachable", True) or bool(status.get("held_back"))
+    return (
+        not status.get("glacier", {}).get("reachable", True)
+        or bool(status.get("held_back"))
+        or bool(status.get("queue", {}).get("failed"))
+    )
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -184,6 +216,14 @@ def _print_status(mount: str, status: dict) -> None:
     print(f"  uploads in progress: {len(uploads)}")
     for upload in uploads:
         print(f"    {upload['path']:<50} {human_size(upload['bytes']):>10}  {upload['parts_sent']} part(s) sent")
+    queue = status.get("queue")
+    if queue and queue["files"]:
+        print(
+            f"  write-back queue: {queue['files']} file(s), {human_size(queue['bytes'])}, "
+            f"{len(queue['uploading'])} uploading, in {queue['spool']}"
+        )
+        for failed in queue["failed"]:
+            print(f"    {failed['path']:<50} FAILED {failed['attempts']} time(s): {failed['error']}")
     jobs = status.get("jobs", [])
     print(f"  retrievals in flight: {len(jobs)}")
     for job in jobs:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from glacierfs import errors, timestamps
-from glacierfs.catalog import EMPTY, IN_PROGRESS, MISSING, STORED, SUCCEEDED, UNVERIFIED, UPLOADING
+from glacierfs.catalog import EMPTY, IN_PROGRESS, MISSING, QUEUED, STORED, SUCCEEDED, UNVERIFIED, UPLOADING
 from glacierfs.paths import split
 
 if TYPE_CHECKING:  # the client (client.py) imports this module: it stays light
@@ -39,6 +39,9 @@ class Attr(StrEnum):
     STATUS = "user.glacier.status"
     # On the root: the catalog's path and the endpoint, for `glacierfs export` (export.py).
     SOURCE = "user.glacier.source"
+    # On the root: the write-back queue, JSON; setting it to `now` sends every queued file
+    # at once (`glacierfs umount` drains the queue so).
+    QUEUE = "user.glacier.queue"
     INVENTORY = "user.glacier.inventory"
     REFRESH = "user.glacier.refresh"
     RETRIEVE = "user.glacier.retrieve"
@@ -65,6 +68,7 @@ class State(StrEnum):
     """The first word of ``user.glacier.state``; what follows it is detail."""
 
     UPLOADING = UPLOADING  # the catalog's entry states, shown as they are
+    QUEUED = QUEUED  # --write-back: in the spool, waiting for its upload
     EMPTY = EMPTY
     STORED = STORED  # in Glacier only
     RETRIEVING = "retrieving"  # `retrieving job=ID tier=TIER requested=DATE`
@@ -109,6 +113,8 @@ class Control:
     def _state(self, entry: Entry) -> str:
         if self.open_files.writing(entry.vault, entry.path):
             return State.UPLOADING
+        if entry.state == QUEUED:  # queued, uploading, or failed: why
+            return self.vfs.queue.state_of(entry.vault, entry.path) or entry.state
         if entry.state != STORED or not entry.archive_id:
             return entry.state
         if self.retriever.is_cached_archive(entry.archive_id):
@@ -180,6 +186,8 @@ class Control:
             raise errors.UnknownAttribute(name)
         if vault is None and name == Attr.STATUS:
             return json.dumps(self.status(read_by)).encode()
+        if vault is None and name == Attr.QUEUE:
+            return json.dumps(self.vfs.queue.status()).encode()
         if vault is None and name == Attr.SOURCE:
             glacier = self.vfs.glacier
             source = {"catalog": str(self.catalog.path), "endpoint": glacier.endpoint_url, "region": glacier.region}
@@ -209,6 +217,11 @@ class Control:
         """The commands: ``retrieve`` = TIER on a file thaws it; ``refresh`` on a
         vault asks for a new inventory. And a vault's own settings in Glacier."""
         vault, rel = split(path)
+        if name == Attr.QUEUE and vault is None:
+            if value.strip() != b"now":
+                raise errors.InvalidRequest(f"{name}: set it to `now` to send every queued file at once")
+            self.vfs.queue.hurry()
+            return
         if name == Attr.REFRESH and vault is not None and not rel:
             self.vfs.vaults.require(vault)
             self.inventories.refresh(vault, force=True)
@@ -293,10 +306,11 @@ class Control:
         and the account's retrieval policy and provisioned capacity (two Glacier calls)."""
         result: dict[str, object] = {
             "uploads": [
-                {"path": f"{h.vault}/{h.path}", "bytes": h.size, "parts_sent": h.writer.uploader.parts_done}
+                {"path": f"{h.vault}/{h.path}", "bytes": h.size, "parts_sent": h.writer.parts_done}
                 for h in self.open_files.uploads()
             ],
             "part_size": self.vfs.options.part_size,
+            "queue": self.vfs.queue.status(),
             "held_back": self.outcomes.pending,
             "glacier": self.vfs.glacier.reachability.status(),
             "gone_vaults": [

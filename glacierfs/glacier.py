@@ -11,7 +11,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -239,10 +239,19 @@ class GlacierClient:
 
     @_service_call
     def upload_archive(
-        self, vault: str, body: bytes | bytearray, description: str = "", hashes: tuple[str, str] | None = None
+        self,
+        vault: str,
+        body: bytes | bytearray | BinaryIO,
+        description: str = "",
+        hashes: tuple[str, str] | None = None,
     ) -> Archive:
-        """Upload in one request. ``hashes`` is (linear, tree) if already known."""
-        linear, tree = hashes or part_hashes(body)
+        """Upload in one request. ``hashes`` is (linear, tree) if already known;
+        a file as the body (the spool's) must come with them, and is streamed."""
+        if hashes is None:
+            if not isinstance(body, bytes | bytearray):
+                raise TypeError("a streamed body needs its hashes")
+            hashes = part_hashes(body)
+        linear, tree = hashes
         response = self._client.upload_archive(
             vaultName=vault,
             archiveDescription=description,

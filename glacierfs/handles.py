@@ -41,6 +41,7 @@ from glacierfs import errors
 from glacierfs.cache import Incoming
 from glacierfs.catalog import Entry
 from glacierfs.retrieval import Retriever
+from glacierfs.spool import Spooled, SpoolFile
 from glacierfs.writer import Writer
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class WriteState(StrEnum):
     OPEN = "open"
     COMMITTING = "committing"
     STORED = "stored"
+    SPOOLED = "spooled"  # --write-back: durable in the spool and queued (writeback.py)
     FAILED = "failed"
     ABORTED = "aborted"
 
@@ -79,7 +81,7 @@ class WriteHandle:
         self,
         vault: str,
         path: str,
-        writer: Writer,
+        writer: Writer | SpoolFile,
         outcomes: Outcomes,
         opener: int | None,
         replaces: list[Entry],
@@ -110,9 +112,9 @@ class WriteHandle:
     def _require_open(self) -> None:
         if self.state is WriteState.OPEN:
             return
-        if self.state is WriteState.STORED:
+        if self.state in (WriteState.STORED, WriteState.SPOOLED):
             raise errors.ReadOnly(
-                f"{self.vault}/{self.path} was stored when the last process known to write it closed it; "
+                f"{self.vault}/{self.path} was {self.state} when the last process known to write it closed it; "
                 "an archive cannot grow afterwards"
             )
         raise self.error or errors.GlacierFSError(f"the upload of {self.vault}/{self.path} has ended")
@@ -192,14 +194,18 @@ class WriteHandle:
         self._outcomes.aborted(self, reason)
 
     def _commit(self) -> None:
-        """Complete the archive; Outcomes records how it went, and the new state."""
+        """Complete the archive (or, --write-back, the spool file); Outcomes
+        records how it went, and the new state."""
         self.state = WriteState.COMMITTING
         try:
-            stored = self.writer.close()
+            result = self.writer.close()
         except BaseException as error:
             self._outcomes.failed(self, error)
             raise
-        self._outcomes.stored(self, stored)
+        if isinstance(result, Spooled):
+            self._outcomes.spooled(self, result)
+        else:
+            self._outcomes.stored(self, result)
 
     def close(self) -> None:
         if self.copy is not None:

@@ -26,9 +26,11 @@ from typing import Any
 
 from glacierfs import errors, inventoryfile, reconcile, timestamps
 from glacierfs.catalog import Catalog
+from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.inventoryfile import iter_archives
 from glacierfs.periodic import Periodic
+from glacierfs.queuestore import QueueStore
 from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED
 from glacierfs.records import Job
 from glacierfs.treehash import MiB, file_tree_hash, tree_hash
@@ -61,6 +63,8 @@ class Inventories:
         vault: it applies the vault's newest manifest if there is one to apply."""
         self.glacier = glacier
         self.catalog = catalog
+        self.deletions = Deletions(glacier, catalog, keep_replaced=False)
+        self.doubts = QueueStore(catalog)
         self.downloads = state_dir / DOWNLOADS
         self.max_age = max_age
         self.poll_interval = poll_interval
@@ -296,6 +300,7 @@ class Inventories:
             progress=lambda done: self._applying(vault, done, total),
         )
         self.catalog.set_inventory(vault, None, None, dated)
+        self._settle_doubts(vault, outcome.copies, dated)
         log.info(
             "inventory of vault %s dated %s: %d archive(s) listed, %d added, %d missing from it",
             vault,
@@ -305,6 +310,28 @@ class Inventories:
             outcome.flagged,
         )
         return outcome
+
+    def _settle_doubts(self, vault: str, copies: tuple[tuple[str, str], ...], dated: float) -> None:
+        """A replayed write-back upload may have stored a file twice
+        (queuestore.py): delete the copy the inventory shows, and forget the
+        doubt once it is settled, by a deletion or by an inventory late enough
+        to have shown a copy."""
+        for copy, kept in copies:
+            try:
+                self.deletions.delete(vault, copy)
+            except errors.GlacierFSError as error:
+                log.error("could not delete archive %s, a second copy of %s: %s", copy[:16], kept[:16], error)
+                continue
+            log.warning(
+                "deleted the second copy (archive %s) of archive %s, stored twice by an upload sent again "
+                "after a crash",
+                copy[:16],
+                kept[:16],
+            )
+            self.doubts.forget_doubt(kept)
+        for doubt in self.doubts.doubts(vault):
+            if dated >= doubt.since + LAG_GRACE:
+                self.doubts.forget_doubt(doubt.archive_id)
 
     def _applying(self, vault: str, done: int, total: int) -> None:
         self._check_stopping()

@@ -23,7 +23,7 @@ _FASTGLACIER_V4 = re.compile(
     r"(?:<ce>[^<]*</ce>)?</m>"
 )  # v3 is v4 with <ce>c:e:md5</ce>
 # rsync writes into ".NAME.XXXXXX" and renames it to NAME once complete.
-_RSYNC_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
+_RSYNC_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<suffix>[A-Za-z0-9]{6})$")
 
 
 class Decoded(NamedTuple):  # a tuple: made once per archive of an inventory, millions of times
@@ -164,7 +164,16 @@ def likely_final_name(name: str) -> str:
     """The name a temporary file will be renamed to (rsync's ".NAME.XXXXXX"), else ``name``.
 
     Archive descriptions are immutable, so the name recorded at upload should be
-    the one the file ends up with.
+    the one the file ends up with. rsync's six characters are random letters and
+    digits; a suffix that reads as a word (``.env.sample``, ``.bashrc.backup``,
+    ``.env.Docker``, ``.notes.BACKUP``) is part of a real dotfile's name. About
+    one temporary name in sixty looks like a word too: it is recorded as it is,
+    and the catalog and the manifest carry the rename. (--write-back waits for
+    the rename instead of guessing.)
     """
     match = _RSYNC_TEMPORARY.match(name)
-    return match["name"] if match else name
+    if match is None:
+        return name
+    suffix = match["suffix"]
+    wordlike = suffix.islower() or suffix.isupper() or (suffix[0].isupper() and suffix[1:].islower())
+    return name if wordlike and suffix.isalpha() else match["name"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from glacierfs.writer import DEFAULT_PART_SIZE
 
@@ -42,6 +43,10 @@ class MountOptions:
     keep_replaced: bool = False
     cache_writes: bool = False
     cleanup_interval: float = 30.0
+    write_back: bool = False  # close() returns once the file is in the spool; uploads follow
+    spool_dir: Path | None = None  # the spool's parent; None: the state directory
+    transfers: int = 16  # queued files uploaded at once
+    settle: float = 2.0  # seconds a queued file waits after its close before it goes
     # Reading
     tier: str = "Standard"
     tier_fallback: bool = True  # Expedited without capacity: Standard instead

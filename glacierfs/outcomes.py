@@ -14,10 +14,13 @@ from collections.abc import Callable
 
 from glacierfs import errors, timestamps
 from glacierfs.catalog import EMPTY, FILE, STORED, UPLOADING, Catalog, Entry, new_entry
+from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import WriteHandle, WriteState
 from glacierfs.openfiles import OpenFiles
 from glacierfs.periodic import Periodic
+from glacierfs.spool import Spooled
+from glacierfs.writeback import UploadQueue
 from glacierfs.writer import PartBuffers, Stored
 
 log = logging.getLogger(__name__)
@@ -39,24 +42,35 @@ class Outcomes:
 
     def __init__(
         self,
-        glacier: GlacierClient,
         catalog: Catalog,
-        keep_replaced: bool,
+        deletions: Deletions,
+        queue: UploadQueue,
         changed: Callable[[str], None],
         namespace: threading.RLock,
     ) -> None:
-        self.glacier = glacier
         self.catalog = catalog
-        self.keep_replaced = keep_replaced
+        self.deletions = deletions
+        self.queue = queue
         self.namespace = namespace  # held while a name and the handles' paths change together
         self._changed = changed
         self._pending: list[tuple[str, Callable[[], None]]] = []
         self._pending_lock = threading.Lock()
 
+    def _replaced(self, handle: WriteHandle, current: Entry | None) -> list[Entry]:
+        """What the file replaces: what it was opened over, and what holds the
+        name now if that differs (a queued file stored while this one was
+        written). Call under the namespace lock."""
+        replaced = list(handle.replaces)
+        if current is not None and current.archive_id and all(old.archive_id != current.archive_id for old in replaced):
+            replaced.append(current)
+        return replaced
+
     def stored(self, handle: WriteHandle, stored: Stored | None) -> None:
         unrecorded: errors.NoSpace | None = None
+        displaced = None
         with self.namespace:
-            entry = self.catalog.get(handle.vault, handle.path) or new_entry(handle.vault, handle.path, FILE, 0o644)
+            current = self.catalog.get(handle.vault, handle.path)
+            entry = current or new_entry(handle.vault, handle.path, FILE, 0o644)
             if stored is None:
                 entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
             else:
@@ -70,7 +84,8 @@ class Outcomes:
             try:
                 self.catalog.put(entry)
                 handle.state = WriteState.STORED
-                replaced = list(handle.replaces)
+                replaced = self._replaced(handle, current)
+                displaced = self.queue.take(handle.vault, handle.path)  # a queued file it replaces
             except errors.NoSpace as error:
                 handle.state, handle.error = WriteState.FAILED, error
                 unrecorded = error
@@ -83,14 +98,17 @@ class Outcomes:
                     handle.path,
                     stored.archive.archive_id[:16],
                 )
-                archive = entry.but(path=handle.path)
+                archive_id = stored.archive.archive_id
                 self._later(
-                    f"delete unrecorded archive {stored.archive.archive_id[:16]}", lambda: self.delete_archive(archive)
+                    f"delete unrecorded archive {archive_id[:16]}",
+                    lambda: self.deletions.delete(handle.vault, archive_id),
                 )
             self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
             if handle.copy is not None:
                 handle.copy.discard()
             raise unrecorded
+        if displaced is not None:
+            self.queue.dispose(displaced)
         self._changed(handle.vault)
         if handle.copy is not None and stored is not None:
             handle.copy.keep(stored.archive.archive_id, stored.size, stored.archive.tree_hash)
@@ -103,7 +121,30 @@ class Outcomes:
         )
         for old in replaced:
             if old.archive_id != entry.archive_id:
-                self.retire(old)
+                self.deletions.retire_entry(old)
+
+    def spooled(self, handle: WriteHandle, spooled: Spooled) -> None:
+        """--write-back: the file is durable in the spool; queue it. Its upload,
+        and the retirement of what it replaces, happen later (writeback.py)."""
+        if spooled.size == 0:  # Glacier keeps no empty archives: the catalog alone has it
+            self.queue.spool.remove(spooled.spool_id)
+            self.stored(handle, None)
+            return
+        with self.namespace:
+            current = self.catalog.get(handle.vault, handle.path)
+            entry = current or new_entry(handle.vault, handle.path, FILE, 0o644)
+            replaces = [old.archive_id for old in self._replaced(handle, current) if old.archive_id]
+            try:
+                self.queue.add(entry, spooled, replaces)
+                handle.state = WriteState.SPOOLED
+            except errors.NoSpace as error:
+                handle.state, handle.error = WriteState.FAILED, error
+                self.queue.spool.remove(spooled.spool_id)
+                self._later(f"restore {handle.vault}/{handle.path}", lambda: self._restore(handle))
+                log.error("%s/%s cannot be queued: the state directory is full: %s", handle.vault, handle.path, error)
+                raise
+        self._changed(handle.vault)
+        log.debug("queued %s/%s (%d bytes) for upload", handle.vault, handle.path, spooled.size)
 
     def failed(self, handle: WriteHandle, error: BaseException) -> None:
         log.error("upload of %s/%s failed, nothing was stored: %s", handle.vault, handle.path, error)
@@ -134,41 +175,6 @@ class Outcomes:
             entry = self.catalog.get(handle.vault, handle.path)
             if entry is not None and entry.state == UPLOADING:
                 self.catalog.delete(handle.vault, handle.path)
-
-    def retire(self, entry: Entry) -> None:
-        """Delete the archive of a file that was replaced, unless told to keep it."""
-        if not entry.archive_id:
-            return
-        if self.keep_replaced:
-            log.info("kept archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-            return
-        try:
-            self.delete_archive(entry)
-            log.info("deleted archive %s of replaced %s/%s", entry.archive_id[:16], entry.vault, entry.path)
-        except errors.NotFound:
-            pass
-        except errors.GlacierFSError as error:
-            log.error(
-                "could not delete archive %s of replaced %s/%s; it stays in the vault: %s",
-                entry.archive_id,
-                entry.vault,
-                entry.path,
-                error,
-            )
-
-    def delete_archive(self, entry: Entry) -> None:
-        """DeleteArchive, remembered first so that inventories (which lag) do not bring it back."""
-        assert entry.archive_id is not None
-        self.catalog.record_deleted(entry.vault, entry.archive_id)
-        try:
-            self.glacier.delete_archive(entry.vault, entry.archive_id)
-        except errors.NotFound:
-            pass
-        except errors.GlacierFSError:
-            # Still in the vault (a vault lock keeps it, or Glacier could not be
-            # reached): the next inventory must list it again, not hide it.
-            self.catalog.forget_deleted(entry.vault, entry.archive_id)
-            raise
 
     def _later(self, what: str, repair: Callable[[], None]) -> None:
         with self._pending_lock:
@@ -205,9 +211,11 @@ class Janitor:
         catalog: Catalog,
         outcomes: Outcomes,
         open_files: OpenFiles,
+        queue: UploadQueue,
         part_buffers: PartBuffers,
         interval: float,
     ) -> None:
+        self.queue = queue
         self.glacier = glacier
         self.catalog = catalog
         self.outcomes = outcomes
@@ -244,7 +252,7 @@ class Janitor:
         # and one read here belongs to an open file until that file is released,
         # completion included.
         recorded = self.catalog.uploads()
-        owned = {handle.writer.uploader.upload_id for handle in self.open_files.uploads()}
+        owned = {handle.writer.upload_id for handle in self.open_files.uploads()} | self.queue.upload_ids()
         for upload_id, vault, path, _ in recorded:
             if upload_id in owned:
                 continue

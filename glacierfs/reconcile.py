@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class Outcome:
     added: int  # new files in the tree
     flagged: int  # entries newly missing
     back: int  # missing entries listed again
+    copies: tuple[tuple[str, str], ...] = ()  # (copy, archive kept) stored twice by a replayed upload
 
 
 class Reconciler:
@@ -164,6 +165,7 @@ class Reconciler:
 
     def apply(self) -> Outcome:
         """Work out the placement under a snapshot, then write it in one transaction."""
+        copies = self._copies()
         self.db.execute("BEGIN")
         try:
             seen = self._data_version()
@@ -181,7 +183,23 @@ class Reconciler:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # readers are not waited for, nor blocked
-        return outcome
+        return replace(outcome, copies=copies)
+
+    def _copies(self) -> tuple[tuple[str, str], ...]:
+        """Second copies of a write-back upload that a crash made the next mount
+        send again (queuestore.py's doubts): same name, size and tree hash as the
+        archive kept, another id. They are left out of the tree; the caller
+        deletes them from Glacier."""
+        if not self.db.execute("SELECT 1 FROM main.doubts WHERE vault=? LIMIT 1", (self.vault,)).fetchone():
+            return ()
+        found = self.db.execute(
+            """SELECT s.archive_id, d.archive_id FROM staged s JOIN main.doubts d
+            ON d.vault=? AND s.wanted=d.path AND s.size=d.size AND s.tree_hash=d.tree_hash
+            AND s.archive_id!=d.archive_id""",
+            (self.vault,),
+        ).fetchall()
+        self.db.executemany("DELETE FROM staged WHERE archive_id=?", [(copy,) for copy, _ in found])
+        return tuple((copy, kept) for copy, kept in found)
 
     def _data_version(self) -> int:
         return int(self.db.execute("PRAGMA main.data_version").fetchone()[0])

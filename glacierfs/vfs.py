@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from glacierfs import errors, names
 from glacierfs.cache import Incoming
-from glacierfs.catalog import DIRECTORY, EMPTY, FILE, UPLOADING, Catalog, Entry, new_entry
+from glacierfs.catalog import DIRECTORY, EMPTY, FILE, QUEUED, UPLOADING, Catalog, Entry, new_entry
+from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import Closer, ReadHandle, WriteHandle
 from glacierfs.inventory import Inventories
@@ -32,8 +33,10 @@ from glacierfs.options import MountOptions
 from glacierfs.outcomes import Outcomes
 from glacierfs.paths import MAX_COMPONENT, check_component, name_of, parent_of, split
 from glacierfs.retrieval import Retriever
+from glacierfs.spool import Spool
 from glacierfs.vaults import Vaults
 from glacierfs.vaultsettings import VaultSettings
+from glacierfs.writeback import UploadQueue
 from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,14 @@ class Stat:
     gid: int
 
 
+def _replaced(existing: Entry | None) -> list[Entry]:
+    """What a file opened for writing over ``existing`` replaces: the name gets
+    it back if the new file is never stored."""
+    if existing is not None and (existing.archive_id or existing.state == QUEUED):
+        return [existing]
+    return []
+
+
 class GlacierFS:
     def __init__(
         self,
@@ -58,6 +69,7 @@ class GlacierFS:
         retriever: Retriever,
         inventories: Inventories,
         manifests: ManifestKeeper,
+        spool: Spool,
     ) -> None:
         self.glacier = glacier
         self.catalog = catalog
@@ -67,13 +79,28 @@ class GlacierFS:
         self.vaults = Vaults(glacier, catalog, inventories, options.vault_list_ttl)
         self.settings = VaultSettings(glacier)  # a vault's tags, policies and lock (control.py)
         self.open_files = OpenFiles()
-        self.outcomes = Outcomes(glacier, catalog, options.keep_replaced, manifests.changed, self.open_files.lock)
-        # --cache-writes: copies of uploads go to the cache, so reading them back is free.
-        self._copies_to = retriever.cache if options.cache_writes else None
-        self.started_ns = time.time_ns()
-        self._executor = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="upload")
+        self.deletions = Deletions(glacier, catalog, options.keep_replaced)
         # Part buffers pass from one file to the next (see writer.PartBuffers).
         self.part_buffers = PartBuffers(options.part_size, keep=options.concurrency + 1)
+        # Files closed with --write-back, and those a mount with it left queued, go up from here.
+        self.queue = UploadQueue(
+            glacier,
+            catalog,
+            spool,
+            self.deletions,
+            self.open_files.lock,
+            manifests.changed,
+            transfers=options.transfers,
+            settle=options.settle,
+            part_size=options.part_size,
+            concurrency=options.concurrency,
+            part_buffers=self.part_buffers,
+        )
+        self.outcomes = Outcomes(catalog, self.deletions, self.queue, manifests.changed, self.open_files.lock)
+        # --cache-writes: copies of uploads go to the cache, so reading them back is free.
+        self._copies_to = retriever.cache if options.cache_writes and not options.write_back else None
+        self.started_ns = time.time_ns()
+        self._executor = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="upload")
         for entry in catalog.drop_unfinished():
             log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored", entry.vault, entry.path)
 
@@ -182,6 +209,11 @@ class GlacierFS:
         return vault, rel
 
     def _new_handle(self, vault: str, rel: str, replaces: list[Entry], opener: int | None) -> int:
+        if self.options.write_back:
+            # Described when its upload starts, after the settle time: by then
+            # rsync has renamed its temporary file, and the name is the real one.
+            spooled = WriteHandle(vault, rel, self.queue.spool.create(), self.outcomes, opener, replaces)
+            return self.open_files.add(spooled)
         final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(name_of(rel))]))
         description = names.encode(final, time.time())
         if not names.fits(final):
@@ -217,7 +249,7 @@ class GlacierFS:
             raise errors.Busy(f"{path} is being uploaded by another open file")
         if existing is None:
             self.catalog.put(new_entry(vault, rel, FILE, mode).but(state=UPLOADING))
-        return self._new_handle(vault, rel, [existing] if existing is not None and existing.archive_id else [], opener)
+        return self._new_handle(vault, rel, _replaced(existing), opener)
 
     def open(self, path: str, flags: int, opener: int | None = None) -> int:
         vault, rel = self.file_path(path)
@@ -229,16 +261,21 @@ class GlacierFS:
             return self.open_files.add(self._open_for_reading(path, entry))
         if self.open_files.writing(vault, rel):
             raise errors.Busy(f"{path} is being uploaded by another open file")
-        if entry.archive_id and not flags & os.O_TRUNC:
+        if (entry.archive_id or entry.state == QUEUED) and not flags & os.O_TRUNC:
             raise errors.ReadOnly(
                 f"{path} is a stored archive and archives are immutable: open it with O_TRUNC to replace it"
             )
-        return self._new_handle(vault, rel, [entry] if entry.archive_id else [], opener)
+        return self._new_handle(vault, rel, _replaced(entry), opener)
 
     def _open_for_reading(self, path: str, entry: Entry) -> ReadHandle:
         handle = ReadHandle(entry.vault, entry.path, self.retriever, self.options.wait)
         if entry.state == EMPTY:
             return handle
+        if entry.state == QUEUED:  # read from the spool: nothing to retrieve
+            handle.reader = self.queue.open(entry.vault, entry.path)
+            if handle.reader is not None:
+                return handle
+            entry = self.entry(entry.vault, entry.path)  # stored a moment ago
         if not entry.archive_id or self.open_files.writing(entry.vault, entry.path):
             raise errors.Busy(f"{path} is still being uploaded; read it once it is stored")
         handle.open(entry)
@@ -290,9 +327,14 @@ class GlacierFS:
             return
         if length == 0:
             # Truncating a stored file to nothing replaces it with an empty file.
-            self.catalog.put(entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None))
+            with self.open_files.lock:
+                entry = self.entry(vault, rel)  # as it is now: a queued file may be stored since
+                self.catalog.put(entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None))
+                queued = self.queue.take(vault, rel)
+            if queued is not None:
+                self.queue.dispose(queued)
             self._changed(vault)
-            self.outcomes.retire(entry)
+            self.deletions.retire_entry(entry)
             return
         raise errors.ReadOnly(f"{path}: archives are immutable; only truncation to 0 or to its own size works")
 
@@ -304,9 +346,14 @@ class GlacierFS:
             handle.flush(closer or Closer(None, lambda _process: None))
 
     def fsync(self, handle_id: int) -> None:
+        """Of a file being written: its bytes are durable (in Glacier's parts,
+        or --write-back, in the spool). Of a file that is queued (``sync FILE``):
+        it is sent now, and this returns once Glacier stored it."""
         handle = self.open_files.get(handle_id)
         if isinstance(handle, WriteHandle):
             handle.fsync()
+        else:
+            self.queue.wait_stored(handle.vault, handle.path)
 
     def release(self, handle_id: int) -> None:
         handle = self.open_files.pop(handle_id)
@@ -325,9 +372,19 @@ class GlacierFS:
             raise errors.Busy(
                 f"{path} is being uploaded; close it first (removing it would pay for an upload and its early deletion)"
             )
+        if entry.state == QUEUED:
+            with self.open_files.lock:  # against its upload ending now: one or the other
+                queued = self.queue.take(vault, rel)
+                if queued is not None:
+                    self.catalog.delete(vault, rel)
+            if queued is not None:
+                self.queue.dispose(queued)
+                self._changed(vault)
+                return
+            entry = self.entry(vault, rel)  # stored a moment ago
         if entry.archive_id:
             try:
-                self.outcomes.delete_archive(entry)
+                self.deletions.delete(vault, entry.archive_id)
             except errors.AccessDenied as error:
                 raise self.settings.refused_deletion(path, vault, entry.archive_id, entry.created, error) from error
         self.catalog.delete(vault, rel)
@@ -358,7 +415,11 @@ class GlacierFS:
                 raise errors.NotEmpty(new)
             if self.open_files.writing(vault, new_rel):
                 raise errors.Busy(f"{new} is being uploaded")
+        displaced = None
         with self.open_files.lock:  # the name and the open files' paths move together
+            if target is not None and not target.is_dir:
+                target = self.catalog.get(vault, new_rel)  # as it is now: a queued file may be stored since
+                displaced = self.queue.take(vault, new_rel)  # a queued file renamed over
             self.catalog.rename(vault, old_rel, new_rel)
             writing = self.open_files.move(vault, old_rel, new_rel)
             if writing is not None and target is not None and not target.is_dir and target.archive_id:
@@ -367,8 +428,10 @@ class GlacierFS:
                 writing.replaces.append(target)
                 target = None
         self._changed(vault)
+        if displaced is not None:
+            self.queue.dispose(displaced)
         if target is not None and not target.is_dir:
-            self.outcomes.retire(target)
+            self.deletions.retire_entry(target)
 
     def set_times(self, path: str, mtime_ns: int) -> None:
         vault, rel = split(path)

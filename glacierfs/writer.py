@@ -341,6 +341,14 @@ class Writer:
     def size(self) -> int:
         return self.partitioner.size
 
+    @property
+    def upload_id(self) -> str | None:
+        return self.uploader.upload_id
+
+    @property
+    def parts_done(self) -> int:
+        return self.uploader.parts_done
+
     def _check_limit(self, end: int) -> None:
         if end > self.max_size:
             self.uploader.abort()

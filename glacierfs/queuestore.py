@@ -1,0 +1,226 @@
+"""The upload queue's table in the catalog: files closed with ``--write-back``
+whose bytes wait in the spool (spool.py) for their upload (writeback.py).
+
+The queue lives in the catalog, not in memory, so a crash or a power cut
+loses nothing: the next mount finds every row and sends it. A row follows its
+file's name (catalog.rename moves it), and its entry says ``queued`` until the
+archive is stored, which changes both in one transaction.
+
+A row that was ``uploading`` when the mount died may or may not have reached
+Glacier. It is sent again with the description its first attempt used, and
+once stored the archive kept is written down as a doubt: the next inventory
+that lists a second archive of the same name, size and tree hash has it
+deleted (reconcile.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from glacierfs import timestamps
+from glacierfs.catalog import QUEUED, STORED, Catalog, Entry
+
+WAITING = "waiting"
+UPLOADING = "uploading"
+FAILED = "failed"
+
+_COLUMNS = (
+    "spool_id, vault, path, size, queued, status, attempts, next_try, hurry, error, description, replaces, uncertain"
+)
+
+
+@dataclass(frozen=True)
+class QueuedFile:
+    spool_id: str
+    vault: str
+    path: str
+    size: int
+    queued: float  # when it was closed: it waits for the settle time from then
+    status: str = WAITING
+    attempts: int = 0  # attempts that failed
+    next_try: float = 0.0  # not before this (backoff after a failure)
+    hurry: bool = False  # sent without waiting to settle (fsync, umount)
+    error: str = ""  # why the last attempt failed
+    description: str | None = None  # fixed at the first attempt: a replay uploads the same archive
+    replaces: tuple[str, ...] = ()  # archive ids that go once this one is stored
+    uncertain: bool = False  # an attempt's outcome is unknown (the mount died during it)
+
+
+@dataclass(frozen=True)
+class Doubt:
+    archive_id: str  # the copy the catalog keeps
+    vault: str
+    path: str
+    size: int
+    tree_hash: str
+    since: float  # when the first attempt started: an inventory from before it cannot show a copy
+
+
+def _row(row: Any) -> QueuedFile:
+    spool_id, vault, path, size, queued, status, attempts, next_try, hurry, error, description, replaces, uncertain = (
+        row
+    )
+    return QueuedFile(
+        spool_id,
+        vault,
+        path,
+        size,
+        queued,
+        status,
+        attempts,
+        next_try,
+        bool(hurry),
+        error,
+        description,
+        tuple(replaces.split()),
+        bool(uncertain),
+    )
+
+
+class QueueStore:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def _select(self, where: str, args: tuple[object, ...] = ()) -> list[QueuedFile]:
+        return [_row(row) for row in self.catalog.query(f"SELECT {_COLUMNS} FROM queue {where}", args)]
+
+    def add(self, entry: Entry, item: QueuedFile) -> QueuedFile | None:
+        """Queue a file and show its entry as queued, in one step. A file queued
+        under that name before is replaced: its row goes, the archives it was
+        to replace are this one's to replace, and it is returned (its spool
+        file is the caller's to remove)."""
+        with self.catalog.transaction() as db:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM queue WHERE vault=? AND path=?", (item.vault, item.path)
+            ).fetchone()
+            displaced = _row(found) if found else None
+            replaces = list(item.replaces)
+            if displaced is not None:
+                db.execute("DELETE FROM queue WHERE spool_id=?", (displaced.spool_id,))
+                replaces += [archive for archive in displaced.replaces if archive not in replaces]
+            db.execute(
+                f"INSERT INTO queue ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    item.spool_id,
+                    item.vault,
+                    item.path,
+                    item.size,
+                    item.queued,
+                    item.status,
+                    item.attempts,
+                    item.next_try,
+                    int(item.hurry),
+                    item.error,
+                    item.description,
+                    " ".join(replaces),
+                    int(item.uncertain),
+                ),
+            )
+            self.catalog.put_in(db, entry.but(state=QUEUED, size=item.size, archive_id=None, tree_hash=None))
+        return displaced
+
+    def all(self) -> list[QueuedFile]:
+        return self._select("ORDER BY queued")
+
+    def get(self, spool_id: str) -> QueuedFile | None:
+        found = self._select("WHERE spool_id=?", (spool_id,))
+        return found[0] if found else None
+
+    def at(self, vault: str, path: str) -> QueuedFile | None:
+        found = self._select("WHERE vault=? AND path=?", (vault, path))
+        return found[0] if found else None
+
+    def claim_next(self, now: float, settle: float, describe: Any) -> QueuedFile | None:
+        """The next file due, marked uploading; its description is fixed now
+        (``describe(path)``) unless an earlier attempt fixed it."""
+        with self.catalog.transaction() as db:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM queue WHERE status!=? AND next_try<=? AND (hurry OR queued<=?) "
+                "ORDER BY queued LIMIT 1",
+                (UPLOADING, now, now - settle),
+            ).fetchone()
+            if found is None:
+                return None
+            item = _row(found)
+            description = item.description or describe(item.path)
+            db.execute(
+                "UPDATE queue SET status=?, description=? WHERE spool_id=?", (UPLOADING, description, item.spool_id)
+            )
+        return QueuedFile(**{**item.__dict__, "status": UPLOADING, "description": description})
+
+    def next_due(self, settle: float) -> float | None:
+        """When the next file not being uploaded becomes due; None if there is none."""
+        rows = self.catalog.query(
+            "SELECT MIN(MAX(CASE WHEN hurry THEN 0 ELSE queued + ? END, next_try)) FROM queue WHERE status!=?",
+            (settle, UPLOADING),
+        )
+        return rows[0][0]
+
+    def hurry(self, spool_id: str | None = None) -> None:
+        """Send it (or, None, every file queued) now: no settle time, no backoff."""
+        where, args = ("WHERE spool_id=?", (spool_id,)) if spool_id else ("", ())
+        self.catalog.execute(f"UPDATE queue SET hurry=1, next_try=0 {where}", args)
+
+    def failed(self, spool_id: str, error: str, next_try: float) -> None:
+        self.catalog.execute(
+            "UPDATE queue SET status=?, attempts=attempts+1, error=?, next_try=? WHERE spool_id=?",
+            (FAILED, error, next_try, spool_id),
+        )
+
+    def interrupted(self, spool_id: str) -> None:
+        """Stopped before the attempt ended (an unmount): back to waiting, no failure counted."""
+        self.catalog.execute("UPDATE queue SET status=? WHERE spool_id=?", (WAITING, spool_id))
+
+    def recover(self) -> list[QueuedFile]:
+        """At mount: the rows a dead mount left uploading. Each goes back to
+        waiting, marked uncertain: its first attempt may have been stored."""
+        with self.catalog.transaction() as db:
+            rows = [_row(row) for row in db.execute(f"SELECT {_COLUMNS} FROM queue WHERE status=?", (UPLOADING,))]
+            db.execute("UPDATE queue SET status=?, uncertain=1 WHERE status=?", (WAITING, UPLOADING))
+        return rows
+
+    def stored(self, spool_id: str, archive_id: str, tree_hash: str, started: float) -> QueuedFile | None:
+        """The archive is stored: its entry says so and its row goes, in one
+        step. None if the file was removed or replaced while it uploaded."""
+        with self.catalog.transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE spool_id=?", (spool_id,)).fetchone()
+            if found is None:
+                return None
+            item = _row(found)
+            db.execute("DELETE FROM queue WHERE spool_id=?", (spool_id,))
+            db.execute(
+                "UPDATE entries SET state=?, archive_id=?, tree_hash=?, created=?, size=? "
+                "WHERE vault=? AND path=? AND state=?",
+                (STORED, archive_id, tree_hash, timestamps.iso(time.time()), item.size, item.vault, item.path, QUEUED),
+            )
+            if item.uncertain:
+                db.execute(
+                    "INSERT OR REPLACE INTO doubts (archive_id, vault, path, size, tree_hash, since) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (archive_id, item.vault, item.path, item.size, tree_hash, started),
+                )
+        return item
+
+    def remove(self, spool_id: str) -> QueuedFile | None:
+        with self.catalog.transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE spool_id=?", (spool_id,)).fetchone()
+            db.execute("DELETE FROM queue WHERE spool_id=?", (spool_id,))
+        return _row(found) if found else None
+
+    def remove_at(self, vault: str, path: str) -> QueuedFile | None:
+        """Take the file queued under this name out of the queue (removed, or replaced)."""
+        with self.catalog.transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE vault=? AND path=?", (vault, path)).fetchone()
+            db.execute("DELETE FROM queue WHERE vault=? AND path=?", (vault, path))
+        return _row(found) if found else None
+
+    def doubts(self, vault: str) -> list[Doubt]:
+        rows = self.catalog.query(
+            "SELECT archive_id, vault, path, size, tree_hash, since FROM doubts WHERE vault=?", (vault,)
+        )
+        return [Doubt(*row) for row in rows]
+
+    def forget_doubt(self, archive_id: str) -> None:
+        self.catalog.execute("DELETE FROM doubts WHERE archive_id=?", (archive_id,))

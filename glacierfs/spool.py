@@ -1,0 +1,157 @@
+"""The write-back spool: files whose bytes are durable on local disk and wait
+for their upload (writeback.py).
+
+A file written with ``--write-back`` goes to a spool file of its own, named by
+a spool id, instead of straight to Glacier: close() returns once the file is
+fsync'd here and queued in the catalog, and the upload happens later. A spool
+file is the only copy of its bytes until Glacier stores them, so the directory
+is private (0700, files 0600), a byte the disk cannot keep is refused at
+write() with ENOSPC, and nothing here is removed except by the queue, once
+the archive is stored or the file is removed or replaced.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from glacierfs import errors
+from glacierfs.cache import pwrite_all
+from glacierfs.state import private_dir
+from glacierfs.treehash import Buffer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A closed spool file: what the queue needs to send it."""
+
+    spool_id: str
+    size: int
+
+
+def _os_error(error: OSError, what: str) -> errors.GlacierFSError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.NoSpace(f"the spool is full, {what} is refused: {error}")
+    return errors.GlacierFSError(f"the spool cannot {what}: {error}")
+
+
+class Spool:
+    def __init__(self, directory: Path) -> None:
+        self.directory = private_dir(directory)
+
+    def path(self, spool_id: str) -> Path:
+        return self.directory / spool_id
+
+    def create(self) -> SpoolFile:
+        spool_id = uuid.uuid4().hex
+        try:
+            fd = os.open(self.path(spool_id), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise _os_error(error, "create a file") from error
+        return SpoolFile(self, spool_id, fd)
+
+    def open(self, spool_id: str) -> BinaryIO:
+        try:
+            return open(self.path(spool_id), "rb")
+        except FileNotFoundError as error:
+            raise errors.GlacierFSError(f"spool file {spool_id} is gone: {error}") from error
+
+    def size(self, spool_id: str) -> int | None:
+        try:
+            return self.path(spool_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def remove(self, spool_id: str) -> None:
+        self.path(spool_id).unlink(missing_ok=True)
+
+    def ids(self) -> set[str]:
+        return {entry.name for entry in os.scandir(self.directory) if entry.is_file()}
+
+
+class SpoolFile:
+    """One file being written into the spool. Any offset may be written: unlike
+    an upload, the spool has no "already sent". A write the spool refused
+    leaves the file short of what its writer meant, so, as with a failed
+    upload, its close fails too and nothing is queued."""
+
+    def __init__(self, spool: Spool, spool_id: str, fd: int) -> None:
+        self.spool = spool
+        self.spool_id = spool_id
+        self._fd: int | None = fd
+        self._size = 0
+        self._failure: errors.GlacierFSError | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def upload_id(self) -> None:
+        return None  # nothing is sent while the file is open
+
+    @property
+    def parts_done(self) -> int:
+        return 0
+
+    def _require_fd(self) -> int:
+        if self._fd is None:
+            raise errors.GlacierFSError("this file's spool copy is closed")
+        return self._fd
+
+    def write(self, offset: int, data: Buffer) -> int:
+        fd = self._require_fd()
+        view = memoryview(data).cast("B")
+        try:
+            pwrite_all(fd, view, offset)
+        except OSError as error:
+            os.ftruncate(fd, self._size)  # what part of it landed past the old end is not kept
+            self._failure = _os_error(error, f"a write of {len(view)} bytes")
+            raise self._failure from error
+        self._size = max(self._size, offset + len(view))
+        return len(view)
+
+    def truncate(self, length: int) -> None:
+        fd = self._require_fd()
+        try:
+            os.ftruncate(fd, length)
+        except OSError as error:
+            raise _os_error(error, f"grow to {length} bytes") from error
+        self._size = length
+
+    def sync(self) -> None:
+        try:
+            os.fdatasync(self._require_fd())
+        except OSError as error:
+            raise _os_error(error, "sync") from error
+
+    def close(self) -> Spooled:
+        """The bytes are durable: fsync'd, or this raises and the file is gone."""
+        fd = self._require_fd()
+        self._fd = None
+        try:
+            if self._failure is not None:
+                raise self._failure
+            os.fsync(fd)
+        except OSError as error:
+            self.spool.remove(self.spool_id)
+            raise _os_error(error, "keep the file") from error
+        except BaseException:
+            self.spool.remove(self.spool_id)
+            raise
+        finally:
+            os.close(fd)
+        return Spooled(self.spool_id, self._size)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.spool.remove(self.spool_id)

@@ -1,0 +1,384 @@
+"""Write-back uploads: files closed with ``--write-back`` wait in the spool
+(spool.py), queued in the catalog (queuestore.py), and go up here,
+``transfers`` at once, so a tree of small files is not sent one round trip
+at a time.
+
+A file waits ``settle`` seconds after its close before it goes, so that a
+rename right after the close (rsync's ``.NAME.XXXXXX`` to ``NAME``) lands
+before its description is written. ``fsync`` of the file and ``glacierfs
+umount`` skip the wait. A file smaller than a part goes up in one
+UploadArchive, its body read from the spool as it is sent; a larger one goes
+multipart, one such file at a time, with the parts' own concurrency, so memory
+stays within the Writer's bound. A failed attempt is logged, kept, and tried
+again with a growing pause; nothing leaves the spool until Glacier has stored
+it, or the file is removed or replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from glacierfs import errors, names
+from glacierfs.catalog import Catalog, Entry
+from glacierfs.deletions import Deletions
+from glacierfs.glacier import GlacierClient
+from glacierfs.queuestore import FAILED, UPLOADING, QueuedFile, QueueStore
+from glacierfs.records import Archive
+from glacierfs.spool import Spool, Spooled
+from glacierfs.treehash import MiB, TreeHasher
+from glacierfs.writer import PartBuffers, Uploader
+
+log = logging.getLogger(__name__)
+
+FIRST_PAUSE = 5.0  # seconds before a failed upload is tried again; doubled each time
+LONGEST_PAUSE = 15 * 60.0
+
+
+class Interrupted(Exception):
+    """The mount stops: an upload under way is given up, to be sent again next time."""
+
+
+class UploadQueue:
+    def __init__(
+        self,
+        glacier: GlacierClient,
+        catalog: Catalog,
+        spool: Spool,
+        deletions: Deletions,
+        namespace: threading.RLock,
+        changed: Callable[[str], None],
+        *,
+        transfers: int,
+        settle: float,
+        part_size: int,
+        concurrency: int,
+        part_buffers: PartBuffers,
+    ) -> None:
+        self.glacier = glacier
+        self.store = QueueStore(catalog)
+        self.spool = spool
+        self.deletions = deletions
+        self.namespace = namespace  # held while a queued file's name and entry change together
+        self._changed = changed
+        self.transfers = max(1, transfers)
+        self.settle = settle
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self.part_buffers = part_buffers
+        self._wake = threading.Condition()  # a file queued, hurried, stored or failed
+        self._slots = threading.BoundedSemaphore(self.transfers)
+        self._multipart = threading.Lock()  # one large file at a time: memory stays bounded
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+        self._transfers: ThreadPoolExecutor | None = None
+        self._parts: ThreadPoolExecutor | None = None
+        self._upload_ids: dict[str, str] = {}  # spool id -> its multipart upload in flight
+        self._sent = 0  # bytes stored since the mount, for progress
+
+    # Life -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for item in self.store.recover():
+            log.warning(
+                "%s/%s was being uploaded when glacierfs stopped; it is sent again with the same description "
+                "(if the first attempt was stored too, the next inventory shows the copy and it is deleted)",
+                item.vault,
+                item.path,
+            )
+        self._check_spool()
+        self._transfers = ThreadPoolExecutor(self.transfers, thread_name_prefix="transfer")
+        self._parts = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix="part")
+        self._dispatcher = threading.Thread(target=self._dispatch, name="write-back", daemon=True)
+        self._dispatcher.start()
+        queued = self.store.all()
+        if queued:
+            log.info(
+                "%d files (%d bytes) are queued for upload from the spool %s",
+                len(queued),
+                sum(item.size for item in queued),
+                self.spool.directory,
+            )
+
+    def _check_spool(self) -> None:
+        """Spool files no row names were open when the mount died: never closed,
+        never queued. Rows whose file is gone cannot be sent: they fail, loudly."""
+        rows = {item.spool_id: item for item in self.store.all()}
+        for spool_id in self.spool.ids() - rows.keys():
+            log.warning("removed spool file %s: it was still open for writing when glacierfs stopped", spool_id)
+            self.spool.remove(spool_id)
+        for spool_id, item in rows.items():
+            if self.spool.size(spool_id) != item.size:
+                reason = f"its spool file {self.spool.path(spool_id)} is missing or has changed size"
+                log.error("%s/%s cannot be uploaded: %s", item.vault, item.path, reason)
+                self.store.failed(spool_id, reason, next_try=float("inf"))
+
+    def stop(self) -> None:
+        """Uploads under way are given up (a multipart one is aborted) and stay
+        queued for the next mount."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+        for pool in (self._transfers, self._parts):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        left = self.store.all()
+        if left:
+            log.warning(
+                "unmounted with %d files (%d bytes) not yet uploaded; they stay in %s and go up at the next mount",
+                len(left),
+                sum(item.size for item in left),
+                self.spool.directory,
+            )
+
+    # Entering and leaving the queue -----------------------------------------
+
+    def add(self, entry: Entry, spooled: Spooled, replaces: list[str]) -> None:
+        """A file closed: queue it (call under the namespace lock). A file
+        queued under the name before is replaced, and its spool file goes."""
+        item = QueuedFile(
+            spooled.spool_id, entry.vault, entry.path, spooled.size, time.time(), replaces=tuple(replaces)
+        )
+        displaced = self.store.add(entry, item)
+        if displaced is not None:
+            self.spool.remove(displaced.spool_id)
+        with self._wake:
+            self._wake.notify_all()
+
+    def take(self, vault: str, path: str) -> QueuedFile | None:
+        """Take the file queued under this name out of the queue, as it is
+        removed or replaced (call under the namespace lock); ``dispose`` of it
+        once the lock is let go."""
+        return self.store.remove_at(vault, path)
+
+    def dispose(self, item: QueuedFile) -> None:
+        """A file taken out of the queue is not uploaded (if it is uploading
+        now, its archive is deleted once stored), and the archives it was to
+        replace are retired."""
+        log.info("%s/%s is not uploaded: removed or replaced while it was queued", item.vault, item.path)
+        if item.status != UPLOADING:
+            self.spool.remove(item.spool_id)
+        for archive_id in item.replaces:
+            self.deletions.retire(item.vault, archive_id, item.path)
+
+    def cancel(self, vault: str, path: str) -> bool:
+        """``take`` and ``dispose``; whether a file was queued under this name."""
+        with self.namespace:
+            item = self.take(vault, path)
+        if item is not None:
+            self.dispose(item)
+        return item is not None
+
+    def open(self, vault: str, path: str) -> BinaryIO | None:
+        """The spool file of the file queued under this name; None if none is."""
+        item = self.store.at(vault, path)
+        if item is None:
+            return None
+        try:
+            return self.spool.open(item.spool_id)
+        except errors.GlacierFSError:
+            return None  # stored a moment ago: its spool file went
+
+    def wait_stored(self, vault: str, path: str) -> None:
+        """fsync: send the file queued under this name now, and return once it
+        is stored; raise if the attempt fails."""
+        item = self.store.at(vault, path)
+        if item is None:
+            return
+        self.store.hurry(item.spool_id)
+        failures = item.attempts
+        with self._wake:
+            self._wake.notify_all()
+            while True:
+                now = self.store.get(item.spool_id)
+                if now is None:
+                    return
+                if now.attempts > failures:
+                    raise errors.GlacierFSError(f"{vault}/{path} is not stored: {now.error}")
+                if self._stopping.is_set():
+                    raise errors.GlacierFSError(f"{vault}/{path} is not stored: glacierfs is unmounting")
+                self._wake.wait(1.0)
+
+    def hurry(self) -> None:
+        """Send everything queued now, failures included: ``glacierfs umount`` drains the queue."""
+        self.store.hurry()
+        with self._wake:
+            self._wake.notify_all()
+
+    def upload_ids(self) -> set[str]:
+        """Multipart uploads in flight (the janitor leaves them alone)."""
+        return set(self._upload_ids.values())
+
+    def state_of(self, vault: str, path: str) -> str | None:
+        """``user.glacier.state`` of a queued file: queued, uploading, or failed: why."""
+        item = self.store.at(vault, path)
+        if item is None:
+            return None
+        if item.status == FAILED:
+            return f"failed: {item.error} (attempt {item.attempts}; tried again at {time.ctime(item.next_try)})"
+        return item.status if item.status == UPLOADING else "queued"
+
+    def status(self) -> dict[str, object]:
+        items = self.store.all()
+        now = time.time()
+        due = [item for item in items if item.status != FAILED or item.next_try <= now]
+        return {
+            "files": len(items),
+            "bytes": sum(item.size for item in items),
+            "pending": len(due),  # waiting, uploading, or failed and due again: a drain waits for these
+            "uploading": [f"{item.vault}/{item.path}" for item in items if item.status == UPLOADING],
+            "failed": [
+                {"path": f"{item.vault}/{item.path}", "error": item.error, "attempts": item.attempts}
+                for item in items
+                if item.status == FAILED
+            ],
+            "sent_bytes": self._sent,
+            "spool": str(self.spool.directory),
+        }
+
+    # Sending -----------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while not self._stopping.is_set():
+            self._slots.acquire()
+            item = None
+            try:
+                if not self._stopping.is_set():
+                    item = self.store.claim_next(time.time(), self.settle, lambda path: names.encode(path, time.time()))
+            except errors.GlacierFSError as error:  # a full state disk: try again later
+                log.warning("the upload queue cannot be read: %s", error)
+            if item is None:
+                self._slots.release()
+                self._sleep()
+                continue
+            assert self._transfers is not None
+            self._transfers.submit(self._send, item)
+
+    def _sleep(self) -> None:
+        due = self.store.next_due(self.settle)
+        with self._wake:
+            if self._stopping.is_set():
+                return
+            self._wake.wait(None if due is None else max(0.01, due - time.time()))
+
+    def _send(self, item: QueuedFile) -> None:
+        started = time.time()
+        try:
+            archive = self._upload(item)
+        except Interrupted:
+            self.store.interrupted(item.spool_id)
+            return
+        except Exception as error:  # noqa: BLE001 - kept, logged, and tried again
+            self._failed(item, error)
+            return
+        finally:
+            self._slots.release()
+        self._stored(item, archive, started)
+
+    def _upload(self, item: QueuedFile) -> Archive:
+        assert item.description is not None
+        with self.spool.open(item.spool_id) as body:
+            if item.size < self.part_size:
+                linear, tree = _hashes(body)
+                body.seek(0)
+                return self.glacier.upload_archive(item.vault, body, item.description, (linear, tree))
+            with self._multipart:
+                return self._upload_parts(item, body)
+
+    def _upload_parts(self, item: QueuedFile, body: BinaryIO) -> Archive:
+        assert self._parts is not None and item.description is not None
+        uploader = Uploader(
+            self.glacier,
+            item.vault,
+            item.description,
+            self.part_size,
+            self._parts,
+            self.concurrency,
+            on_initiate=lambda upload_id: self._started(item, upload_id),
+            on_end=self._ended,
+            buffers=self.part_buffers,
+        )
+        try:
+            try:
+                for offset in range(0, item.size - item.size % self.part_size, self.part_size):
+                    if self._stopping.is_set():
+                        raise Interrupted()
+                    part = self.part_buffers.take()
+                    if len(part) != self.part_size:
+                        part = bytearray(self.part_size)
+                    if os.preadv(body.fileno(), [part], offset) != self.part_size:
+                        raise errors.GlacierFSError(f"spool file {item.spool_id} is shorter than {item.size} bytes")
+                    uploader.add(offset, part)
+                tail_offset = item.size - item.size % self.part_size
+                tail = os.pread(body.fileno(), item.size - tail_offset, tail_offset)
+            except BaseException:
+                uploader.abort()
+                raise
+            stored = uploader.finish(tail_offset, tail)  # aborts the upload itself if it fails
+        finally:
+            self._upload_ids.pop(item.spool_id, None)
+        assert stored is not None
+        return stored.archive
+
+    def _started(self, item: QueuedFile, upload_id: str) -> None:
+        self._upload_ids[item.spool_id] = upload_id
+        self.store.catalog.record_upload(upload_id, item.vault, item.path, self.part_size)
+
+    def _ended(self, upload_id: str) -> None:
+        self.store.catalog.forget_upload(upload_id)
+
+    def _stored(self, item: QueuedFile, archive: Archive, started: float) -> None:
+        with self.namespace:
+            kept = self.store.stored(item.spool_id, archive.archive_id, archive.tree_hash, started)
+        self._sent += item.size
+        if kept is None:
+            log.warning(
+                "%s/%s was removed or replaced while it uploaded: deleting archive %s, just stored",
+                item.vault,
+                item.path,
+                archive.archive_id[:16],
+            )
+            self.deletions.retire(item.vault, archive.archive_id, item.path)
+        else:
+            log.info("stored %s/%s (%d bytes) as archive %s", kept.vault, kept.path, kept.size, archive.archive_id[:16])
+            self._changed(kept.vault)
+            for archive_id in kept.replaces:
+                self.deletions.retire(kept.vault, archive_id, kept.path)
+        self.spool.remove(item.spool_id)
+        with self._wake:
+            self._wake.notify_all()
+
+    def _failed(self, item: QueuedFile, error: Exception) -> None:
+        current = self.store.get(item.spool_id)
+        if current is None:  # removed while it was being sent: nothing to keep
+            self.spool.remove(item.spool_id)
+            return
+        pause = min(LONGEST_PAUSE, FIRST_PAUSE * 2**current.attempts)
+        log.error(
+            "upload of %s/%s failed (attempt %d), kept in the spool and tried again in %.0f s: %s",
+            current.vault,
+            current.path,
+            current.attempts + 1,
+            pause,
+            error,
+        )
+        self.store.failed(item.spool_id, str(error) or type(error).__name__, time.time() + pause)
+        with self._wake:
+            self._wake.notify_all()
+
+
+def _hashes(body: BinaryIO) -> tuple[str, str]:
+    """(linear SHA-256, tree hash) of a file, read once in 1 MiB pieces."""
+    linear, tree = hashlib.sha256(), TreeHasher()
+    while chunk := body.read(MiB):
+        linear.update(chunk)
+        tree.update(chunk)
+    return linear.hexdigest(), tree.hexdigest()

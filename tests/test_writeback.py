@@ -1,0 +1,285 @@
+"""--write-back on a real mount: close() returns once the file is in the spool,
+uploads follow, and fsync, `sync FILE` and `glacierfs umount` wait for them.
+Nothing is lost to kill -9, rm/mv/overwrite of queued files do what they say,
+a full spool refuses bytes, and names are right at the source. What reached
+Glacier is checked with plain boto3."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from glacierfs import names
+from glacierfs.emulator import Emulator
+from glacierfs.testing import GLACIERFS, Mount, run, wait_for
+from glacierfs.treehash import tree_hash
+
+from .conftest import MiB, archives, boto_client, small_tmpfs
+
+pytestmark = pytest.mark.mount
+
+WRITE_BACK = ("--write-back", "--part-size", str(MiB), "--poll-interval", "0.2", "--cleanup-interval", "0.3")
+HOLD = ("--settle", "600")  # nothing goes up before fsync or `glacierfs umount`
+
+
+def stored(url: str, vault: str = "v") -> dict[str, list[str]]:
+    """Path -> tree hashes of the archives recording it (glacierfs's manifests aside), by plain boto3."""
+    found: dict[str, list[str]] = {}
+    for item in archives(url, vault):
+        decoded = names.decode(item["ArchiveDescription"])
+        if decoded is not None and not decoded.path.startswith(".glacierfs/"):
+            found.setdefault(decoded.path, []).append(item["SHA256TreeHash"])
+    return found
+
+
+def described(archive_id: str, listed: list[dict]) -> str:
+    return next(item["ArchiveDescription"] for item in listed if item["ArchiveId"] == archive_id)
+
+
+def glacierfs_umount(mount: Mount, *extra: str) -> subprocess.CompletedProcess[str]:
+    result = run(*GLACIERFS, "umount", mount.mountpoint, *extra, check=False)
+    mount.process.wait(timeout=30)
+    return result
+
+
+def state(path: Path) -> str:
+    return os.getxattr(path, "user.glacier.state").decode()
+
+
+@pytest.fixture
+def held(inprocess: Emulator, tmp_path: Path) -> Iterator[Mount]:
+    """A write-back mount whose queue waits for fsync or umount."""
+    mounted = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
+    mounted.path("v").mkdir()
+    yield mounted
+    mounted.unmount()
+
+
+def make_tree(root: Path, count: int = 12) -> dict[str, bytes]:
+    contents = {f"tree/f{index:02}.txt": os.urandom(10_000 + index) for index in range(count)}
+    contents["tree/sub/big.bin"] = os.urandom(2 * MiB + 12_345)  # multipart at 1 MiB parts
+    contents["tree/sub/empty"] = b""
+    for relative, data in contents.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    return contents
+
+
+def test_cp_returns_at_once_and_umount_drains_the_queue(inprocess: Emulator, held: Mount, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    contents = make_tree(source)
+    run("cp", "-r", source / "tree", held.path("v"))
+    assert inprocess.calls["UploadArchive"] == 0 and inprocess.calls["InitiateMultipartUpload"] == 0
+    assert state(held.path("v", "tree", "f01.txt")) == "queued"
+    assert state(held.path("v", "tree", "sub", "empty")) == "empty"
+    # Queued files read from the spool: the same bytes, no retrieval.
+    for relative, data in contents.items():
+        assert held.path("v", relative).read_bytes() == data
+    assert inprocess.calls["InitiateJob"] == 0
+    status = json.loads(run(*GLACIERFS, "status", "--json", held.mountpoint).stdout)
+    queue = status["mounts"][str(held.mountpoint)]["queue"]
+    assert queue["files"] == len(contents) - 1 and queue["bytes"] == sum(map(len, contents.values()))
+    assert f"write-back queue: {len(contents) - 1} file(s)" in run(*GLACIERFS, "status", held.mountpoint).stdout
+
+    result = glacierfs_umount(held)
+    assert result.returncode == 0, result.stderr
+    assert "waiting for uploads" in result.stderr
+    assert stored(inprocess.url) == {
+        relative: [tree_hash(data)] for relative, data in contents.items() if data and relative
+    }
+
+
+def test_kill_9_right_after_cp_loses_nothing(inprocess: Emulator, tmp_path: Path) -> None:
+    """Some uploads are in flight when the daemon dies (a slow service, no settle
+    time), the rest only queued: the next mount sends every one, and leaves no
+    multipart upload open."""
+    inprocess.settings.latency_ms = 300
+    source = tmp_path / "source"
+    contents = make_tree(source, count=30)
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "0", "--transfers", "4")
+    try:
+        mount.path("v").mkdir()
+        run("cp", "-r", source / "tree", mount.path("v"))
+        wait_for(lambda: inprocess.calls["UploadArchive"] >= 2, what="uploads under way")
+        mount.process.kill()
+        mount.process.wait()
+    finally:
+        mount.unmount()
+    assert len(stored(inprocess.url)) < len(contents) - 1  # the crash came before the end
+    inprocess.settings.latency_ms = 0
+    again = Mount(tmp_path, inprocess.url, *WRITE_BACK)
+    try:
+        assert glacierfs_umount(again).returncode == 0
+    finally:
+        again.unmount()
+    found = stored(inprocess.url)
+    assert found.keys() == {relative for relative, data in contents.items() if data}
+    for relative, hashes in found.items():
+        assert set(hashes) == {tree_hash(contents[relative])}  # a replay may have stored a second copy
+    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="v")["UploadsList"] == []
+    assert "is sent again with the same description" in again.log_text()
+
+
+def test_a_copy_stored_twice_by_a_replay_is_deleted_by_the_next_inventory(inprocess: Emulator, tmp_path: Path) -> None:
+    data = os.urandom(50_000)
+    inprocess.settings.latency_ms = 1500  # the service stores it after the daemon is gone
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "0")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "twice.bin").write_bytes(data)
+        wait_for(lambda: state(mount.path("v", "twice.bin")) == "uploading", what="the upload to start")
+        mount.process.kill()
+        mount.process.wait()
+    finally:
+        mount.unmount()
+    time.sleep(2)
+    inprocess.settings.latency_ms = 0
+    assert stored(inprocess.url) == {"twice.bin": [tree_hash(data)]}  # the first attempt was stored
+    again = Mount(tmp_path, inprocess.url, *WRITE_BACK)
+    try:
+        wait_for(lambda: state(again.path("v", "twice.bin")) == "stored", what="the replay")
+        assert stored(inprocess.url) == {"twice.bin": [tree_hash(data)] * 2}  # at most one copy extra
+        kept = os.getxattr(again.path("v", "twice.bin"), "user.glacier.archive-id").decode()
+        run(*GLACIERFS, "refresh", again.path("v"))
+        wait_for(lambda: len(stored(inprocess.url)["twice.bin"]) == 1, what="the copy to be deleted")
+        listed = archives(inprocess.url, "v")
+        assert [item["ArchiveId"] for item in listed if item["ArchiveDescription"] == described(kept, listed)] == [kept]
+        assert state(again.path("v", "twice.bin")) == "stored"
+        assert os.listdir(again.path("v")) == ["twice.bin"]
+    finally:
+        again.unmount()
+    assert "deleted the second copy" in again.log_text()
+
+
+def test_sync_file_fails_when_glacier_refuses_and_the_file_stays_queued(inprocess: Emulator, held: Mount) -> None:
+    held.path("gone").mkdir()
+    held.path("gone", "file.txt").write_bytes(b"kept in the spool")
+    boto_client(inprocess.url).delete_vault(vaultName="gone")  # empty in Glacier: nothing was sent yet
+    result = run("sync", held.path("gone", "file.txt"), check=False)
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    assert state(held.path("gone", "file.txt")).startswith("failed: ")
+    status = run(*GLACIERFS, "status", held.mountpoint, check=False)
+    assert status.returncode == 3 and "FAILED 1 time(s)" in status.stdout
+    assert held.path("gone", "file.txt").read_bytes() == b"kept in the spool"
+    # The other vault's files are not held up by it.
+    held.path("v", "fine.txt").write_bytes(b"fine")
+    assert run("sync", held.path("v", "fine.txt")).returncode == 0
+    assert state(held.path("v", "fine.txt")) == "stored"
+    result = glacierfs_umount(held)
+    assert result.returncode == 1 and "gone/file.txt is not stored" in result.stderr
+    spool = [path for path in (held.state).glob("spool-*/*")]
+    assert [path.read_bytes() for path in spool] == [b"kept in the spool"]
+    assert "upload of gone/file.txt failed" in held.log_text()
+
+
+def test_rm_mv_and_overwrite_of_queued_files(inprocess: Emulator, held: Mount) -> None:
+    vault = held.path("v")
+    (vault / "old.txt").write_bytes(b"first version")
+    run("sync", vault / "old.txt")  # stored before it is overwritten
+    first_archive = os.getxattr(vault / "old.txt", "user.glacier.archive-id").decode()
+    for name in ("removed.txt", "moved.txt", "twice.txt"):
+        (vault / name).write_bytes(name.encode())
+    (vault / "old.txt").write_bytes(b"second version")  # replaces a stored file: queued
+    (vault / "twice.txt").write_bytes(b"twice, second")  # replaces a queued file in the queue
+    os.remove(vault / "removed.txt")
+    os.rename(vault / "moved.txt", vault / "renamed.txt")
+    assert sorted(os.listdir(vault)) == ["old.txt", "renamed.txt", "twice.txt"]
+    assert (vault / "twice.txt").read_bytes() == b"twice, second"
+    assert len(list(held.state.glob("spool-*/*"))) == 3  # the replaced and removed ones are gone
+    assert glacierfs_umount(held).returncode == 0
+    assert stored(inprocess.url) == {
+        "old.txt": [tree_hash(b"second version")],
+        "renamed.txt": [tree_hash(b"moved.txt")],
+        "twice.txt": [tree_hash(b"twice, second")],
+    }
+    assert first_archive not in {item["ArchiveId"] for item in archives(inprocess.url, "v")}
+
+
+def test_a_full_spool_refuses_what_it_cannot_keep(inprocess: Emulator, tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "small", "1m") as spool_root:
+        mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD, "--spool-dir", str(spool_root))
+        try:
+            mount.path("v").mkdir()
+            source = tmp_path / "big.bin"
+            source.write_bytes(os.urandom(3 * MiB))
+            result = run("cp", source, mount.path("v", "big.bin"), check=False)
+            assert result.returncode != 0 and "No space left on device" in result.stderr
+            assert not mount.path("v", "big.bin").exists()
+            mount.path("v", "small.txt").write_bytes(b"fits")  # the mount goes on
+            assert glacierfs_umount(mount).returncode == 0
+        finally:
+            mount.unmount()
+    assert stored(inprocess.url) == {"small.txt": [tree_hash(b"fits")]}
+    assert "the spool is full" in mount.log_text()
+
+
+def test_spool_is_private(held: Mount) -> None:
+    held.path("v", "secret.txt").write_bytes(b"secret")
+    (spool,) = held.state.glob("spool-*")
+    assert spool.stat().st_mode & 0o777 == 0o700
+    assert [path.stat().st_mode & 0o777 for path in spool.iterdir()] == [0o600]
+
+
+def test_rsync_records_real_names_dotfiles_included(inprocess: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    contents = {
+        ".env.sample": b"A=1",
+        ".env.docker": b"B=2",
+        ".bashrc.backup": b"alias x=y",
+        "notes.txt": b"notes",
+        "photos/.hidden.Ab12Cd": b"a real name that looks temporary",
+    }
+    for relative, data in contents.items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_bytes(data)
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "1")
+    try:
+        mount.path("v").mkdir()
+        run("rsync", "-a", f"{source}/", mount.path("v"))
+        assert glacierfs_umount(mount).returncode == 0
+    finally:
+        mount.unmount()
+    assert stored(inprocess.url) == {relative: [tree_hash(data)] for relative, data in contents.items()}
+
+
+def test_the_settle_time_lets_a_rename_after_close_name_the_archive(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "1.5")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", ".report.pdf.Xy12Zw").write_bytes(b"pdf")
+        time.sleep(0.5)
+        os.rename(mount.path("v", ".report.pdf.Xy12Zw"), mount.path("v", "report.pdf"))
+        wait_for(lambda: state(mount.path("v", "report.pdf")) == "stored", what="the upload")
+    finally:
+        mount.unmount()
+    assert stored(inprocess.url) == {"report.pdf": [tree_hash(b"pdf")]}
+
+
+def test_without_write_back_real_dotfiles_keep_their_names(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, "--poll-interval", "0.2")
+    try:
+        mount.path("v").mkdir()
+        for name in (".env.sample", ".bashrc.backup", ".photo.jpg.aB3xYz"):
+            mount.path("v", name).write_bytes(name.encode())
+    finally:
+        mount.unmount()
+    assert stored(inprocess.url).keys() == {".env.sample", ".bashrc.backup", "photo.jpg"}
+
+
+def test_fsync_of_a_file_being_written_keeps_it_in_the_spool(held: Mount) -> None:
+    with open(held.path("v", "log.txt"), "wb") as file:
+        file.write(b"line\n")
+        file.flush()
+        os.fsync(file.fileno())
+        assert state(held.path("v", "log.txt")) == "uploading"  # still open: not a whole file yet
+    assert state(held.path("v", "log.txt")) == "queued"
+    with pytest.raises(OSError) as refused:
+        os.setxattr(held.path(), "user.glacier.queue", b"later")
+    assert refused.value.errno == errno.EINVAL
