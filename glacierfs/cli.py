@@ -172,7 +172,7 @@ def add_mount_parser(commands: argparse._SubParsersAction) -> None:
         "room for the files not yet uploaded",
     )
     parser.add_argument(
-        "--transfers", type=int, default=16, help="queued files uploaded at once with --write-back (default: 16)"
+        "--transfers", type=int, default=32, help="queued files uploaded at once with --write-back (default: 32)"
     )
     parser.add_argument(
         "--settle",
@@ -414,7 +414,7 @@ def run_umount(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from glacierfs.emulator.command import add_emulator_parser
+    from glacierfs.emulatorcli import add_emulator_parser
 
     parser = argparse.ArgumentParser(prog="glacierfs", description="Mount Amazon Glacier vaults as a filesystem.")
     parser.add_argument("--version", action="version", version=f"glacierfs {__version__}")

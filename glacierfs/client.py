@@ -140,7 +140,7 @@ def run_refresh(args: argparse.Namespace) -> int:
     return code
 
 
-def drain(mountpoint: Path, quiet: bool = False, poll: float = 0.5) -> list[dict]:
+def drain(mountpoint: Path, quiet: bool = False, poll: float = 0.1) -> list[dict]:
     """`glacierfs umount`: send every queued file now, and wait until none is
     left to try, with a progress line. The files that failed (each tried once
     more since the drain began)."""

@@ -100,7 +100,7 @@ class UploadQueue:
         queued = self.store.all()
         if queued:
             log.info(
-                "%d files (%d bytes) are queued for upload from the spool %s",
+                "%d file(s) (%d bytes) are queued for upload from the spool %s",
                 len(queued),
                 sum(item.size for item in queued),
                 self.spool.directory,
@@ -133,7 +133,7 @@ class UploadQueue:
         left = self.store.all()
         if left:
             log.warning(
-                "unmounted with %d files (%d bytes) not yet uploaded; they stay in %s and go up at the next mount",
+                "unmounted with %d file(s) (%d bytes) not yet uploaded; they stay in %s and go up at the next mount",
                 len(left),
                 sum(item.size for item in left),
                 self.spool.directory,

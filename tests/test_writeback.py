@@ -283,3 +283,18 @@ def test_fsync_of_a_file_being_written_keeps_it_in_the_spool(held: Mount) -> Non
     with pytest.raises(OSError) as refused:
         os.setxattr(held.path(), "user.glacier.queue", b"later")
     assert refused.value.errno == errno.EINVAL
+
+
+def test_umount_lazy_leaves_the_queue_for_the_next_mount(inprocess: Emulator, held: Mount, tmp_path: Path) -> None:
+    held.path("v", "later.txt").write_bytes(b"later")
+    result = glacierfs_umount(held, "--lazy")
+    assert result.returncode == 0 and "waiting for uploads" not in result.stderr
+    assert stored(inprocess.url) == {}
+    assert "unmounted with 1 file(s) (5 bytes) not yet uploaded" in held.log_text()
+    again = Mount(tmp_path, inprocess.url, *WRITE_BACK)
+    try:
+        assert state(again.path("v", "later.txt")) in ("queued", "uploading", "stored")
+        assert glacierfs_umount(again).returncode == 0
+    finally:
+        again.unmount()
+    assert stored(inprocess.url) == {"later.txt": [tree_hash(b"later")]}

@@ -1,4 +1,5 @@
-"""`glacierfs emulator`: serve the local Glacier endpoint in the foreground."""
+"""`glacierfs emulator`: serve the local Glacier endpoint in the foreground. Outside the
+emulator package, so that building the command line does not import moto."""
 
 from __future__ import annotations
 
