@@ -22,7 +22,6 @@ from typing import BinaryIO
 
 from glacierfs import errors
 from glacierfs.cache import pwrite_all
-from glacierfs.state import private_dir
 from glacierfs.treehash import Buffer
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,9 @@ def _os_error(error: OSError, what: str) -> errors.GlacierFSError:
 
 class Spool:
     def __init__(self, directory: Path) -> None:
-        self.directory = private_dir(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)  # the only copy of what it holds, until stored
+        self.directory = directory
 
     def path(self, spool_id: str) -> Path:
         return self.directory / spool_id
