@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def add_mount_parser(commands: argparse._SubParsersAction) -> None:
-    from glacierfs.retrieval import TIERS
+    from glacierfs.records import TIERS
     from glacierfs.writer import DEFAULT_PART_SIZE
 
     parser = commands.add_parser(

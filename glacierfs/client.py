@@ -267,7 +267,7 @@ def _print_status(mount: str, status: dict) -> None:
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """The commands that talk to a running mount."""
-    from glacierfs.retrieval import TIERS
+    from glacierfs.records import TIERS
 
     retrieve = commands.add_parser(
         "retrieve",

@@ -33,7 +33,7 @@ EXIT_STOPPED = 3  # stopped early (full destination, or --no-wait): rerun to res
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from glacierfs.retrieval import TIERS
+    from glacierfs.records import TIERS
 
     parser = commands.add_parser(
         "export",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+TIERS = ("Expedited", "Standard", "Bulk")  # retrieval tiers, fastest first
+
 
 @dataclass(frozen=True)
 class Vault:

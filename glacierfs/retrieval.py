@@ -43,12 +43,11 @@ from glacierfs.catalog import (
 )
 from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
 from glacierfs.glacier import GlacierClient
-from glacierfs.records import Job
+from glacierfs.records import TIERS, Job
 from glacierfs.treehash import MiB
 
 log = logging.getLogger(__name__)
 
-TIERS = ("Expedited", "Standard", "Bulk")
 # How long each tier usually takes, for log lines and status.
 EXPECTED = {"Expedited": "1-5 minutes", "Standard": "3-5 hours", "Bulk": "5-12 hours"}
 # Poll about ten times per usual wait, never more than once a minute for real tiers.

@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from glacierfs import errors
-from glacierfs.glacier import GlacierClient
 from glacierfs.records import Archive
 from glacierfs.treehash import Buffer, MiB, combine, part_hashes
+
+if TYPE_CHECKING:  # options.py imports this module for its sizes: it must not load boto3
+    from glacierfs.glacier import GlacierClient
 
 log = logging.getLogger(__name__)
 

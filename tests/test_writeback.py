@@ -298,3 +298,13 @@ def test_umount_lazy_leaves_the_queue_for_the_next_mount(inprocess: Emulator, he
     finally:
         again.unmount()
     assert stored(inprocess.url) == {"later.txt": [tree_hash(b"later")]}
+
+
+def test_reading_a_queued_file_after_it_is_overwritten_shows_the_new_bytes(held: Mount) -> None:
+    path = held.path("v", "same-size.txt")
+    path.write_bytes(b"first!")
+    assert path.read_bytes() == b"first!"
+    path.write_bytes(b"second")
+    assert path.read_bytes() == b"second"
+    run("sync", path)
+    assert state(path) == "stored"
