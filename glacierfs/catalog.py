@@ -366,6 +366,16 @@ class Catalog:
             )
         ]
 
+    def children(self, vault: str, parent: str, after: str = "", limit: int = 1024, skip: int = 0) -> list[Entry]:
+        """A directory's entries in name order, a batch at a time: those whose path
+        sorts after ``after`` (a batch's last path, so the index (vault, parent,
+        path) seeks straight to the next batch), less the first ``skip``."""
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM entries WHERE vault=? AND parent=? AND path>? ORDER BY path LIMIT ? OFFSET ?",
+            (vault, parent, after, limit, skip),
+        )
+        return [_entry(row) for row in rows]
+
     def has_children(self, vault: str, parent: str) -> bool:
         return bool(self._all("SELECT 1 FROM entries WHERE vault=? AND parent=? LIMIT 1", (vault, parent)))
 
@@ -421,6 +431,19 @@ class Catalog:
         """(bytes, files) stored across every vault, for statfs."""
         rows = self._all("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries WHERE kind='file'")
         return rows[0][0], rows[0][1]
+
+    def vault_totals(self) -> dict[str, tuple[int, int]]:
+        """(bytes, files) of each vault that has files: one pass over the entries,
+        so callers keep the answer until ``version`` changes."""
+        rows = self._all("SELECT vault, SUM(size), COUNT(*) FROM entries WHERE kind='file' GROUP BY vault")
+        return {vault: (size, count) for vault, size, count in rows}
+
+    def version(self) -> tuple[int, int]:
+        """Changes as far as this connection can tell: rows it changed itself, and
+        SQLite's data_version, which moves when another connection commits (an
+        inventory applied by reconcile). Equal versions: nothing changed between."""
+        row = self._store.query_one("SELECT total_changes(), data_version FROM pragma_data_version()")
+        return row[0], row[1]
 
     # Multipart uploads in progress (so a crash leaves a trail) --------------
 

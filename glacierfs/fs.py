@@ -11,6 +11,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -36,6 +37,7 @@ from glacierfs import errors, processes  # noqa: E402
 from glacierfs.catalog import DIRECTORY  # noqa: E402
 from glacierfs.control import Control  # noqa: E402
 from glacierfs.handles import Closer  # noqa: E402
+from glacierfs.listing import DirectoryListing, Named, Stat  # noqa: E402
 from glacierfs.vfs import GlacierFS  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,33 @@ def translated(method: F) -> F:
 # utimensat's special nanosecond values, which reach utimens with tv_sec 0.
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
+
+# How long the kernel keeps an entry's name and attributes (mount_options).
+ATTR_TIMEOUT = 30.0
+
+# READDIRPLUS, from libfuse's fuse_common.h and fuse.h.
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
+FUSE_READDIR_PLUS = 1 << 0  # readdir's flags: the kernel asked for attributes too
+FUSE_FILL_DIR_PLUS = 1 << 1  # the filler's flags: this entry's attributes are complete
+DOTS = 2  # "." and ".." take offsets 1 and 2; a directory's entry i takes DOTS + i + 1
+
+
+def attributes(info: Stat) -> dict[str, int]:
+    """The stat of an entry, alike for getattr and for a listing's READDIRPLUS."""
+    is_dir = info.kind == DIRECTORY
+    return {
+        "st_mode": (stat.S_IFDIR if is_dir else stat.S_IFREG) | info.mode,
+        "st_nlink": 2 if is_dir else 1,
+        "st_size": info.size,
+        "st_blocks": (info.size + 511) // 512,
+        "st_blksize": 1 << 20,
+        "st_uid": info.uid,
+        "st_gid": info.gid,
+        "st_mtime": info.mtime_ns,
+        "st_ctime": info.mtime_ns,
+        "st_atime": info.mtime_ns,
+    }
+
 
 # FUSE passthrough: from libfuse's fuse_common.h and the kernel's fuse.h.
 FUSE_CAP_PASSTHROUGH = 1 << 29
@@ -276,6 +305,11 @@ class GlacierOperations(fuse.Operations):
         self.control = control
         self._on_ready = on_ready
         self.passthrough = Passthrough(wanted=passthrough)
+        self._listings_lock = threading.Lock()
+        self._listings: dict[int, DirectoryListing] = {}  # open directories
+        self._listing_ids = itertools.count(1)
+        # directory -> (catalog version, when) of the listing the kernel may keep
+        self._read_whole: dict[str, tuple[object, float]] = {}
 
     def _caller(self) -> int | None:
         """The process (thread group) of the call being served; None if FUSE names none."""
@@ -289,6 +323,11 @@ class GlacierOperations(fuse.Operations):
         """mfusepy calls this, and not init(), once the connection is set up."""
         if conn is not None:
             self.passthrough.negotiate(conn)
+            # READDIRPLUS for every listing, not only its first reply (the kernel's
+            # "auto"): `ls -l` reads the whole directory before it stats any entry.
+            conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
+            if hasattr(conn, "want_ext"):
+                conn.want_ext &= ~FUSE_CAP_READDIRPLUS_AUTO
         self.init("/")
 
     @overrides(Operations)
@@ -305,25 +344,56 @@ class GlacierOperations(fuse.Operations):
     @overrides(Operations)
     @translated
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        info = self.vfs.stat(path)
-        is_dir = info.kind == DIRECTORY
-        return {
-            "st_mode": (stat.S_IFDIR if is_dir else stat.S_IFREG) | info.mode,
-            "st_nlink": 2 if is_dir else 1,
-            "st_size": info.size,
-            "st_blocks": (info.size + 511) // 512,
-            "st_blksize": 1 << 20,
-            "st_uid": info.uid,
-            "st_gid": info.gid,
-            "st_mtime": info.mtime_ns,
-            "st_ctime": info.mtime_ns,
-            "st_atime": info.mtime_ns,
-        }
+        # The kernel's LOOKUP and GETATTR both end here (libfuse's high-level API):
+        # the debug log shows which entries a listing left it to ask for.
+        log.debug("getattr %s", path)
+        return attributes(self.vfs.stat(path))
 
     @overrides(Operations)
     @translated
     def readdir(self, path: str, fh: int) -> list[str]:
+        """Names only; mounted, listings go through readdir_batch (see _GlacierFUSE)."""
         return [".", "..", *self.vfs.list_dir(path)]
+
+    @overrides(Operations)
+    @translated
+    def opendir(self, path: str, fi: Any = None) -> int:
+        """The kernel may keep a directory's entries (cache_readdir) and list it
+        again without asking, while the catalog is unchanged since it last read
+        them whole and their attributes, read with them, have not expired: past
+        that a READDIRPLUS refreshes them all at once, where a kept listing would
+        leave a LOOKUP per entry."""
+        version = self.vfs.catalog.version()
+        listing = self.vfs.open_dir(path)
+        now = time.monotonic()
+        with self._listings_lock:
+            handle = next(self._listing_ids)
+            self._listings[handle] = listing
+            read = self._read_whole.get(path)
+            keep = read is not None and read[0] == version and now - read[1] < ATTR_TIMEOUT
+            if not keep:
+                self._read_whole[path] = (version, now)
+        if fi is not None:
+            fi.cache_readdir = 1
+            fi.keep_cache = int(keep)
+        return handle
+
+    @overrides(Operations)
+    @translated
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._listings_lock:
+            self._listings.pop(fh, None)
+        return 0
+
+    @translated
+    def readdir_batch(self, path: str | None, fh: int, position: int) -> Named:
+        """The open directory's entries from ``position`` (0: its first, after . and ..)
+        to the end of a batch, with their attributes; [] past its last."""
+        with self._listings_lock:
+            listing = self._listings.get(fh)
+        if listing is None:
+            raise errors.InvalidRequest(f"readdir of {path} without opendir (handle {fh})")
+        return listing.batch_from(position)
 
     @overrides(Operations)
     @translated
@@ -453,7 +523,7 @@ class GlacierOperations(fuse.Operations):
     @overrides(Operations)
     @translated
     def statfs(self, path: str) -> dict[str, int]:
-        return self.vfs.statfs()
+        return self.vfs.statfs(path)
 
     @overrides(Operations)
     @translated
@@ -499,8 +569,8 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
 
     Attribute and entry timeouts let the kernel answer repeated lookups itself
     (changes made through the mount reach the kernel at once; a rename that a
-    manifest restores may show the old name for up to 30 s). libfuse's
-    high-level API does not pass cache_readdir on, so listings always reach us.
+    manifest restores may show the old name for up to 30 s). The kernel keeps
+    listings only as opendir allows (cache_readdir, keep_cache).
     Threads let uploads of several files run at once.
     """
     options: dict[str, Any] = {
@@ -508,8 +578,8 @@ def mount_options(allow_other: bool) -> dict[str, Any]:
         "nothreads": False,
         "fsname": "glacierfs",
         "subtype": "glacierfs",
-        "attr_timeout": 30.0,
-        "entry_timeout": 30.0,
+        "attr_timeout": ATTR_TIMEOUT,
+        "entry_timeout": ATTR_TIMEOUT,
         "default_permissions": True,
         # rm of an open file reaches unlink(), which refuses a file being uploaded
         # (EBUSY), rather than a rename to .fuse_hidden and an unlink at release.
@@ -535,6 +605,35 @@ class _GlacierFUSE(fuse.FUSE):
         target = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
         decoded = None if path is None else path.decode(self.encoding, self.errors)
         return self.operations.read_into(decoded, memoryview(target).cast("B"), offset, fip.contents)
+
+    def opendir(self, path: bytes, fip: Any) -> int:
+        """The binding keeps fuse_file_info from opendir; the kernel's listing cache needs it."""
+        fip.contents.fh = self.operations.opendir(path.decode(self.encoding, self.errors), fip.contents)
+        return 0
+
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:
+        """The binding hands libfuse names and modes only, all at once. This hands
+        it every entry's whole stat, marked complete (FUSE_FILL_DIR_PLUS), so
+        libfuse answers READDIRPLUS with it and the kernel needs no LOOKUP per
+        entry; and it streams: each entry carries its offset, so libfuse asks
+        again from where a reply filled up, and only one batch is held."""
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        handle = fip.contents.fh
+        log.debug("readdir %s from offset %d%s", decoded, offset, " (plus)" if flags & FUSE_READDIR_PLUS else "")
+        plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
+        st = fuse.c_stat()
+        st.st_mode = stat.S_IFDIR
+        for index, dots in enumerate((b".", b"..")):
+            if offset <= index and filler(buf, dots, st, index + 1, 0):
+                return 0
+        position = max(offset - DOTS, 0)
+        while batch := self.operations.readdir_batch(decoded, handle, position):
+            for name, info in batch:
+                fuse.set_st_attrs(st, attributes(info), use_ns=True)
+                if filler(buf, name.encode(self.encoding, self.errors), st, DOTS + position + 1, plus):
+                    return 0  # the reply is full: libfuse asks again from this entry
+                position += 1
+        return 0
 
 
 def serve(operations: GlacierOperations, mountpoint: str, **options: Any) -> None:

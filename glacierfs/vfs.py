@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from glacierfs import errors, names
 from glacierfs.cache import Incoming
@@ -27,6 +27,7 @@ from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import Closer, ReadHandle, WriteHandle
 from glacierfs.inventory import Inventories
+from glacierfs.listing import DirectoryListing, Named, Stat
 from glacierfs.manifest import ManifestKeeper
 from glacierfs.openfiles import OpenFiles
 from glacierfs.options import MountOptions
@@ -40,16 +41,6 @@ from glacierfs.writeback import UploadQueue
 from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Stat:
-    kind: str
-    size: int
-    mtime_ns: int
-    mode: int
-    uid: int
-    gid: int
 
 
 def _replaced(existing: Entry | None) -> list[Entry]:
@@ -100,6 +91,8 @@ class GlacierFS:
         # --cache-writes: copies of uploads go to the cache, so reading them back is free.
         self._copies_to = retriever.cache if options.cache_writes and not options.write_back else None
         self.started_ns = time.time_ns()
+        self._totals_lock = threading.Lock()
+        self._totals: tuple[object, dict[str, tuple[int, int]]] | None = None  # (catalog version, per vault)
         self._executor = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="upload")
         for entry in catalog.drop_unfinished():
             log.warning("%s/%s was being uploaded when glacierfs stopped; it was never stored", entry.vault, entry.path)
@@ -144,27 +137,47 @@ class GlacierFS:
     def stat(self, path: str) -> Stat:
         vault, rel = split(path)
         if vault is None:
-            return Stat(DIRECTORY, 0, self.started_ns, 0o755, os.getuid(), os.getgid())
+            return self._vault_stat()
         if not rel:
             self.vaults.require(vault)
-            return Stat(DIRECTORY, 0, self.started_ns, 0o755, os.getuid(), os.getgid())
+            return self._vault_stat()
         entry = self.entry(vault, rel)
         size = entry.size
         writing = self.open_files.writing(vault, rel)
         if writing is not None:
             size = writing.size
-        return Stat(entry.kind, size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)
+        return _stat_of(entry, size)
+
+    def open_dir(self, path: str) -> DirectoryListing:
+        """A directory's entries with their attributes, read a batch at a time (see listing)."""
+        vault, rel = split(path)
+        if vault is None:
+            return DirectoryListing.of([(name, self._vault_stat()) for name in self.vaults.names()])
+        self._require_dir(vault, rel, path)
+
+        def fetch(after: str, limit: int, skip: int) -> tuple[Named, str]:
+            entries = self.catalog.children(vault, rel, after, limit, skip)
+            writing = {handle.path: handle.size for handle in self.open_files.uploads() if handle.vault == vault}
+            named = [(entry.name, _stat_of(entry, writing.get(entry.path, entry.size))) for entry in entries]
+            return named, entries[-1].path if entries else after
+
+        return DirectoryListing(fetch)
+
+    def _vault_stat(self) -> Stat:
+        return Stat(DIRECTORY, 0, self.started_ns, 0o755, os.getuid(), os.getgid())
+
+    def _require_dir(self, vault: str, rel: str, path: str) -> None:
+        if rel:
+            if not self.entry(vault, rel).is_dir:
+                raise errors.NotADirectory(path)
+        else:
+            self.vaults.require(vault)
 
     def list_dir(self, path: str) -> list[str]:
         vault, rel = split(path)
         if vault is None:
             return self.vaults.names()
-        if rel:
-            entry = self.entry(vault, rel)
-            if not entry.is_dir:
-                raise errors.NotADirectory(path)
-        else:
-            self.vaults.require(vault)
+        self._require_dir(vault, rel, path)
         return self.catalog.child_names(vault, rel)
 
     # Directories and vaults -----------------------------------------------
@@ -467,8 +480,23 @@ class GlacierFS:
 
     # Whole mount ------------------------------------------------------------
 
-    def statfs(self) -> dict[str, int]:
-        used, files = self.catalog.stored_totals()
+    def _vault_totals(self) -> dict[str, tuple[int, int]]:
+        """(bytes, files) per vault, summed again only once the catalog has changed:
+        a `df` in a loop must not sum a million rows each time."""
+        version = self.catalog.version()
+        with self._totals_lock:
+            if self._totals is None or self._totals[0] != version:
+                self._totals = (version, self.catalog.vault_totals())
+            return self._totals[1]
+
+    def statfs(self, path: str = "/") -> dict[str, int]:
+        """A path inside a vault counts that vault's files and bytes, the root every vault's."""
+        vault, _ = split(path)
+        totals = self._vault_totals()
+        if vault is None:
+            used, files = sum(size for size, _ in totals.values()), sum(count for _, count in totals.values())
+        else:
+            used, files = totals.get(vault, (0, 0))
         block = 4096
         free_blocks = (1 << 50) // block  # Glacier has no capacity to speak of
         return {
@@ -482,3 +510,8 @@ class GlacierFS:
             "f_favail": 1 << 32,
             "f_namemax": MAX_COMPONENT,
         }
+
+
+def _stat_of(entry: Entry, size: int) -> Stat:
+    """What a stat and a listing show alike; ``size`` grows while the file is written."""
+    return Stat(entry.kind, size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)
