@@ -9,7 +9,6 @@ straight there), so memory holds one batch, never the directory.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,43 +70,3 @@ class DirectoryListing:
             self._start = position
             self._fetched = True
         return self._batch[position - self._start :]
-
-
-class AttributeBatch:
-    """The attributes a listing just fetched, for the lookups that follow it.
-
-    Where the kernel does not take attributes with a listing (READDIRPLUS off,
-    or an entry it dropped), each stat of a listed entry is a LOOKUP; this
-    answers those from memory while the catalog is unchanged (its ``version``),
-    for a few seconds at most. Only the latest batch of each directory is kept,
-    and only a few directories.
-    """
-
-    def __init__(self, version: Callable[[], object], lifetime: float = 5.0, directories: int = 16) -> None:
-        self._version = version
-        self.lifetime = lifetime
-        self._directories = directories
-        self._lock = threading.Lock()
-        # (vault, parent) -> (catalog version, when, {name: Stat})
-        self._held: dict[tuple[str, str], tuple[object, float, dict[str, Stat]]] = {}
-
-    def keep(self, vault: str, parent: str, version: object, now: float, entries: Named) -> None:
-        with self._lock:
-            self._held.pop((vault, parent), None)
-            self._held[(vault, parent)] = (version, now, dict(entries))
-            while len(self._held) > self._directories:
-                del self._held[next(iter(self._held))]
-
-    def get(self, vault: str, parent: str, name: str, now: float) -> Stat | None:
-        with self._lock:
-            held = self._held.get((vault, parent))
-        if held is None or now - held[1] > self.lifetime:
-            return None
-        info = held[2].get(name)
-        if info is None or held[0] != self._version():
-            return None
-        return info
-
-    def clear(self) -> None:
-        with self._lock:
-            self._held.clear()
