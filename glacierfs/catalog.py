@@ -106,19 +106,21 @@ CREATE TABLE IF NOT EXISTS queue (
     error TEXT NOT NULL DEFAULT '',
     description TEXT,
     replaces TEXT NOT NULL DEFAULT '',
-    uncertain INTEGER NOT NULL DEFAULT 0,
     UNIQUE (vault, path)
 );
 CREATE INDEX IF NOT EXISTS queue_in_order ON queue (queued);
--- Archives stored by an upload replayed after a crash: the first attempt may
--- have been stored too, and the next inventory that shows it deletes it.
+-- Uploads a crash cut short: Glacier may have stored them. The next inventory
+-- deletes an archive that matches one (name, size, tree hash) unless it is the
+-- one kept (the replay's), or one the catalog knows.
 CREATE TABLE IF NOT EXISTS doubts (
-    archive_id TEXT PRIMARY KEY,
+    spool_id TEXT NOT NULL,
     vault TEXT NOT NULL,
-    path TEXT NOT NULL,
+    path TEXT NOT NULL,  -- as that attempt's description named it
     size INTEGER NOT NULL,
     tree_hash TEXT NOT NULL,
-    since REAL NOT NULL
+    since REAL NOT NULL,  -- no archive of that attempt is older
+    kept TEXT,  -- the archive its replay stored; NULL until then, or if it was removed
+    PRIMARY KEY (spool_id, path)
 );
 CREATE TABLE IF NOT EXISTS manifests (
     archive_id TEXT PRIMARY KEY,
@@ -284,9 +286,9 @@ class Catalog:
     def _execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
         self._store.execute(sql, args)
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self, durable: bool = False) -> AbstractContextManager[sqlite3.Connection]:
         """For the modules that keep a table of their own here (queuestore.py)."""
-        return self._store.transaction()
+        return self._store.transaction(durable)
 
     def query(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         return self._all(sql, args)

@@ -145,17 +145,19 @@ def drain(mountpoint: Path, quiet: bool = False, poll: float = 0.1) -> list[dict
     left to try, with a progress line. The files that failed (each tried once
     more since the drain began)."""
     os.setxattr(mountpoint, Attr.QUEUE, b"now")
-    started, first_bytes = time.monotonic(), None
+    started, first = time.monotonic(), None
     while True:
         queue = json.loads(os.getxattr(mountpoint, Attr.QUEUE))
         left = queue["bytes"]
-        if first_bytes is None:
-            first_bytes = left
+        if first is None:
+            first = (queue["pending"], left)
         if not queue["pending"]:
             break
         if not quiet:
-            done, elapsed = max(0, first_bytes - left), time.monotonic() - started
-            eta = f", about {left * elapsed / done:.0f} s left" if done else ""
+            # The further of the two measures of progress: one large file, or many small ones, left.
+            done = max(1 - queue["pending"] / first[0], 1 - left / first[1] if first[1] else 0)
+            elapsed = time.monotonic() - started
+            eta = f", about {elapsed * (1 - done) / done:.0f} s left" if done > 0.05 else ""
             print(
                 f"\rwaiting for uploads: {queue['pending']} file(s), {human_size(left)} to go{eta}   ",
                 end="",
@@ -163,7 +165,7 @@ def drain(mountpoint: Path, quiet: bool = False, poll: float = 0.1) -> list[dict
                 flush=True,
             )
         time.sleep(poll)
-    if not quiet and first_bytes:
+    if not quiet and first and first[0]:
         print(file=sys.stderr)
     return list(queue["failed"])
 

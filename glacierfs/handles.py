@@ -97,6 +97,7 @@ class WriteHandle:
         self.lock = threading.Lock()
         self._outcomes = outcomes
         self._flushed = False
+        self._synced = False  # fsync'd while open: --write-back's last close waits for Glacier
         self._sharers: set[int] = set()  # other processes seen writing, closing or holding it
         self.error: BaseException | None = None  # why it failed or was aborted
 
@@ -138,6 +139,7 @@ class WriteHandle:
         with self.lock:
             if self.state is WriteState.OPEN:
                 self.writer.sync()
+                self._synced = True
             elif self.error is not None:
                 raise self.error
 
@@ -157,7 +159,7 @@ class WriteHandle:
                 self._abort(f"process {closer.process}, the last to hold it open, was killed by a signal")
                 raise self.error or errors.GlacierFSError("aborted")
             else:
-                self._commit()
+                self._commit(report=True)
 
     def _is_last_close(self, closer: Closer) -> bool:
         if closer.process is None or self.opener is None:
@@ -193,9 +195,11 @@ class WriteHandle:
         self.writer.abort()
         self._outcomes.aborted(self, reason)
 
-    def _commit(self) -> None:
+    def _commit(self, report: bool = False) -> None:
         """Complete the archive (or, --write-back, the spool file); Outcomes
-        records how it went, and the new state."""
+        records how it went, and the new state. A program that fsync'd a
+        --write-back file (`dd conv=fsync`, `rsync --fsync`, editors) hears at
+        its close (``report``) whether Glacier stored it."""
         self.state = WriteState.COMMITTING
         try:
             result = self.writer.close()
@@ -204,6 +208,8 @@ class WriteHandle:
             raise
         if isinstance(result, Spooled):
             self._outcomes.spooled(self, result)
+            if report and self._synced:
+                self._outcomes.queue.wait_stored(self.vault, self.path)
         else:
             self._outcomes.stored(self, result)
 
@@ -227,6 +233,7 @@ class ReadHandle:
         self.ranged: Entry | None = None
         self.blocks: dict[int, BinaryIO] = {}
         self.lock = threading.Lock()
+        self._deferred: Entry | None = None  # opened at the first read (O_NONBLOCK)
 
     def open(self, entry: Entry) -> None:
         """Fetch the whole archive, or (a large one) only what is cached of it:
@@ -239,9 +246,18 @@ class ReadHandle:
             return
         self.reader = self.retriever.fetch(target, f"{self.vault}/{self.path}", self.wait_seconds)
 
+    def defer(self, entry: Entry) -> None:
+        """Open at the first read, not now: an open that never reads pays for nothing."""
+        self._deferred = entry
+
     def read_into(self, buffer: memoryview, offset: int) -> int:
         """Read into ``buffer`` at ``offset``; the count read (short only at the end
         of the file, or of a block of a large archive)."""
+        if self._deferred is not None:
+            with self.lock:
+                if self._deferred is not None:
+                    self.open(self._deferred)
+                    self._deferred = None
         if self.reader is not None:
             fd = self.reader.fileno()
             # FUSE asks in 128 KiB pieces, one after another: each time a read enters

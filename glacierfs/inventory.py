@@ -31,7 +31,7 @@ from glacierfs.glacier import GlacierClient
 from glacierfs.inventoryfile import iter_archives
 from glacierfs.periodic import Periodic
 from glacierfs.queuestore import QueueStore
-from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED
+from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED, Copy
 from glacierfs.records import Job
 from glacierfs.treehash import MiB, file_tree_hash, tree_hash
 
@@ -311,27 +311,31 @@ class Inventories:
         )
         return outcome
 
-    def _settle_doubts(self, vault: str, copies: tuple[tuple[str, str], ...], dated: float) -> None:
-        """A replayed write-back upload may have stored a file twice
-        (queuestore.py): delete the copy the inventory shows, and forget the
-        doubt once it is settled, by a deletion or by an inventory late enough
-        to have shown a copy."""
-        for copy, kept in copies:
+    def _settle_doubts(self, vault: str, copies: tuple[Copy, ...], dated: float) -> None:
+        """Delete the copies of write-back uploads a crash cut short (see
+        queuestore.py), and forget the doubts settled: by a deletion, or by an
+        inventory late enough to have shown a copy."""
+        gone = []
+        for copy in copies:
             try:
-                self.deletions.delete(vault, copy)
+                self.deletions.delete(vault, copy.archive_id)
             except errors.GlacierFSError as error:
-                log.error("could not delete archive %s, a second copy of %s: %s", copy[:16], kept[:16], error)
+                log.error(
+                    "could not delete archive %s, a second copy of %s/%s: %s",
+                    copy.archive_id[:16],
+                    vault,
+                    copy.path,
+                    error,
+                )
                 continue
             log.warning(
-                "deleted the second copy (archive %s) of archive %s, stored twice by an upload sent again "
-                "after a crash",
-                copy[:16],
-                kept[:16],
+                "deleted the second copy (archive %s) of %s/%s, stored by an upload a crash cut short",
+                copy.archive_id[:16],
+                vault,
+                copy.path,
             )
-            self.doubts.forget_doubt(kept)
-        for doubt in self.doubts.doubts(vault):
-            if dated >= doubt.since + LAG_GRACE:
-                self.doubts.forget_doubt(doubt.archive_id)
+            gone.append((copy.spool_id, copy.path))
+        self.doubts.settled(vault, gone, older_than=dated - LAG_GRACE)
 
     def _applying(self, vault: str, done: int, total: int) -> None:
         self._check_stopping()

@@ -164,16 +164,17 @@ def likely_final_name(name: str) -> str:
     """The name a temporary file will be renamed to (rsync's ".NAME.XXXXXX"), else ``name``.
 
     Archive descriptions are immutable, so the name recorded at upload should be
-    the one the file ends up with. rsync's six characters are random letters and
-    digits; a suffix that reads as a word (``.env.sample``, ``.bashrc.backup``,
-    ``.env.Docker``, ``.notes.BACKUP``) is part of a real dotfile's name. About
-    one temporary name in sixty looks like a word too: it is recorded as it is,
-    and the catalog and the manifest carry the rename. (--write-back waits for
-    the rename instead of guessing.)
+    the one the file ends up with. rsync's six characters are random letters of
+    both cases and digits. A suffix without both cases, or capitalized like a
+    word, is part of a real dotfile's name (``.env.sample``, ``.bashrc.240115``,
+    ``.env.prod01``, ``.env.Docker``, ``.notes.BACKUP``). About one temporary
+    name in ten looks like that too: it is recorded as it is, and the catalog
+    and the manifest carry the rename. (--write-back waits for the rename
+    instead of guessing.)
     """
     match = _RSYNC_TEMPORARY.match(name)
     if match is None:
         return name
     suffix = match["suffix"]
-    wordlike = suffix.islower() or suffix.isupper() or (suffix[0].isupper() and suffix[1:].islower())
-    return name if wordlike and suffix.isalpha() else match["name"]
+    mixed = any(c.islower() for c in suffix) and any(c.isupper() for c in suffix[1:])
+    return match["name"] if mixed else name

@@ -76,12 +76,19 @@ def _quiet(count: int) -> None:
 
 
 @dataclass(frozen=True)
+class Copy:
+    archive_id: str
+    spool_id: str  # the doubt it settles (queuestore.py)
+    path: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     listed: int  # archives the inventory lists
     added: int  # new files in the tree
     flagged: int  # entries newly missing
     back: int  # missing entries listed again
-    copies: tuple[tuple[str, str], ...] = ()  # (copy, archive kept) stored twice by a replayed upload
+    copies: tuple[Copy, ...] = ()  # archives a crash-cut upload may have stored besides the one kept
 
 
 class Reconciler:
@@ -185,21 +192,30 @@ class Reconciler:
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # readers are not waited for, nor blocked
         return replace(outcome, copies=copies)
 
-    def _copies(self) -> tuple[tuple[str, str], ...]:
-        """Second copies of a write-back upload that a crash made the next mount
-        send again (queuestore.py's doubts): same name, size and tree hash as the
-        archive kept, another id. They are left out of the tree; the caller
-        deletes them from Glacier."""
-        if not self.db.execute("SELECT 1 FROM main.doubts WHERE vault=? LIMIT 1", (self.vault,)).fetchone():
+    def _copies(self) -> tuple[Copy, ...]:
+        """Leave out of the tree what write-back uploads own (queuestore.py):
+        archives a queued file will retire once stored, and copies an upload a
+        crash cut short may have stored (same name, size and tree hash as a
+        doubt; not the archive its replay stored, nor one the catalog knows).
+        The copies are returned: the caller deletes them from Glacier."""
+        db, vault = self.db, self.vault
+        replaced = [
+            (archive,)
+            for (text,) in db.execute("SELECT replaces FROM main.queue WHERE vault=? AND replaces!=''", (vault,))
+            for archive in text.split()
+        ]
+        db.executemany("DELETE FROM staged WHERE archive_id=?", replaced)
+        if not db.execute("SELECT 1 FROM main.doubts WHERE vault=? LIMIT 1", (vault,)).fetchone():
             return ()
-        found = self.db.execute(
-            """SELECT s.archive_id, d.archive_id FROM staged s JOIN main.doubts d
+        found = db.execute(
+            """SELECT s.archive_id, d.spool_id, d.path FROM staged s JOIN main.doubts d
             ON d.vault=? AND s.wanted=d.path AND s.size=d.size AND s.tree_hash=d.tree_hash
-            AND s.archive_id!=d.archive_id""",
-            (self.vault,),
+            AND s.archive_id IS NOT d.kept AND parse_iso(s.created_text) >= d.since - 60
+            WHERE NOT EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.archive_id=s.archive_id)""",
+            (vault, vault),
         ).fetchall()
-        self.db.executemany("DELETE FROM staged WHERE archive_id=?", [(copy,) for copy, _ in found])
-        return tuple((copy, kept) for copy, kept in found)
+        db.executemany("DELETE FROM staged WHERE archive_id=?", [(copy,) for copy, _, _ in found])
+        return tuple(Copy(*row) for row in found)
 
     def _data_version(self) -> int:
         return int(self.db.execute("PRAGMA main.data_version").fetchone()[0])

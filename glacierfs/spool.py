@@ -13,6 +13,7 @@ the archive is stored or the file is removed or replaced.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import uuid
@@ -41,11 +42,30 @@ def _os_error(error: OSError, what: str) -> errors.GlacierFSError:
     return errors.GlacierFSError(f"the spool cannot {what}: {error}")
 
 
+LOCK = ".lock"
+
+
 class Spool:
+    """One mount's spool, held with a lock: a second mount given the same
+    directory would take this one's files for a crash's leftovers."""
+
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)  # the only copy of what it holds, until stored
         self.directory = directory
+        self._lock: int | None = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise errors.Busy(
+                f"the spool {directory} is in use by another glacierfs mount; give each mount a --spool-dir of its own"
+            ) from None
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def path(self, spool_id: str) -> Path:
         return self.directory / spool_id
@@ -74,7 +94,7 @@ class Spool:
         self.path(spool_id).unlink(missing_ok=True)
 
     def ids(self) -> set[str]:
-        return {entry.name for entry in os.scandir(self.directory) if entry.is_file()}
+        return {entry.name for entry in os.scandir(self.directory) if entry.is_file() and entry.name != LOCK}
 
 
 class SpoolFile:

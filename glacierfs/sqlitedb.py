@@ -49,8 +49,12 @@ class LockedDatabase:
                 raise errors.NoSpace(f"the disk holding {self.path} is full: {error}") from error
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """``durable``: the commit survives a power cut too (WAL synced), for what
+        a caller has already promised (a write-back close), at a sync's cost."""
         with self._locked() as db:
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -59,6 +63,9 @@ class LockedDatabase:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._locked() as db:

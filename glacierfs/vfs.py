@@ -86,10 +86,11 @@ class GlacierFS:
             part_size=options.part_size,
             concurrency=options.concurrency,
             part_buffers=self.part_buffers,
+            cache=retriever.cache if options.cache_writes else None,
         )
         self.outcomes = Outcomes(catalog, self.deletions, self.queue, manifests.changed, self.open_files.lock)
         # --cache-writes: copies of uploads go to the cache, so reading them back is free.
-        self._copies_to = retriever.cache if options.cache_writes and not options.write_back else None
+        self._copies_to = retriever.cache if options.cache_writes else None
         self.started_ns = time.time_ns()
         self._totals_lock = threading.Lock()
         self._totals: tuple[object, dict[str, tuple[int, int]]] | None = None  # (catalog version, per vault)
@@ -271,16 +272,15 @@ class GlacierFS:
             raise errors.IsADirectory(path)
         access = flags & os.O_ACCMODE
         if access == os.O_RDONLY:
-            return self.open_files.add(self._open_for_reading(path, entry))
+            return self.open_files.add(self._open_for_reading(path, entry, flags))
         if self.open_files.writing(vault, rel):
             raise errors.Busy(f"{path} is being uploaded by another open file")
         if (entry.archive_id or entry.state == QUEUED) and not flags & os.O_TRUNC:
-            raise errors.ReadOnly(
-                f"{path} is a stored archive and archives are immutable: open it with O_TRUNC to replace it"
-            )
+            what = "queued for upload as an archive" if entry.state == QUEUED else "a stored archive"
+            raise errors.ReadOnly(f"{path} is {what}, and archives are immutable: open it with O_TRUNC to replace it")
         return self._new_handle(vault, rel, _replaced(entry), opener)
 
-    def _open_for_reading(self, path: str, entry: Entry) -> ReadHandle:
+    def _open_for_reading(self, path: str, entry: Entry, flags: int = os.O_RDONLY) -> ReadHandle:
         handle = ReadHandle(entry.vault, entry.path, self.retriever, self.options.wait)
         if entry.state == EMPTY:
             return handle
@@ -291,6 +291,10 @@ class GlacierFS:
             entry = self.entry(entry.vault, entry.path)  # stored a moment ago
         if not entry.archive_id or self.open_files.writing(entry.vault, entry.path):
             raise errors.Busy(f"{path} is still being uploaded; read it once it is stored")
+        if flags & os.O_NONBLOCK:
+            # `sync FILE` opens so, only to fsync: no retrieval until a read asks for bytes.
+            handle.defer(entry)
+            return handle
         handle.open(entry)
         return handle
 
@@ -433,6 +437,14 @@ class GlacierFS:
             if target is not None and not target.is_dir:
                 target = self.catalog.get(vault, new_rel)  # as it is now: a queued file may be stored since
                 displaced = self.queue.take(vault, new_rel)  # a queued file renamed over
+                # A queued file renamed over a file (an editor's save): what that file
+                # held goes once the queued one is stored, not before.
+                held = [
+                    *(displaced.replaces if displaced else ()),
+                    *([target.archive_id] if target and target.archive_id else []),
+                ]
+                if held and all(self.queue.store.hand_over(vault, old_rel, archive) for archive in held):
+                    target, displaced = None, displaced and displaced.but(replaces=())
             self.catalog.rename(vault, old_rel, new_rel)
             writing = self.open_files.move(vault, old_rel, new_rel)
             if writing is not None and target is not None and not target.is_dir and target.archive_id:

@@ -26,13 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from glacierfs import errors, names
+from glacierfs.cache import ContentCache, Incoming
 from glacierfs.catalog import Catalog, Entry
 from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.queuestore import FAILED, UPLOADING, QueuedFile, QueueStore
 from glacierfs.records import Archive
 from glacierfs.spool import Spool, Spooled
-from glacierfs.treehash import MiB, TreeHasher
+from glacierfs.treehash import MiB, TreeHasher, file_tree_hash
 from glacierfs.writer import PartBuffers, Uploader
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class UploadQueue:
         part_size: int,
         concurrency: int,
         part_buffers: PartBuffers,
+        cache: ContentCache | None = None,
     ) -> None:
         self.glacier = glacier
+        self.cache = cache  # --cache-writes: a stored file's spool copy enters the cache
         self.store = QueueStore(catalog)
         self.spool = spool
         self.deletions = deletions
@@ -85,14 +88,9 @@ class UploadQueue:
     # Life -------------------------------------------------------------------
 
     def start(self) -> None:
-        for item in self.store.recover():
-            log.warning(
-                "%s/%s was being uploaded when glacierfs stopped; it is sent again with the same description "
-                "(if the first attempt was stored too, the next inventory shows the copy and it is deleted)",
-                item.vault,
-                item.path,
-            )
         self._check_spool()
+        for item in self.store.interrupted_by_crash():
+            self._doubt(item)
         self._transfers = ThreadPoolExecutor(self.transfers, thread_name_prefix="transfer")
         self._parts = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix="part")
         self._dispatcher = threading.Thread(target=self._dispatch, name="write-back", daemon=True)
@@ -105,6 +103,22 @@ class UploadQueue:
                 sum(item.size for item in queued),
                 self.spool.directory,
             )
+
+    def _doubt(self, item: QueuedFile) -> None:
+        """The mount died during this file's upload, which Glacier may have stored."""
+        decoded = names.decode(item.description or "")
+        try:
+            tree = file_tree_hash(self.spool.path(item.spool_id))
+        except OSError as error:
+            log.error("%s/%s: its spool file cannot be read: %s", item.vault, item.path, error)
+            return
+        self.store.doubt(item, decoded.path if decoded else item.path, tree)
+        log.warning(
+            "%s/%s was being uploaded when glacierfs stopped; it is sent again (if that first attempt was "
+            "stored too, the next inventory shows the copy and it is deleted)",
+            item.vault,
+            item.path,
+        )
 
     def _check_spool(self) -> None:
         """Spool files no row names were open when the mount died: never closed,
@@ -130,6 +144,7 @@ class UploadQueue:
         for pool in (self._transfers, self._parts):
             if pool is not None:
                 pool.shutdown(wait=True)
+        self.spool.close()
         left = self.store.all()
         if left:
             log.warning(
@@ -263,14 +278,13 @@ class UploadQueue:
             self._transfers.submit(self._send, item)
 
     def _sleep(self) -> None:
-        due = self.store.next_due(self.settle)
+        due = self.store.next_due(time.time(), self.settle)
         with self._wake:
             if self._stopping.is_set():
                 return
             self._wake.wait(None if due is None else max(0.01, due - time.time()))
 
     def _send(self, item: QueuedFile) -> None:
-        started = time.time()
         try:
             archive = self._upload(item)
         except Interrupted:
@@ -281,7 +295,7 @@ class UploadQueue:
             return
         finally:
             self._slots.release()
-        self._stored(item, archive, started)
+        self._stored(item, archive)
 
     def _upload(self, item: QueuedFile) -> Archive:
         assert item.description is not None
@@ -335,9 +349,9 @@ class UploadQueue:
     def _ended(self, upload_id: str) -> None:
         self.store.catalog.forget_upload(upload_id)
 
-    def _stored(self, item: QueuedFile, archive: Archive, started: float) -> None:
+    def _stored(self, item: QueuedFile, archive: Archive) -> None:
         with self.namespace:
-            kept = self.store.stored(item.spool_id, archive.archive_id, archive.tree_hash, started)
+            kept = self.store.stored(item.spool_id, archive.archive_id, archive.tree_hash)
         self._sent += item.size
         if kept is None:
             log.warning(
@@ -349,12 +363,30 @@ class UploadQueue:
             self.deletions.retire(item.vault, archive.archive_id, item.path)
         else:
             log.info("stored %s/%s (%d bytes) as archive %s", kept.vault, kept.path, kept.size, archive.archive_id[:16])
+            if self.cache is not None:
+                self._keep_copy(item, archive)
             self._changed(kept.vault)
             for archive_id in kept.replaces:
                 self.deletions.retire(kept.vault, archive_id, kept.path)
         self.spool.remove(item.spool_id)
         with self._wake:
             self._wake.notify_all()
+
+    def _keep_copy(self, item: QueuedFile, archive: Archive) -> None:
+        """--cache-writes: reading one's own file back costs no retrieval."""
+        assert self.cache is not None
+        copy = Incoming(self.cache)
+        try:
+            with self.spool.open(item.spool_id) as spooled:
+                offset = 0
+                while chunk := spooled.read(4 * MiB):
+                    copy.write(offset, chunk)
+                    offset += len(chunk)
+        except (OSError, errors.GlacierFSError) as error:
+            log.warning("no copy of %s/%s in the cache: %s", item.vault, item.path, error)
+            copy.discard()
+            return
+        copy.keep(archive.archive_id, item.size, archive.tree_hash)
 
     def _failed(self, item: QueuedFile, error: Exception) -> None:
         current = self.store.get(item.spool_id)

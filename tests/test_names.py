@@ -113,7 +113,13 @@ def test_rsync_temporary_names_map_to_their_final_name() -> None:
     assert names.likely_final_name("plain.txt") == "plain.txt"
 
 
-@pytest.mark.parametrize("name", [".env.sample", ".env.docker", ".bashrc.backup", ".env.Docker", ".notes.BACKUP"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        *(".env.sample", ".env.docker", ".bashrc.backup", ".env.Docker", ".notes.BACKUP"),
+        *(".bashrc.240115", ".env.prod01", ".config.v2beta", ".env.Prod01"),
+    ],
+)
 def test_real_dotfiles_whose_last_part_is_six_letters_keep_their_name(name: str) -> None:
     assert names.likely_final_name(name) == name
 

@@ -49,6 +49,10 @@ def glacierfs_umount(mount: Mount, *extra: str) -> subprocess.CompletedProcess[s
     return result
 
 
+def spooled(mount: Mount) -> list[Path]:
+    return [path for path in mount.state.glob("spool-*/*") if path.name != ".lock"]
+
+
 def state(path: Path) -> str:
     return os.getxattr(path, "user.glacier.state").decode()
 
@@ -124,7 +128,7 @@ def test_kill_9_right_after_cp_loses_nothing(inprocess: Emulator, tmp_path: Path
     for relative, hashes in found.items():
         assert set(hashes) == {tree_hash(contents[relative])}  # a replay may have stored a second copy
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="v")["UploadsList"] == []
-    assert "is sent again with the same description" in again.log_text()
+    assert "was being uploaded when glacierfs stopped; it is sent again" in again.log_text()
 
 
 def test_a_copy_stored_twice_by_a_replay_is_deleted_by_the_next_inventory(inprocess: Emulator, tmp_path: Path) -> None:
@@ -135,11 +139,12 @@ def test_a_copy_stored_twice_by_a_replay_is_deleted_by_the_next_inventory(inproc
         mount.path("v").mkdir()
         mount.path("v", "twice.bin").write_bytes(data)
         wait_for(lambda: state(mount.path("v", "twice.bin")) == "uploading", what="the upload to start")
+        time.sleep(0.5)  # sent: the emulator is answering it
         mount.process.kill()
         mount.process.wait()
     finally:
         mount.unmount()
-    time.sleep(2)
+    wait_for(lambda: inprocess.calls["UploadArchive"] == 1, what="the emulator to store the first attempt")
     inprocess.settings.latency_ms = 0
     assert stored(inprocess.url) == {"twice.bin": [tree_hash(data)]}  # the first attempt was stored
     again = Mount(tmp_path, inprocess.url, *WRITE_BACK)
@@ -174,8 +179,7 @@ def test_sync_file_fails_when_glacier_refuses_and_the_file_stays_queued(inproces
     assert state(held.path("v", "fine.txt")) == "stored"
     result = glacierfs_umount(held)
     assert result.returncode == 1 and "gone/file.txt is not stored" in result.stderr
-    spool = [path for path in (held.state).glob("spool-*/*")]
-    assert [path.read_bytes() for path in spool] == [b"kept in the spool"]
+    assert [path.read_bytes() for path in spooled(held)] == [b"kept in the spool"]
     assert "upload of gone/file.txt failed" in held.log_text()
 
 
@@ -192,7 +196,7 @@ def test_rm_mv_and_overwrite_of_queued_files(inprocess: Emulator, held: Mount) -
     os.rename(vault / "moved.txt", vault / "renamed.txt")
     assert sorted(os.listdir(vault)) == ["old.txt", "renamed.txt", "twice.txt"]
     assert (vault / "twice.txt").read_bytes() == b"twice, second"
-    assert len(list(held.state.glob("spool-*/*"))) == 3  # the replaced and removed ones are gone
+    assert len(spooled(held)) == 3  # the replaced and removed ones are gone
     assert glacierfs_umount(held).returncode == 0
     assert stored(inprocess.url) == {
         "old.txt": [tree_hash(b"second version")],
@@ -224,7 +228,7 @@ def test_spool_is_private(held: Mount) -> None:
     held.path("v", "secret.txt").write_bytes(b"secret")
     (spool,) = held.state.glob("spool-*")
     assert spool.stat().st_mode & 0o777 == 0o700
-    assert [path.stat().st_mode & 0o777 for path in spool.iterdir()] == [0o600]
+    assert {path.stat().st_mode & 0o777 for path in spool.iterdir()} == {0o600}  # the file and the lock
 
 
 def test_rsync_records_real_names_dotfiles_included(inprocess: Emulator, tmp_path: Path) -> None:
@@ -273,13 +277,22 @@ def test_without_write_back_real_dotfiles_keep_their_names(inprocess: Emulator, 
     assert stored(inprocess.url).keys() == {".env.sample", ".bashrc.backup", "photo.jpg"}
 
 
-def test_fsync_of_a_file_being_written_keeps_it_in_the_spool(held: Mount) -> None:
+def test_a_file_fsynced_while_written_is_stored_by_its_last_close(inprocess: Emulator, held: Mount) -> None:
+    """dd conv=fsync, rsync --fsync, editors: fsync keeps the bytes in the spool
+    (the file is not whole yet), and the close then waits for Glacier's verdict."""
     with open(held.path("v", "log.txt"), "wb") as file:
         file.write(b"line\n")
         file.flush()
         os.fsync(file.fileno())
         assert state(held.path("v", "log.txt")) == "uploading"  # still open: not a whole file yet
-    assert state(held.path("v", "log.txt")) == "queued"
+    assert state(held.path("v", "log.txt")) == "stored"
+    assert stored(inprocess.url) == {"log.txt": [tree_hash(b"line\n")]}
+    held.path("gone").mkdir()
+    boto_client(inprocess.url).delete_vault(vaultName="gone")
+    result = run(
+        "dd", "if=/dev/zero", f"of={held.path('gone', 'refused.bin')}", "bs=1k", "count=4", "conv=fsync", check=False
+    )
+    assert result.returncode != 0 and "Input/output error" in result.stderr
     with pytest.raises(OSError) as refused:
         os.setxattr(held.path(), "user.glacier.queue", b"later")
     assert refused.value.errno == errno.EINVAL
@@ -308,3 +321,114 @@ def test_reading_a_queued_file_after_it_is_overwritten_shows_the_new_bytes(held:
     assert path.read_bytes() == b"second"
     run("sync", path)
     assert state(path) == "stored"
+
+
+def test_sync_of_a_stored_file_starts_no_retrieval(inprocess: Emulator, held: Mount) -> None:
+    held.path("v", "kept.txt").write_bytes(b"kept")
+    run("sync", held.path("v", "kept.txt"))
+    assert state(held.path("v", "kept.txt")) == "stored"
+    assert run("sync", held.path("v", "kept.txt")).returncode == 0  # stored, not cached: nothing to retrieve
+    assert inprocess.calls["InitiateJob"] == 0
+
+
+def test_a_second_mount_cannot_share_a_spool(inprocess: Emulator, held: Mount, tmp_path: Path) -> None:
+    (spool,) = held.state.glob("spool-*")
+    held.path("v", "precious").write_bytes(b"precious")
+    with pytest.raises(RuntimeError, match="is in use by another glacierfs mount"):
+        Mount(tmp_path / "second", inprocess.url, *WRITE_BACK, "--spool-dir", str(spool.parent))
+    assert glacierfs_umount(held).returncode == 0
+    assert stored(inprocess.url) == {"precious": [tree_hash(b"precious")]}
+
+
+def test_an_editor_save_over_a_stored_file_keeps_the_old_archive_until_the_new_one_is_stored(
+    inprocess: Emulator, held: Mount
+) -> None:
+    path = held.path("v", "notes.txt")
+    path.write_bytes(b"old notes")
+    run("sync", path)
+    old = os.getxattr(path, "user.glacier.archive-id").decode()
+    held.path("v", ".notes.txt.swp").write_bytes(b"new notes")
+    os.rename(held.path("v", ".notes.txt.swp"), path)
+    assert state(path) == "queued"
+    assert old in {item["ArchiveId"] for item in archives(inprocess.url, "v")}
+    run(*GLACIERFS, "refresh", held.path("v"))  # an inventory now lists the old archive: it stays hidden
+    wait_for(lambda: not os.getxattr(held.path("v"), "user.glacier.inventory").startswith(b"pending"))
+    assert os.listdir(held.path("v")) == ["notes.txt"]
+    assert glacierfs_umount(held).returncode == 0
+    assert stored(inprocess.url) == {"notes.txt": [tree_hash(b"new notes")]}
+
+
+def test_a_file_removed_during_its_replay_leaves_no_copy(inprocess: Emulator, tmp_path: Path) -> None:
+    """The mount dies during an upload that Glacier still stores; after the
+    remount the file is removed (or renamed) before its replay: the next
+    inventory deletes what the first attempt stored."""
+    inprocess.settings.latency_ms = 1500
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "0")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "removed.bin").write_bytes(b"removed")
+        mount.path("v", "moved.bin").write_bytes(b"moved")
+        wait_for(lambda: state(mount.path("v", "moved.bin")) == "uploading", what="the uploads to start")
+        time.sleep(0.5)
+        mount.process.kill()
+        mount.process.wait()
+    finally:
+        mount.unmount()
+    wait_for(lambda: inprocess.calls["UploadArchive"] == 2, what="the emulator to store both")
+    inprocess.settings.latency_ms = 0
+    again = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
+    try:
+        os.remove(again.path("v", "removed.bin"))
+        os.rename(again.path("v", "moved.bin"), again.path("v", "renamed.bin"))
+        assert glacierfs_umount(again).returncode == 0
+    finally:
+        again.unmount()
+    third = Mount(tmp_path, inprocess.url, *WRITE_BACK)
+    try:
+        run(*GLACIERFS, "refresh", third.path("v"))
+        wait_for(lambda: stored(inprocess.url).keys() == {"renamed.bin"}, what="the copies to be deleted")
+        assert sorted(os.listdir(third.path("v"))) == ["renamed.bin"]
+    finally:
+        third.unmount()
+    assert stored(inprocess.url) == {"renamed.bin": [tree_hash(b"moved")]}
+
+
+def test_a_rename_after_a_failed_attempt_names_the_archive(inprocess: Emulator, held: Mount) -> None:
+    held.path("w").mkdir()
+    held.path("w", "first.txt").write_bytes(b"data")
+    boto = boto_client(inprocess.url)
+    boto.delete_vault(vaultName="w")
+    assert run("sync", held.path("w", "first.txt"), check=False).returncode != 0
+    os.rename(held.path("w", "first.txt"), held.path("w", "second.txt"))
+    boto.create_vault(vaultName="w")
+    assert run("sync", held.path("w", "second.txt")).returncode == 0
+    assert stored(inprocess.url, "w") == {"second.txt": [tree_hash(b"data")]}
+
+
+def test_cache_writes_with_write_back_reads_back_without_a_retrieval(inprocess: Emulator, tmp_path: Path) -> None:
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD, "--cache-writes")
+    try:
+        mount.path("v").mkdir()
+        mount.path("v", "mine.txt").write_bytes(b"mine")
+        run("sync", mount.path("v", "mine.txt"))
+        wait_for(lambda: state(mount.path("v", "mine.txt")) == "cached", what="the copy in the cache")
+        assert mount.path("v", "mine.txt").read_bytes() == b"mine"
+        assert inprocess.calls["InitiateJob"] == 0
+    finally:
+        mount.unmount()
+
+
+def test_rsync_delay_updates_records_the_final_names(inprocess: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for index in range(3):
+        (source / f"photo{index}.jpg").write_bytes(os.urandom(20_000))
+    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "1")
+    try:
+        mount.path("v").mkdir()
+        # ~3 s: each file sits in .~tmp~ longer than the settle time until rsync's last renames
+        run("rsync", "-a", "--delay-updates", "--bwlimit=20", f"{source}/", mount.path("v"))
+        assert glacierfs_umount(mount).returncode == 0
+    finally:
+        mount.unmount()
+    assert stored(inprocess.url).keys() == {"photo0.jpg", "photo1.jpg", "photo2.jpg"}
