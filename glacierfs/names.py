@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from glacierfs import timestamps
 from glacierfs.paths import MAX_COMPONENT
@@ -85,7 +85,7 @@ _V4_TAIL = "</lm></m>"
 _midnights: dict[str, float | None] = {}  # YYYYMMDD -> that day's 00:00:00 UTC, or None if no such day
 
 
-def _fastglacier_v4_plain(text: str) -> Decoded | bool | None:
+def _fastglacier_v4_plain(text: str) -> Decoded | Literal[False] | None:
     """The v4 description glacierfs writes (no ``<ce>``, ASCII digits), read with
     string operations instead of the regular expression: an inventory of
     millions holds mostly these. False: it names nothing; None: not this plain
