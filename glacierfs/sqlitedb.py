@@ -18,12 +18,15 @@ from glacierfs import errors
 
 
 class LockedDatabase:
-    def __init__(self, path: Path, schema: str, row_factory: Any = None) -> None:
+    def __init__(self, path: Path, schema: str, row_factory: Any = None, page_size: int | None = None) -> None:
+        """``page_size`` applies to a database created here (it is fixed once in WAL mode)."""
         self.path = path
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if row_factory is not None:
             self._db.row_factory = row_factory
+        if page_size is not None:
+            self._db.execute(f"PRAGMA page_size={int(page_size)}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(schema)
