@@ -95,14 +95,13 @@ class UploadQueue:
         self._parts = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix="part")
         self._dispatcher = threading.Thread(target=self._dispatch, name="write-back", daemon=True)
         self._dispatcher.start()
+        self._report(logging.INFO, "%d file(s) (%d bytes) are queued for upload from the spool %s")
+
+    def _report(self, level: int, message: str) -> None:
+        """Log ``message`` with the files, bytes and spool of the queue, unless it is empty."""
         queued = self.store.all()
         if queued:
-            log.info(
-                "%d file(s) (%d bytes) are queued for upload from the spool %s",
-                len(queued),
-                sum(item.size for item in queued),
-                self.spool.directory,
-            )
+            log.log(level, message, len(queued), sum(item.size for item in queued), self.spool.directory)
 
     def _doubt(self, item: QueuedFile) -> None:
         """The mount died during this file's upload, which Glacier may have stored."""
@@ -145,14 +144,10 @@ class UploadQueue:
             if pool is not None:
                 pool.shutdown(wait=True)
         self.spool.close()
-        left = self.store.all()
-        if left:
-            log.warning(
-                "unmounted with %d file(s) (%d bytes) not yet uploaded; they stay in %s and go up at the next mount",
-                len(left),
-                sum(item.size for item in left),
-                self.spool.directory,
-            )
+        self._report(
+            logging.WARNING,
+            "unmounted with %d file(s) (%d bytes) not yet uploaded; they stay in %s and go up at the next mount",
+        )
 
     # Entering and leaving the queue -----------------------------------------
 
