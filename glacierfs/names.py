@@ -23,7 +23,7 @@ _FASTGLACIER_V4 = re.compile(
     r"(?:<ce>[^<]*</ce>)?</m>"
 )  # v3 is v4 with <ce>c:e:md5</ce>
 # rsync writes into ".NAME.XXXXXX" and renames it to NAME once complete.
-_RSYNC_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<suffix>[A-Za-z0-9]{6})$")
+_RSYNC_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 
 
 class Decoded(NamedTuple):  # a tuple: made once per archive of an inventory, millions of times
@@ -208,17 +208,10 @@ def likely_final_name(name: str) -> str:
     """The name a temporary file will be renamed to (rsync's ".NAME.XXXXXX"), else ``name``.
 
     Archive descriptions are immutable, so the name recorded at upload should be
-    the one the file ends up with. rsync's six characters are random letters of
-    both cases and digits. A suffix without both cases, or capitalized like a
-    word, is part of a real dotfile's name (``.env.sample``, ``.bashrc.240115``,
-    ``.env.prod01``, ``.env.Docker``, ``.notes.BACKUP``). About one temporary
-    name in ten looks like that too: it is recorded as it is, and the catalog
-    and the manifest carry the rename. (--write-back waits for the rename
-    instead of guessing.)
+    the one the file ends up with. Only for a file rsync creates: any other
+    name of that shape is a real dotfile's (``.env.sample``, ``.bashrc.backup``),
+    and rsync's own copy of such a file is ``..env.sample.XXXXXX``. (--write-back
+    waits for the rename instead of guessing.)
     """
     match = _RSYNC_TEMPORARY.match(name)
-    if match is None:
-        return name
-    suffix = match["suffix"]
-    mixed = any(c.islower() for c in suffix) and any(c.isupper() for c in suffix[1:])
-    return match["name"] if mixed else name
+    return match["name"] if match else name

@@ -27,6 +27,17 @@ def process_of(thread: int) -> int | None:
     return None
 
 
+def command_of(process: int | None) -> str | None:
+    """The process's command name (``/proc/PID/comm``); None if it cannot be read."""
+    if process is None:
+        return None
+    try:
+        with open(f"/proc/{process}/comm", "rb") as comm:
+            return comm.read().decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
 def killed_by_signal(process: int) -> bool:
     """Whether ``process`` is dying of a signal (its descriptors close as it dies)."""
     try:

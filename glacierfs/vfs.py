@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from glacierfs import errors, names
+from glacierfs import errors, names, processes
 from glacierfs.cache import Incoming
 from glacierfs.catalog import DIRECTORY, EMPTY, FILE, QUEUED, UPLOADING, Catalog, Entry, new_entry
 from glacierfs.deletions import Deletions
@@ -41,6 +41,11 @@ from glacierfs.writeback import UploadQueue
 from glacierfs.writer import PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
+
+
+def _is_rsync(process: int | None) -> bool:
+    """rsync writes into a temporary name it renames at once (names.likely_final_name)."""
+    return processes.command_of(process) == "rsync"
 
 
 def _replaced(existing: Entry | None) -> list[Entry]:
@@ -228,7 +233,8 @@ class GlacierFS:
             # rsync has renamed its temporary file, and the name is the real one.
             spooled = WriteHandle(vault, rel, self.queue.spool.create(), self.outcomes, opener, replaces)
             return self.open_files.add(spooled)
-        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(name_of(rel))]))
+        name = name_of(rel)
+        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(name) if _is_rsync(opener) else name]))
         description = names.encode(final, time.time())
         if not names.fits(final):
             raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")

@@ -267,14 +267,25 @@ def test_the_settle_time_lets_a_rename_after_close_name_the_archive(inprocess: E
 
 
 def test_without_write_back_real_dotfiles_keep_their_names(inprocess: Emulator, tmp_path: Path) -> None:
+    """Only files rsync creates are taken for its temporary names."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "photo.jpg").write_bytes(b"jpeg")
+    (source / ".env.docker").write_bytes(b"B=2")
     mount = Mount(tmp_path, inprocess.url, "--poll-interval", "0.2")
     try:
         mount.path("v").mkdir()
-        for name in (".env.sample", ".bashrc.backup", ".photo.jpg.aB3xYz"):
+        for name in (".env.sample", ".bashrc.backup", ".bashrc.240115", ".env.prod01"):
             mount.path("v", name).write_bytes(name.encode())
+        run("cp", source / ".env.docker", mount.path("v", ".env.Docker"))
+        run("rsync", "-a", f"{source}/", mount.path("v", "synced"))
     finally:
         mount.unmount()
-    assert stored(inprocess.url).keys() == {".env.sample", ".bashrc.backup", "photo.jpg"}
+    assert stored(inprocess.url).keys() == {
+        *(".env.sample", ".bashrc.backup", ".bashrc.240115", ".env.prod01", ".env.Docker"),
+        "synced/photo.jpg",
+        "synced/env.docker",  # rsync names a dotfile's temporary file without its dot: see the README
+    }
 
 
 def test_a_file_fsynced_while_written_is_stored_by_its_last_close(inprocess: Emulator, held: Mount) -> None:
