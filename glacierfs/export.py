@@ -164,18 +164,19 @@ def _export(args: argparse.Namespace) -> int:
         )
         work, local = exporter.plan(vault, prefix)
         listed = exporter.jobs_listed(vault)
-        reusable = [w for w in work if exporter._pick(w, listed) is not None]
-        new = [w for w in work if w not in reusable]
+        new = [w for w in work if exporter._pick(w, listed) is None]
+        reusable = len(work) - len(new)
         new_bytes = sum(w.item.size for w in new)
         cost = prices.estimate(args.tier, len(new), new_bytes)
         totals = exporter.totals
         print(
             f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
-            f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {len(reusable)} from jobs "
+            f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {reusable} from jobs "
             f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({human_size(new_bytes)}), "
             f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
         )
-        if new and not args.yes:
+        asked = bool(new and not args.yes)
+        if asked:
             if not sys.stdin.isatty():
                 print("glacierfs export: not confirmed (use --yes to start without asking)", file=sys.stderr)
                 return EXIT_FAILED
@@ -187,7 +188,8 @@ def _export(args: argparse.Namespace) -> int:
             if not to_s3:
                 dest_root.mkdir(parents=True, exist_ok=True)
             exporter.write_local(local)
-            exporter.run(vault, work, wait_for_jobs=not args.no_wait)
+            # Glacier's list as just read, unless a person took time to answer.
+            exporter.run(vault, work, wait_for_jobs=not args.no_wait, listed=None if asked else listed)
             exporter.finish_dirs(local)
         except (StopExport, errors.NoSpace) as error:
             stopped = str(error)

@@ -14,18 +14,18 @@ at ``concurrency * chunk_size`` whatever the archives' sizes.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from glacierfs import errors
 from glacierfs.downloads import fetch_chunk
 from glacierfs.exportstate import (
-    DOWNLOADED,
     FAILED,
     REQUESTED,
     VERIFIED,
@@ -43,7 +43,14 @@ from glacierfs.treehash import MiB, combine
 
 log = logging.getLogger(__name__)
 
+JobList = dict[str, list[Job]]  # archive id -> its jobs Glacier lists
+
 START_CONCURRENCY = 8  # InitiateJob requests in flight at once
+# Jobs started per round, as AWS's own solution does: the next round (a new look
+# at Glacier's list) downloads what finished while the next batch starts.
+START_BATCH = 100
+# Verified archives waiting to be named, per download slot.
+COMMITS_PER_DOWNLOAD = 2
 # Refusals of a job that mean "not now": the account's data retrieval policy
 # (PolicyEnforcedException) and a lack of Expedited capacity.
 NOT_NOW = (errors.RetrievalPolicyRefused, errors.InsufficientCapacity)
@@ -130,6 +137,8 @@ class Exporter:
         self.totals = Totals()
         self._lock = threading.Lock()  # guards totals, updated by download and start threads
         self._starter: ThreadPoolExecutor | None = None  # while run() runs
+        self._committer: ThreadPoolExecutor | None = None  # while run() runs
+        self._commit_slots = threading.BoundedSemaphore(COMMITS_PER_DOWNLOAD * concurrency)
 
     # Planning -------------------------------------------------------------
 
@@ -197,7 +206,7 @@ class Exporter:
 
     # Jobs -----------------------------------------------------------------
 
-    def jobs_listed(self, vault: str) -> dict[str, list[Job]]:
+    def jobs_listed(self, vault: str) -> JobList:
         """Archive id -> whole-archive retrieval jobs Glacier lists, output still live or coming."""
         listed: dict[str, list[Job]] = {}
         for job in self.glacier.list_jobs(vault):
@@ -208,7 +217,7 @@ class Exporter:
             listed.setdefault(job.archive_id, []).append(job)
         return listed
 
-    def _pick(self, work: Work, listed: dict[str, list[Job]]) -> Job | None:
+    def _pick(self, work: Work, listed: JobList) -> Job | None:
         """This export's job, else one the mount knows, else any Glacier lists; Succeeded first."""
         assert work.item.archive_id
         jobs = {job.job_id: job for job in listed.get(work.item.archive_id, [])}
@@ -245,35 +254,62 @@ class Exporter:
 
     # The run --------------------------------------------------------------
 
-    def run(self, vault: str, work: list[Work], wait_for_jobs: bool = True) -> None:
+    def run(self, vault: str, work: list[Work], wait_for_jobs: bool = True, listed: JobList | None = None) -> None:
         """Bring every archive of ``work`` out; raise StopExport when the disk
         is full, or, without ``wait_for_jobs``, once only waiting is left.
 
-        Glacier's job list is asked once per round: at the start, right after
-        jobs were started, and then every poll interval while jobs are in
-        progress; downloads finishing need no new list."""
+        Glacier's job list is asked only while some archive has no download
+        under way: at the start (``listed``, if the caller just asked), right
+        after jobs were started, and then every poll interval while jobs are in
+        progress. Downloads finishing need no new list: asking for every one of
+        them made the listing, O(jobs) requests each time, the export's pace.
+        Finished downloads come back through a queue, not ``wait()`` over every
+        download submitted (O(archives) each time)."""
         remaining = {id(w): w for w in work}
-        running: dict[Future[None], Work] = {}
+        running: dict[Future[Any], Work] = {}  # downloads, and the commits they led to
+        committing: set[Future[Any]] = set()
+        finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         next_listing = 0.0  # monotonic time of the next look at Glacier's job list
         waiting = paced = 0
         with (
+            # Outermost, so that downloads still finishing at the end can hand over their commits.
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="commit") as self._committer,
             ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="export") as pool,
             ThreadPoolExecutor(max_workers=START_CONCURRENCY, thread_name_prefix="start") as self._starter,
         ):
+
+            def follow(future: Future[Any], item: Work) -> None:
+                running[future] = item
+                future.add_done_callback(finished.put)
+
+            def download(item: Work) -> None:
+                follow(pool.submit(self._export_one, vault, item), item)
+
+            def commit(future: Future[Any], item: Work) -> None:
+                committing.add(future)
+                follow(future, item)
+
             try:
                 while remaining or running:
-                    if remaining and time.monotonic() >= next_listing:
-                        started_any, waiting, paced = self._round(vault, remaining, running, pool)
+                    if len(remaining) > len(running) and time.monotonic() >= next_listing:
+                        started_any, waiting, paced = self._round(vault, remaining, running, download, listed)
+                        listed = None
                         next_listing = time.monotonic() + (0 if started_any else self.poll_interval)
                     with self._lock:
                         self.totals.waiting, self.totals.paced = waiting, paced
-                        self.totals.downloading = len(running)
+                        self.totals.downloading = len(running) - len(committing)
                     self.progress(self.totals)
                     if running:
                         timeout = max(0.0, next_listing - time.monotonic()) if waiting or paced else None
-                        done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                        try:
+                            done = [finished.get(timeout=timeout)]
+                        except queue.Empty:
+                            continue
+                        while not finished.empty():
+                            done.append(finished.get_nowait())
                         for future in done:
-                            if self._finished(running.pop(future), future, remaining):
+                            committing.discard(future)
+                            if self._finished(running.pop(future), future, remaining, commit):
                                 next_listing = 0.0  # its job's output went: look again now
                         continue
                     if not remaining:
@@ -294,15 +330,23 @@ class Exporter:
                     time.sleep(max(0.0, pause) + 0.01)
             finally:
                 for future in running:
-                    future.cancel()
+                    if future not in committing:  # a commit runs to its end, or aborts its upload
+                        future.cancel()
                 self.progress(self.totals)
 
     def _round(
-        self, vault: str, remaining: dict[int, Work], running: dict[Future[None], Work], pool: ThreadPoolExecutor
+        self,
+        vault: str,
+        remaining: dict[int, Work],
+        running: dict[Future[None], Work],
+        download: Callable[[Work], None],
+        listed: JobList | None = None,
     ) -> tuple[bool, int, int]:
-        """Match every archive not being downloaded with a job, starting jobs as
-        the pacer allows, and download those ready. (jobs started?, waiting, paced)"""
-        listed = self.jobs_listed(vault)
+        """Match every archive not being downloaded with a job, starting at most
+        START_BATCH jobs as the pacer allows, and download those ready.
+        (jobs started?, waiting, paced)"""
+        if listed is None:
+            listed = self.jobs_listed(vault)
         waiting = paced = 0
         busy = {id(w) for w in running.values()}
         to_start: list[tuple[int, Work]] = []
@@ -320,6 +364,9 @@ class Exporter:
                         item.rel,
                     )
                     item.job_id = None
+                if len(to_start) >= START_BATCH:
+                    waiting += 1  # for the next round's batch
+                    continue
                 if not self.pacer.may_start(item.item.size, pending):
                     paced += 1
                     continue
@@ -334,7 +381,7 @@ class Exporter:
                 item.job_id = job.job_id
             if job.completed:
                 item.listed = job
-                running[pool.submit(self._export_one, vault, item)] = item
+                download(item)
             else:
                 waiting += 1
         # Started a batch at a time, as AWS's own solution does: one by one, a request's
@@ -350,20 +397,33 @@ class Exporter:
                 waiting += 1
         return any(started), waiting, paced
 
-    def _finished(self, work: Work, future: Future[None], remaining: dict[int, Work]) -> bool:
-        """Account for one download; True if its job's output is gone and the archive needs another."""
+    def _finished(
+        self,
+        work: Work,
+        future: Future[Any],
+        remaining: dict[int, Work],
+        commit: Callable[[Future[Any], Work], None],
+    ) -> bool:
+        """Account for one download or commit; True if its job's output is gone
+        and the archive needs another."""
         error = future.exception()
         if isinstance(error, errors.NoSpace):
             raise StopExport(str(error)) from error
         if isinstance(error, errors.NotFound):
             return True
+        if error is None and isinstance(committed := future.result(), Future):
+            commit(committed, work)  # verified; being named
+            return False
         remaining.pop(id(work), None)
         if error is not None:
             self._fail(work.rel, str(error))
         return False
 
-    def _export_one(self, vault: str, work: Work) -> None:
-        """Download the job's output to a temporary file, verify, then name it."""
+    def _export_one(self, vault: str, work: Work) -> Future[None]:
+        """Download the job's output to a temporary file and verify it; then
+        hand it to a commit thread to be named (an fsync, or an upload to S3,
+        that need not hold a download slot). At most COMMITS_PER_DOWNLOAD x
+        concurrency wait for theirs: an S3 chunk waits in memory."""
         item, job = work.item, work.listed
         assert job is not None and item.archive_id
         sink = self.dest.begin(work.rel, item)
@@ -375,7 +435,6 @@ class Exporter:
                 hashes.append(
                     fetch_chunk(self.glacier, vault, job.job_id, start, stop, partial(sink.write, offset=start))
                 )
-            self.state.set(label, vault, path, archive, DOWNLOADED, job.job_id)
             whole = combine(hashes).hex()
             expected = item.tree_hash or job.archive_tree_hash
             if expected and whole != expected:
@@ -386,8 +445,23 @@ class Exporter:
         except BaseException:
             sink.abort()
             raise
-        sink.commit()
-        self.state.set(label, vault, path, archive, WRITTEN, job.job_id)
+        assert self._committer is not None
+        self._commit_slots.acquire()
+        try:
+            return self._committer.submit(self._commit, vault, work, sink)
+        except BaseException:  # the run is over: its committer no longer takes work
+            self._commit_slots.release()
+            sink.abort()
+            raise
+
+    def _commit(self, vault: str, work: Work, sink: Sink) -> None:
+        item = work.item
+        assert item.archive_id and work.job_id
+        try:
+            sink.commit()
+        finally:
+            self._commit_slots.release()
+        self.state.set(self.dest.label, vault, item.path, item.archive_id, WRITTEN, work.job_id)
         self._done(item.size)
         log.info("exported %s (%d bytes), verified", work.rel, item.size)
 

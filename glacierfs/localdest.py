@@ -77,9 +77,14 @@ class LocalDestination:
         """Where an archive's bytes go until they are verified: a hidden name beside the final one."""
         final = self.final(rel)
         temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            return LocalSink(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), temp, final, item)
+            try:
+                fd = os.open(temp, flags, 0o600)
+            except FileNotFoundError:  # write_local made every directory; one was removed since
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, flags, 0o600)
+            return LocalSink(fd, temp, final, item)
         except OSError as error:
             raise _no_space(error) from error
 

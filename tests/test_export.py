@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs.emulator import control
+from glacierfs.emulator import Emulator, control
 from glacierfs.pacing import DAY, HOUR, Pacer
 from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, read_when_ready, wait_for
 
@@ -367,3 +367,24 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(mount: Mount, url: str, tmp_pa
     assert result.returncode == 0, result.stderr
     assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*.bin")} == files
     assert len(jobs(url, "v13")) == 8
+
+
+def test_glacier_job_list_is_not_asked_again_for_every_finished_download(inprocess: Emulator, tmp_path: Path):
+    """Each listing is O(jobs) requests: once per download made the listing the export's pace."""
+    mount = Mount(tmp_path / "m", inprocess.url, "--cache-size", "1M")
+    try:
+        fill(mount, "lj", sample(24))
+        dest = tmp_path / "out"
+        first = export(mount, "lj", dest, "--yes", "--concurrency", "2", "--poll-interval", "0")
+        assert first.returncode == 0, first.stderr
+        # The plan, the first round (starting every job), the round that finds them done.
+        assert inprocess.calls["ListJobs"] <= 3
+        assert inprocess.calls["InitiateJob"] == 24
+        before = inprocess.calls["ListJobs"]
+        again = export(mount, "lj", tmp_path / "again", "--yes", "--concurrency", "2", "--poll-interval", "0")
+        assert again.returncode == 0, again.stderr
+        assert "24 reused" in again.stdout
+        assert inprocess.calls["ListJobs"] - before == 1  # the plan's listing serves the first round
+    finally:
+        mount.unmount()
+    assert sorted(p.name for p in (tmp_path / "again").rglob("*.bin")) == sorted(p.name for p in dest.rglob("*.bin"))
