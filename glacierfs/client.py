@@ -185,12 +185,15 @@ def _degraded(status: dict) -> bool:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from glacierfs.export import running_exports  # export imports this module
+
     mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
     code = STATUS_OK
     found: dict[str, dict] = {}
     for mount in mounts:
         try:
             found[str(mount)] = json.loads(os.getxattr(mount, Attr.STATUS))
+            found[str(mount)]["exports"] = running_exports(mount)
         except OSError as error:
             print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
             code = STATUS_UNREADABLE
@@ -242,6 +245,10 @@ def _print_status(mount: str, status: dict) -> None:
             f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
             f"{gone['entries']} name(s) kept until it is listed again"
         )
+    for running in status.get("exports", []):
+        from glacierfs.export import progress_line  # export imports this module
+
+        print(f"  export of {running['source']} to {running['dest']} (pid {running['pid']}): {progress_line(running)}")
     cache = status.get("cache")
     if cache:
         print(

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from glacierfs import client, errors
 from glacierfs.client import human_size
@@ -84,30 +84,45 @@ def _source(path: Path) -> tuple[dict[str, str | None], str, str]:
     return source, rel[0], "/".join(rel[1:])
 
 
-def _progress_printer(stream: TextIO) -> Callable[[Totals], None]:
+def _progress(stream: TextIO, report: Callable[[dict[str, Any]], None]) -> Callable[[Totals], None]:
+    """The progress line on a terminal, and the figures `glacierfs status` reads, twice a second at most."""
     last = [0.0]
     tty = stream.isatty()
 
     def show(totals: Totals) -> None:
         now = time.monotonic()
-        if not tty or now - last[0] < 0.5:
+        if now - last[0] < 0.5:
             return
         last[0] = now
-        elapsed = now - totals.started
-        rate = totals.bytes_done / elapsed if elapsed > 0 else 0
-        left = totals.bytes - totals.bytes_done
-        eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
-        fraction = totals.bytes_done / totals.bytes if totals.bytes else 1.0
-        print(
-            f"\r[{'#' * int(fraction * 20):<20}] {totals.files_done}/{totals.files} files, "
-            f"{human_size(totals.bytes_done)}/{human_size(totals.bytes)}, jobs waiting {totals.waiting}, "
-            f"downloading {totals.downloading}, paced {totals.paced}, failed {len(totals.failures)}, ETA {eta}  ",
-            end="",
-            file=stream,
-            flush=True,
-        )
+        figures = totals.figures()
+        report(figures)
+        if tty:
+            print(f"\r{progress_line(figures)}  ", end="", file=stream, flush=True)
 
     return show
+
+
+def progress_line(figures: dict[str, Any]) -> str:
+    """One line of an export's figures: its progress bar, and `glacierfs status`'s line."""
+    fraction = figures["bytes_done"] / figures["bytes"] if figures["bytes"] else 1.0
+    eta = figures["eta"]
+    return (
+        f"[{'#' * int(fraction * 20):<20}] {figures['files_done']}/{figures['files']} files, "
+        f"{human_size(figures['bytes_done'])}/{human_size(figures['bytes'])}, jobs waiting {figures['jobs_waiting']}, "
+        f"downloading {figures['downloading']}, paced {figures['paced']}, failed {figures['failed']}, "
+        f"ETA {'-' if eta is None else f'{eta:.0f} s'}"
+    )
+
+
+def running_exports(mount: Path) -> list[dict[str, Any]]:
+    """The exports running from the mount at ``mount`` (its root), for `glacierfs status`."""
+    from glacierfs.exportstate import running_exports as running
+
+    try:
+        catalog = json.loads(os.getxattr(mount, Attr.SOURCE)).get("catalog")
+    except (OSError, ValueError):
+        return []
+    return running(Path(catalog)) if catalog else []
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -123,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from glacierfs.exporter import Destination, Exporter, StopExport
-    from glacierfs.exportstate import ExportState, MountCatalog
+    from glacierfs.exportstate import ExportState, MountCatalog, state_path
     from glacierfs.glacier import GlacierClient, S3Client
     from glacierfs.localdest import LocalDestination
     from glacierfs.pacing import Pacer
@@ -140,9 +155,10 @@ def _export(args: argparse.Namespace) -> int:
         raise errors.InvalidRequest(f"to S3 the chunk size is at least {MIN_CHUNK >> 20} MiB (S3's smallest part)")
     prices = price_table(args.prices)
     catalog_path = Path(str(source["catalog"]))
-    key = catalog_path.name.removeprefix("catalog-").removesuffix(".sqlite")
     catalog = MountCatalog(catalog_path)
-    state = ExportState(catalog_path.with_name(f"export-{key}.sqlite"))
+    state = ExportState(state_path(catalog_path))
+    started = time.time()
+    label = f"{vault}/{prefix}".rstrip("/")
     try:
         glacier = GlacierClient(source.get("endpoint"), source.get("region"), source.get("profile"))
         pacer = Pacer(state.jobs_since, args.max_bytes_per_day, args.max_jobs_per_hour)
@@ -160,7 +176,7 @@ def _export(args: argparse.Namespace) -> int:
             concurrency=max(1, args.concurrency),
             chunk_size=args.chunk_size,
             overwrite=args.overwrite,
-            progress=_progress_printer(sys.stderr),
+            progress=_progress(sys.stderr, lambda figures: state.report(dest.label, label, started, figures)),
         )
         work, local = exporter.plan(vault, prefix)
         listed = exporter.jobs_listed(vault)
@@ -170,7 +186,7 @@ def _export(args: argparse.Namespace) -> int:
         cost = prices.estimate(args.tier, len(new), new_bytes)
         totals = exporter.totals
         print(
-            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
+            f"{label} -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
             f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {reusable} from jobs "
             f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({human_size(new_bytes)}), "
             f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
@@ -184,6 +200,7 @@ def _export(args: argparse.Namespace) -> int:
                 print("Nothing started.")
                 return EXIT_FAILED
         stopped = ""
+        totals.bytes_at_start, totals.started = totals.bytes_done, time.monotonic()
         try:
             if not to_s3:
                 dest_root.mkdir(parents=True, exist_ok=True)
@@ -193,6 +210,8 @@ def _export(args: argparse.Namespace) -> int:
             exporter.finish_dirs(local)
         except (StopExport, errors.NoSpace) as error:
             stopped = str(error)
+        finally:
+            state.finished(dest.label)
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end the progress line
         return _summary(totals, stopped)

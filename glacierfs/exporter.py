@@ -100,6 +100,30 @@ class Totals:
     reused_jobs: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> why
     started: float = field(default_factory=time.monotonic)
+    bytes_at_start: int = 0  # done before this run: not part of its rate
+
+    def eta(self) -> float | None:
+        """Seconds left at this run's rate so far; None before there is one."""
+        elapsed = time.monotonic() - self.started
+        rate = (self.bytes_done - self.bytes_at_start) / elapsed if elapsed > 0 else 0
+        left = self.bytes - self.bytes_done
+        return left / rate if rate > 0 else (0.0 if not left else None)
+
+    def figures(self) -> dict[str, Any]:
+        """What `glacierfs status` shows of a running export."""
+        return {
+            "files": self.files,
+            "files_done": self.files_done,
+            "bytes": self.bytes,
+            "bytes_done": self.bytes_done,
+            "jobs_waiting": self.waiting,
+            "downloading": self.downloading,
+            "paced": self.paced,
+            "new_jobs": self.new_jobs,
+            "reused_jobs": self.reused_jobs,
+            "failed": len(self.failures),
+            "eta": self.eta(),
+        }
 
 
 class StopExport(Exception):

@@ -12,12 +12,14 @@ export loses nothing the mount needs, and a mount never waits on an export.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from glacierfs import errors
 from glacierfs.catalog import DIRECTORY, EMPTY, IN_PROGRESS, SUCCEEDED, JobRecord, _job
@@ -52,7 +54,51 @@ CREATE TABLE IF NOT EXISTS export_jobs (
     requested REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (requested);
+CREATE TABLE IF NOT EXISTS progress (
+    dest TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    updated REAL NOT NULL,
+    figures TEXT NOT NULL
+);
 """
+
+
+def state_path(catalog: Path) -> Path:
+    """Where the exports of the mount whose catalog is ``catalog`` keep their state."""
+    key = catalog.name.removeprefix("catalog-").removesuffix(".sqlite")
+    return catalog.with_name(f"export-{key}.sqlite")
+
+
+def running_exports(catalog: Path) -> list[dict[str, Any]]:
+    """The exports of this catalog's account running now, as they last reported
+    (``glacierfs status``). Read-only, without the export's lock: a reader must
+    never make an export starting at that moment think another one runs."""
+    path = state_path(catalog)
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT dest, source, pid, started, updated, figures FROM progress").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:  # an export state from before the progress table, or one being created
+        return []
+    return [
+        {"dest": dest, "source": source, "pid": pid, "started": started, "updated": updated, **json.loads(figures)}
+        for dest, source, pid, started, updated, figures in rows
+        if _is_export(pid)
+    ]
+
+
+def _is_export(pid: int) -> bool:
+    """Whether ``pid`` is a running `glacierfs export` (a row a kill -9 left is not)."""
+    try:
+        return b"export" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -159,6 +205,16 @@ class ExportState:
             "SELECT requested, bytes FROM export_jobs WHERE requested>=? ORDER BY requested", (since,)
         )
         return [(row[0], row[1]) for row in rows]
+
+    def report(self, dest: str, source: str, started: float, figures: dict[str, Any]) -> None:
+        """What this run has done so far, for `glacierfs status`."""
+        self._store.execute(
+            "INSERT OR REPLACE INTO progress (dest, source, pid, started, updated, figures) VALUES (?,?,?,?,?,?)",
+            (dest, source, os.getpid(), started, time.time(), json.dumps(figures)),
+        )
+
+    def finished(self, dest: str) -> None:
+        self._store.execute("DELETE FROM progress WHERE dest=?", (dest,))
 
     def counts(self, dest: str) -> dict[str, int]:
         rows = self._store.query("SELECT state, COUNT(*) FROM exports WHERE dest=? GROUP BY state", (dest,))

@@ -3,6 +3,7 @@ checked at DEST with real files and at the "service" with plain boto3."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -388,3 +389,30 @@ def test_glacier_job_list_is_not_asked_again_for_every_finished_download(inproce
     finally:
         mount.unmount()
     assert sorted(p.name for p in (tmp_path / "again").rglob("*.bin")) == sorted(p.name for p in dest.rglob("*.bin"))
+
+
+def test_status_shows_a_running_export_in_text_and_json(mount: Mount, url: str, tmp_path: Path):
+    fill(mount, "st", sample(4))
+    control.configure(url, job_delay=3600.0)
+    command = [*GLACIERFS, "export", str(mount.path("st")), str(tmp_path / "out"), "--yes", "--poll-interval", "0.1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = [*GLACIERFS, "status", str(mount.mountpoint)]
+
+    def exports() -> list[dict]:
+        answer = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(answer.stdout)["mounts"][str(mount.mountpoint)]["exports"]
+
+    try:
+        wait_for(lambda: [e for e in exports() if e["jobs_waiting"] == 4], timeout=30, what="the export in status")
+        [running] = exports()
+        assert running["pid"] == process.pid and running["source"] == "st"
+        assert running["dest"] == str(tmp_path / "out")
+        assert (running["files"], running["files_done"], running["bytes"]) == (4, 0, sum(3000 + i for i in range(4)))
+        assert (running["downloading"], running["failed"], running["eta"]) == (0, 0, None)
+        text = subprocess.run(status, capture_output=True, text=True, timeout=30).stdout
+        assert f"export of st to {tmp_path / 'out'} (pid {process.pid})" in text
+        assert "0/4 files" in text and "jobs waiting 4" in text
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    assert exports() == []
