@@ -145,6 +145,7 @@ def _export(args: argparse.Namespace) -> int:
     from glacierfs.pricing import price_table
     from glacierfs.retrieval import DEFAULT_POLL
     from glacierfs.s3dest import MIN_CHUNK, S3Destination
+    from glacierfs.spending import spent
 
     source, vault, prefix = _source(args.source)
     to_s3 = str(args.dest).startswith("s3://")
@@ -161,7 +162,12 @@ def _export(args: argparse.Namespace) -> int:
     label = f"{vault}/{prefix}".rstrip("/")
     try:
         glacier = GlacierClient(source.get("endpoint"), source.get("region"), source.get("profile"))
-        pacer = Pacer(state.jobs_since, args.max_bytes_per_day, args.max_jobs_per_hour)
+        # The account's spending as the mount's cost guard counts it (spending.py): its jobs and the exports'.
+        pacer = Pacer(
+            lambda since: spent(catalog.jobs_since(since), state.jobs_since(since)),
+            args.max_bytes_per_day,
+            args.max_jobs_per_hour,
+        )
         dest: Destination = LocalDestination(dest_root)
         if to_s3:
             dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest))

@@ -146,6 +146,13 @@ class MountCatalog:
         for row in self._db.execute(sql + " ORDER BY path", args):
             yield Item(*row)
 
+    def jobs_since(self, since: float) -> list[tuple[str, float, int]]:
+        """(job id, requested, bytes) of the jobs the mount started since ``since``: what its cost guard counts."""
+        rows = self._db.execute(
+            "SELECT job_id, requested, range_end - range_start + 1 FROM jobs WHERE requested>=?", (since,)
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def live_jobs(self, archive_id: str) -> list[JobRecord]:
         """The mount's jobs for an archive that may still have output (Glacier's list decides)."""
         rows = self._db.execute(
@@ -199,12 +206,12 @@ class ExportState:
             (job_id, vault, archive_id, tier, size, requested),
         )
 
-    def jobs_since(self, since: float) -> list[tuple[float, int]]:
-        """(requested, bytes) of the jobs this account's exports started since ``since``."""
+    def jobs_since(self, since: float) -> list[tuple[str, float, int]]:
+        """(job id, requested, bytes) of the jobs this account's exports started since ``since``."""
         rows = self._store.query(
-            "SELECT requested, bytes FROM export_jobs WHERE requested>=? ORDER BY requested", (since,)
+            "SELECT job_id, requested, bytes FROM export_jobs WHERE requested>=? ORDER BY requested", (since,)
         )
-        return [(row[0], row[1]) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def report(self, dest: str, source: str, started: float, figures: dict[str, Any]) -> None:
         """What this run has done so far, for `glacierfs status`."""

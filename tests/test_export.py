@@ -3,6 +3,7 @@ checked at DEST with real files and at the "service" with plain boto3."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -416,3 +417,29 @@ def test_status_shows_a_running_export_in_text_and_json(mount: Mount, url: str, 
         os.kill(process.pid, signal.SIGINT)
         process.wait(timeout=30)
     assert exports() == []
+
+
+def test_the_mounts_cost_guard_counts_the_exports_jobs_once(url: str, tmp_path: Path):
+    mount = Mount(tmp_path / "m", url, "--cache-size", "1M", "--poll-interval", "0.2", "--max-retrieval-jobs", "4")
+    try:
+        files = {f"f{i}.bin": os.urandom(2000 + i) for i in range(3)}
+        fill(mount, "cg", files)
+        assert read_when_ready(mount.path("cg", "f0.bin")) == files["f0.bin"]  # the mount's own job
+        result = export(mount, "cg", tmp_path / "out", "--yes")
+        assert result.returncode == 0, result.stderr
+        assert "2 new job(s), 1 reused" in result.stdout
+        assert len(jobs(url, "cg")) == 3
+        answer = subprocess.run(
+            [*GLACIERFS, "status", "--json", str(mount.mountpoint)], capture_output=True, text=True, timeout=30
+        )
+        budget = json.loads(answer.stdout)["mounts"][str(mount.mountpoint)]["budget"]
+        assert budget["jobs_left"] == 1  # 4 - (the mount's job + the export's two); the reused one once
+        mount.path("cg", "g.bin").write_bytes(b"g" * 1000)
+        mount.path("cg", "h.bin").write_bytes(b"h" * 1000)
+        assert read_when_ready(mount.path("cg", "g.bin")) == b"g" * 1000
+        with pytest.raises(OSError) as refused:
+            mount.path("cg", "h.bin").read_bytes()
+        assert refused.value.errno == errno.EDQUOT
+        assert len(jobs(url, "cg")) == 4
+    finally:
+        mount.unmount()
