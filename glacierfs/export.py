@@ -59,6 +59,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--chunk-size", type=parse_size, default=parse_size("16M"), help="download chunk, 1 MiB x 2^n (default: 16M)"
     )
+    parser.add_argument(
+        "--ranged-threshold",
+        type=parse_size,
+        default=parse_size("4G"),
+        help="archives larger than this come in ranged jobs, downloaded at once (default: 4G)",
+    )
+    parser.add_argument(
+        "--range-size",
+        type=parse_size,
+        default=parse_size("1G"),
+        help="bytes per ranged job, 1 MiB x 2^n (default: 1G)",
+    )
     parser.add_argument("--prices", type=Path, metavar="FILE", help="a JSON price table to estimate the cost with")
     parser.add_argument("--debug", action="store_true", help="log every step to stderr")
     parser.set_defaults(run=run_export)
@@ -170,7 +182,7 @@ def _export(args: argparse.Namespace) -> int:
         )
         dest: Destination = LocalDestination(dest_root)
         if to_s3:
-            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest))
+            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest), args.chunk_size)
         exporter = Exporter(
             glacier,
             catalog,
@@ -182,6 +194,8 @@ def _export(args: argparse.Namespace) -> int:
             concurrency=max(1, args.concurrency),
             chunk_size=args.chunk_size,
             overwrite=args.overwrite,
+            ranged_threshold=args.ranged_threshold,
+            range_size=args.range_size,
             progress=_progress(sys.stderr, lambda figures: state.report(dest.label, label, started, figures)),
         )
         work, local = exporter.plan(vault, prefix)

@@ -43,12 +43,15 @@ from glacierfs.treehash import MiB, combine
 
 log = logging.getLogger(__name__)
 
-JobList = dict[str, list[Job]]  # archive id -> its jobs Glacier lists
+JobList = dict[tuple[str, int, int], list[Job]]  # (archive id, first, last byte) -> its jobs Glacier lists
 
 START_CONCURRENCY = 8  # InitiateJob requests in flight at once
 # Jobs started per round, as AWS's own solution does: the next round (a new look
 # at Glacier's list) downloads what finished while the next batch starts.
 START_BATCH = 100
+# Archives over this come in ranged jobs of RANGE_SIZE (export's --ranged-threshold, --range-size).
+RANGED_THRESHOLD = 4 << 30
+RANGE_SIZE = 1 << 30
 # Verified archives waiting to be named, per download slot.
 COMMITS_PER_DOWNLOAD = 2
 # Refusals of a job that mean "not now": the account's data retrieval policy
@@ -62,6 +65,7 @@ class Sink(Protocol):
     def write(self, data: bytes, offset: int) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
+    def keep(self) -> None: ...
 
 
 class Destination(Protocol):
@@ -73,18 +77,58 @@ class Destination(Protocol):
     def still_there(self, rel: str, item: Item) -> bool: ...
     def make_dir(self, rel: str) -> None: ...
     def set_dir_times(self, rel: str, item: Item) -> None: ...
-    def begin(self, rel: str, item: Item) -> Sink: ...
+    def begin(self, rel: str, item: Item, resume: bool = False) -> Sink: ...
+    def partial_tree_hash(self, rel: str, first: int, last: int) -> str | None: ...
     def empty_file(self, rel: str, item: Item) -> None: ...
 
 
-@dataclass
+class Assembly:
+    """A large archive brought out in ranges, one job each, downloaded at once
+    into one sink: each range is verified against its own tree hash as it
+    lands, and the whole (the ranges' hashes combined: they are nodes of the
+    archive's tree) before the sink is committed."""
+
+    def __init__(self, item: Item, rel: str, ranges: int) -> None:
+        self.item, self.rel = item, rel
+        self.pending = ranges  # ranges not yet verified or failed
+        self.hashes: dict[int, bytes] = {}  # first byte -> tree hash, of the ranges verified
+        self.failed = False
+        self.sink: Sink | None = None
+        self.lock = threading.Lock()
+
+    def open(self, dest: Destination) -> Sink:
+        with self.lock:
+            if self.sink is None:
+                self.sink = dest.begin(self.rel, self.item, resume=True)
+            return self.sink
+
+
+@dataclass(eq=False)
 class Work:
-    """An archive still to bring out."""
+    """An archive still to bring out, or one range of a large one."""
 
     item: Item
     rel: str  # its path under DEST
     job_id: str | None = None  # the job this export counts on
     listed: Job | None = None  # that job as Glacier last listed it
+    span: tuple[int, int] | None = None  # a range's first and last byte; None: the whole archive
+    assembly: Assembly | None = None  # where a range's bytes go
+
+    @property
+    def first(self) -> int:
+        return self.span[0] if self.span else 0
+
+    @property
+    def last(self) -> int:
+        return self.span[1] if self.span else self.item.size - 1
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def what(self) -> str:
+        return f"{self.rel} bytes {self.first}-{self.last}" if self.span else self.rel
 
 
 @dataclass
@@ -144,9 +188,15 @@ class Exporter:
         chunk_size: int = 16 * MiB,
         overwrite: bool = False,
         progress: Callable[[Totals], None] | None = None,
+        ranged_threshold: int = RANGED_THRESHOLD,
+        range_size: int = RANGE_SIZE,
     ) -> None:
-        if chunk_size < MiB or chunk_size & (chunk_size - 1):
-            raise errors.InvalidRequest(f"chunk size {chunk_size} is not 1 MiB x 2^n")
+        """Archives over ``ranged_threshold`` bytes come in ranges of ``range_size``, one job each."""
+        for name, value in (("chunk size", chunk_size), ("range size", range_size)):
+            if value < MiB or value & (value - 1):
+                raise errors.InvalidRequest(f"{name} {value} is not 1 MiB x 2^n")
+        if range_size < chunk_size:
+            raise errors.InvalidRequest(f"the range size ({range_size}) is smaller than the chunk size ({chunk_size})")
         self.glacier = glacier
         self.catalog = catalog
         self.state = state
@@ -157,6 +207,8 @@ class Exporter:
         self.concurrency = concurrency
         self.chunk_size = chunk_size
         self.overwrite = overwrite
+        self.ranged_threshold = ranged_threshold
+        self.range_size = range_size
         self.progress = progress or (lambda totals: None)
         self.totals = Totals()
         self._lock = threading.Lock()  # guards totals, updated by download and start threads
@@ -199,8 +251,39 @@ class Exporter:
             if found != ABSENT and not self.overwrite:
                 self._fail(rel, "exists at the destination with other content; left alone (--overwrite replaces it)")
                 continue
-            work.append(Work(item, rel, row[2] if row else None))
+            if item.size > self.ranged_threshold:
+                work.extend(self._ranges(vault, item, rel))
+            else:
+                work.append(Work(item, rel, row[2] if row else None))
         return work, local
+
+    def _ranges(self, vault: str, item: Item, rel: str) -> list[Work]:
+        """A large archive's ranges: aligned (1 MiB x 2^n each, at multiples of
+        that, so Glacier sends each one's tree hash), with the jobs an earlier
+        run started. Ranges it verified are checked again against what it left
+        at the destination, and skipped where they still match; the last range
+        always comes again, so that this run commits the archive."""
+        assert item.archive_id
+        spans = [(first, min(first + self.range_size, item.size) - 1) for first in range(0, item.size, self.range_size)]
+        assembly = Assembly(item, rel, len(spans))
+        seen = self.state.ranges(self.dest.label, vault, item.path, item.archive_id)
+        work: list[Work] = []
+        for index, span in enumerate(spans):
+            last, state, job_id, tree_hash = seen.get(span[0], (span[1], "", None, None))
+            if last != span[1]:  # another range size then: start over
+                last, state, job_id, tree_hash = span[1], "", None, None
+            if (
+                state == VERIFIED
+                and tree_hash
+                and index < len(spans) - 1
+                and self.dest.partial_tree_hash(rel, *span) == tree_hash
+            ):
+                assembly.hashes[span[0]] = bytes.fromhex(tree_hash)
+                assembly.pending -= 1
+                log.info("%s bytes %d-%d: verified by an earlier run, still there", rel, *span)
+                continue
+            work.append(Work(item, rel, job_id, span=span, assembly=assembly))
+        return work
 
     def write_local(self, local: list[tuple[str, Item]]) -> None:
         """Directories and empty files: no job, written at once."""
@@ -231,24 +314,26 @@ class Exporter:
     # Jobs -----------------------------------------------------------------
 
     def jobs_listed(self, vault: str) -> JobList:
-        """Archive id -> whole-archive retrieval jobs Glacier lists, output still live or coming."""
-        listed: dict[str, list[Job]] = {}
+        """(Archive id, first byte, last byte) -> retrieval jobs Glacier lists
+        for that span, output still live or coming."""
+        listed: JobList = {}
         for job in self.glacier.list_jobs(vault):
             if job.action != "ArchiveRetrieval" or job.status == "Failed" or not job.archive_id:
                 continue
-            if job.archive_size is not None and not listed_span(job, job.archive_size)[2]:
+            if job.archive_size is None:
                 continue
-            listed.setdefault(job.archive_id, []).append(job)
+            first, last, _ = listed_span(job, job.archive_size)
+            listed.setdefault((job.archive_id, first, last), []).append(job)
         return listed
 
     def _pick(self, work: Work, listed: JobList) -> Job | None:
         """This export's job, else one the mount knows, else any Glacier lists; Succeeded first."""
         assert work.item.archive_id
-        jobs = {job.job_id: job for job in listed.get(work.item.archive_id, [])}
+        jobs = {job.job_id: job for job in listed.get((work.item.archive_id, work.first, work.last), [])}
         if work.job_id in jobs:
             return jobs[work.job_id]
         for known in reversed(self.catalog.live_jobs(work.item.archive_id)):
-            if known.whole and known.job_id in jobs:
+            if (known.range_start, known.range_end) == (work.first, work.last) and known.job_id in jobs:
                 return jobs[known.job_id]
         ready = sorted(jobs.values(), key=lambda job: (not job.completed, job.created))
         return ready[0] if ready else None
@@ -258,7 +343,9 @@ class Exporter:
         item = work.item
         assert item.archive_id
         try:
-            job_id = self.glacier.initiate_archive_retrieval(vault, item.archive_id, tier=self.tier)
+            job_id = self.glacier.initiate_archive_retrieval(
+                vault, item.archive_id, tier=self.tier, byte_range=work.span
+            )
         except NOT_NOW as error:
             self.pacer.refused(str(error))
             return False
@@ -268,13 +355,21 @@ class Exporter:
             return True
         self.pacer.accepted()
         now = self.pacer.clock()
-        self.state.add_job(job_id, vault, item.archive_id, self.tier, item.size, now)
-        self.state.set(self.dest.label, vault, item.path, item.archive_id, REQUESTED, job_id)
+        self.state.add_job(job_id, vault, item.archive_id, self.tier, work.size, now)
+        self._requested(vault, work, job_id)
         work.job_id = job_id
         with self._lock:
             self.totals.new_jobs += 1
-        log.info("started %s job %s for %s (%d bytes)", self.tier, job_id[:16], work.rel, item.size)
+        log.info("started %s job %s for %s (%d bytes)", self.tier, job_id[:16], work.what, work.size)
         return True
+
+    def _requested(self, vault: str, work: Work, job_id: str) -> None:
+        item = work.item
+        assert item.archive_id
+        if work.span is None:
+            self.state.set(self.dest.label, vault, item.path, item.archive_id, REQUESTED, job_id)
+        else:
+            self.state.set_range(self.dest.label, vault, item.path, item.archive_id, work.span, REQUESTED, job_id)
 
     # The run --------------------------------------------------------------
 
@@ -347,7 +442,7 @@ class Exporter:
                         raise StopExport(f"{waiting} archive(s) wait for their jobs and {paced} for the pacer")
                     pause = next_listing - time.monotonic()
                     if paced and not waiting:
-                        when = min(self.pacer.when(w.item.size) for w in remaining.values())
+                        when = min(self.pacer.when(w.size) for w in remaining.values())
                         pause = max(pause, when - self.pacer.clock())
                         log.info("paced: the next job may start in %.0f s", pause)
                         next_listing = time.monotonic() + pause
@@ -391,17 +486,16 @@ class Exporter:
                 if len(to_start) >= START_BATCH:
                     waiting += 1  # for the next round's batch
                     continue
-                if not self.pacer.may_start(item.item.size, pending):
+                if not self.pacer.may_start(item.size, pending):
                     paced += 1
                     continue
                 to_start.append((key, item))
-                pending.append((self.pacer.clock(), item.item.size))
+                pending.append((self.pacer.clock(), item.size))
                 continue
             if job.job_id != item.job_id:
-                assert item.item.archive_id
-                self.state.set(self.dest.label, vault, item.item.path, item.item.archive_id, REQUESTED, job.job_id)
+                self._requested(vault, item, job.job_id)
                 self.totals.reused_jobs += 1
-                log.info("reusing job %s for %s: its output is still downloadable", job.job_id[:16], item.rel)
+                log.info("reusing job %s for %s: its output is still downloadable", job.job_id[:16], item.what)
                 item.job_id = job.job_id
             if job.completed:
                 item.listed = job
@@ -443,11 +537,13 @@ class Exporter:
             self._fail(work.rel, str(error))
         return False
 
-    def _export_one(self, vault: str, work: Work) -> Future[None]:
+    def _export_one(self, vault: str, work: Work) -> Future[None] | None:
         """Download the job's output to a temporary file and verify it; then
         hand it to a commit thread to be named (an fsync, or an upload to S3,
         that need not hold a download slot). At most COMMITS_PER_DOWNLOAD x
         concurrency wait for theirs: an S3 chunk waits in memory."""
+        if work.assembly is not None:
+            return self._export_range(vault, work, work.assembly)
         item, job = work.item, work.listed
         assert job is not None and item.archive_id
         sink = self.dest.begin(work.rel, item)
@@ -469,6 +565,61 @@ class Exporter:
         except BaseException:
             sink.abort()
             raise
+        return self._hand_over(vault, work, sink)
+
+    def _export_range(self, vault: str, work: Work, assembly: Assembly) -> Future[None] | None:
+        """One range of a large archive into its place in the archive's sink,
+        verified against the range's own tree hash (Glacier's, for an aligned
+        range); the last range to land checks the whole, then hands it over."""
+        item, job, span = work.item, work.listed, work.span
+        assert job is not None and item.archive_id and span is not None
+        label, path, archive = self.dest.label, item.path, item.archive_id
+        try:
+            sink = assembly.open(self.dest)
+            hashes = []
+            for start in range(span[0], span[1] + 1, self.chunk_size):
+                stop = min(start + self.chunk_size, span[1] + 1)
+                write = partial(sink.write, offset=start)
+                hashes.append(fetch_chunk(self.glacier, vault, job.job_id, start - span[0], stop - span[0], write))
+            got = combine(hashes).hex()
+            if job.tree_hash and got != job.tree_hash:
+                raise errors.ChecksumMismatch(f"bytes {span[0]}-{span[1]} hash to {got}, Glacier says {job.tree_hash}")
+        except errors.NotFound:
+            raise  # the job's output is gone: the range gets another job, the archive waits for it
+        except BaseException:
+            self._range_over(assembly, None, span[0])
+            raise
+        self.state.set_range(label, vault, path, archive, span, VERIFIED, job.job_id, got)
+        if not self._range_over(assembly, bytes.fromhex(got), span[0]):
+            return None
+        whole = combine([assembly.hashes[first] for first in sorted(assembly.hashes)]).hex()
+        expected = item.tree_hash or job.archive_tree_hash
+        if expected and whole != expected:
+            sink.abort()
+            self.state.forget_ranges(label, vault, path)
+            self.state.set(label, vault, path, archive, FAILED, job.job_id, f"tree hash {whole}, expected {expected}")
+            raise errors.ChecksumMismatch(f"the ranges combine to {whole}, the archive's tree hash is {expected}")
+        self.state.set(label, vault, path, archive, VERIFIED, job.job_id)
+        log.info("%s: all %d ranges verified, and the whole", work.rel, len(assembly.hashes))
+        return self._hand_over(vault, work, sink)
+
+    def _range_over(self, assembly: Assembly, tree_hash: bytes | None, first: int) -> bool:
+        """Count a range in (verified, or failed with None): True when it was the
+        last and all were verified. After a failure, the sink is closed once the
+        last range is over, keeping what was verified for a rerun."""
+        with assembly.lock:
+            assembly.pending -= 1
+            if tree_hash is None:
+                assembly.failed = True
+            else:
+                assembly.hashes[first] = tree_hash
+            if assembly.pending or not assembly.failed:
+                return not assembly.pending
+        if assembly.sink is not None:
+            assembly.sink.keep()
+        return False
+
+    def _hand_over(self, vault: str, work: Work, sink: Sink) -> Future[None]:
         assert self._committer is not None
         self._commit_slots.acquire()
         try:
@@ -486,6 +637,8 @@ class Exporter:
         finally:
             self._commit_slots.release()
         self.state.set(self.dest.label, vault, item.path, item.archive_id, WRITTEN, work.job_id)
+        if work.span is not None:
+            self.state.forget_ranges(self.dest.label, vault, item.path)
         self._done(item.size)
         log.info("exported %s (%d bytes), verified", work.rel, item.size)
 

@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS export_jobs (
     requested REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (requested);
+CREATE TABLE IF NOT EXISTS export_ranges (
+    dest TEXT NOT NULL,
+    vault TEXT NOT NULL,
+    path TEXT NOT NULL,
+    archive_id TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    job_id TEXT,
+    tree_hash TEXT,
+    PRIMARY KEY (dest, vault, path, first)
+);
 CREATE TABLE IF NOT EXISTS progress (
     dest TEXT PRIMARY KEY,
     source TEXT NOT NULL,
@@ -198,6 +210,38 @@ class ExportState:
             "VALUES (?,?,?,?,?,?,?,?)",
             (dest, vault, path, archive_id, state, job_id, message[:500], time.time()),
         )
+
+    def ranges(
+        self, dest: str, vault: str, path: str, archive_id: str
+    ) -> dict[int, tuple[int, str, str | None, str | None]]:
+        """A large archive's ranges this export saw: first byte -> (last byte, state, job id, tree hash)."""
+        rows = self._store.query(
+            "SELECT first, last, state, job_id, tree_hash FROM export_ranges "
+            "WHERE dest=? AND vault=? AND path=? AND archive_id=?",
+            (dest, vault, path, archive_id),
+        )
+        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+
+    def set_range(
+        self,
+        dest: str,
+        vault: str,
+        path: str,
+        archive_id: str,
+        span: tuple[int, int],
+        state: str,
+        job_id: str | None,
+        tree_hash: str | None = None,
+    ) -> None:
+        self._store.execute(
+            "INSERT OR REPLACE INTO export_ranges (dest, vault, path, archive_id, first, last, state, job_id, "
+            "tree_hash) VALUES (?,?,?,?,?,?,?,?,?)",
+            (dest, vault, path, archive_id, span[0], span[1], state, job_id, tree_hash),
+        )
+
+    def forget_ranges(self, dest: str, vault: str, path: str) -> None:
+        """The archive is written (or must start over): its ranges are no longer needed."""
+        self._store.execute("DELETE FROM export_ranges WHERE dest=? AND vault=? AND path=?", (dest, vault, path))
 
     def add_job(self, job_id: str, vault: str, archive_id: str, tier: str, size: int, requested: float) -> None:
         self._store.execute(

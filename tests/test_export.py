@@ -61,9 +61,14 @@ def jobs(url: str, vault: str) -> list[dict]:
 
 def fill(mount: Mount, vault: str, files: dict[str, bytes], mode: int = 0o640) -> None:
     mount.path(vault).mkdir()
+    for rel in files:
+        mount.path(vault, rel).parent.mkdir(parents=True, exist_ok=True)
+    fill_more(mount, vault, files, mode)
+
+
+def fill_more(mount: Mount, vault: str, files: dict[str, bytes], mode: int = 0o640) -> None:
     for rel, data in files.items():
         path = mount.path(vault, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.chmod(path, mode)
         os.utime(path, (MTIME, MTIME + len(data) % 1000))
@@ -441,5 +446,63 @@ def test_the_mounts_cost_guard_counts_the_exports_jobs_once(url: str, tmp_path: 
             mount.path("cg", "h.bin").read_bytes()
         assert refused.value.errno == errno.EDQUOT
         assert len(jobs(url, "cg")) == 4
+    finally:
+        mount.unmount()
+
+
+def test_a_large_archive_comes_in_aligned_ranged_jobs_verified_then_combined(mount: Mount, url: str, tmp_path: Path):
+    files = {"big.bin": os.urandom(5 * MiB + 512 * 1024), "small.bin": os.urandom(2 * MiB)}
+    fill(mount, "rg", files)
+    dest = tmp_path / "out"
+    ranged = ["--ranged-threshold", "3M", "--range-size", "1M", "--chunk-size", "1M"]
+    result = export(mount, "rg", dest, "--yes", *ranged)
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        assert (dest / rel).read_bytes() == data
+        assert (dest / rel).stat().st_mtime_ns == (MTIME + len(data) % 1000) * 10**9
+    listed = jobs(url, "rg")
+    spans = sorted(job["RetrievalByteRange"] for job in listed if job["ArchiveSizeInBytes"] == len(files["big.bin"]))
+    size = len(files["big.bin"])
+    assert spans == sorted(f"{first}-{min(first + MiB, size) - 1}" for first in range(0, size, MiB))  # 6 ranges
+    assert len(listed) == 7  # and one whole-archive job for the small file
+    assert "7 new job(s)" in result.stdout
+    assert not list(dest.glob(".*"))  # no temporary file left
+
+    # To S3, reusing the same jobs: the ranges' parts land concurrently, each at its number.
+    s3 = s3_client(url)
+    s3.create_bucket(Bucket="ranged")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": url}
+    command = [*GLACIERFS, "export", str(mount.path("rg")), "s3://ranged/x", "--yes", "--poll-interval", "0.1"]
+    big = {"big.bin": os.urandom(20 * MiB + 5)}
+    fill_more(mount, "rg", big)
+    to_s3 = ["--ranged-threshold", "10M", "--range-size", "8M", "--chunk-size", "8M"]
+    result = subprocess.run([*command, *to_s3], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert s3.get_object(Bucket="ranged", Key="x/big.bin")["Body"].read() == big["big.bin"]
+    assert s3.get_object(Bucket="ranged", Key="x/small.bin")["Body"].read() == files["small.bin"]
+    assert s3.list_multipart_uploads(Bucket="ranged").get("Uploads", []) == []
+    assert len(jobs(url, "rg")) == 7 + 3  # the new big.bin: three ranges of 8, 8 and 4 MiB
+
+
+def test_a_ranged_archive_resumes_from_its_verified_ranges(inprocess: Emulator, tmp_path: Path):
+    mount = Mount(tmp_path / "m", inprocess.url, "--cache-size", "1M")
+    try:
+        data = os.urandom(5 * MiB + 100)
+        fill(mount, "rr", {"big.bin": data})
+        dest = tmp_path / "out"
+        ranged = ["--ranged-threshold", "3M", "--range-size", "1M", "--chunk-size", "1M", "--concurrency", "1"]
+        inprocess.settings.corrupt_outputs = 2  # the first range's one chunk, and its second try
+        first = export(mount, "rr", dest, "--yes", *ranged)
+        assert first.returncode == 1 and "failed: big.bin" in first.stderr, first.stderr
+        assert not (dest / "big.bin").exists()
+        assert inprocess.calls["InitiateJob"] == 6
+        fetched = inprocess.calls["GetJobOutput"]
+        again = export(mount, "rr", dest, "--yes", *ranged)
+        assert again.returncode == 0, again.stderr
+        assert (dest / "big.bin").read_bytes() == data
+        assert inprocess.calls["InitiateJob"] == 6  # every range's job reused
+        # The range that failed, and the last (which commits); the other four were checked on disk.
+        assert inprocess.calls["GetJobOutput"] - fetched == 2
+        assert again.stderr.count("verified by an earlier run, still there") == 4
     finally:
         mount.unmount()
