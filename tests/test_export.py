@@ -506,3 +506,22 @@ def test_a_ranged_archive_resumes_from_its_verified_ranges(inprocess: Emulator, 
         assert again.stderr.count("verified by an earlier run, still there") == 4
     finally:
         mount.unmount()
+
+
+def test_retrieve_is_paced_counting_the_mounts_own_jobs(mount: Mount, url: str, tmp_path: Path):
+    files = {f"f{i}.bin": os.urandom(3000 + i) for i in range(3)}
+    fill(mount, "pr", files)
+    assert read_when_ready(mount.path("pr", "f0.bin")) == files["f0.bin"]  # a job of the mount's, this hour
+    log = tmp_path / "retrieve.log"
+    command = [*GLACIERFS, "retrieve", "--yes", "--max-jobs-per-hour", "2", str(mount.path("pr"))]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "paced: the next job in" in log.read_text(), timeout=30, what="retrieve paced")
+        time.sleep(1)
+        assert process.poll() is None  # waiting for the hour's window, not failing
+        assert len(jobs(url, "pr")) == 2  # the mount's, and one of the two asked for
+        assert "requested 1/2" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
