@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 JobList = dict[tuple[str, int, int], list[Job]]  # (archive id, first, last byte) -> its jobs Glacier lists
 
 START_CONCURRENCY = 8  # InitiateJob requests in flight at once
-# Jobs started per round, as AWS's own solution does: the next round (a new look
-# at Glacier's list) downloads what finished while the next batch starts.
+# Jobs started in the first round; each later round starts as many as were
+# started so far. Every round ends with a new look at Glacier's job list, which
+# downloads what finished while the next batch starts, and costs a request per
+# 50 jobs listed: batches that double keep the listings O(archives), not
+# O(archives^2) as a fixed batch does.
 START_BATCH = 100
 # Archives over this come in ranged jobs of RANGE_SIZE (export's --ranged-threshold, --range-size).
 RANGED_THRESHOLD = 4 << 30
@@ -462,10 +465,11 @@ class Exporter:
         listed: JobList | None = None,
     ) -> tuple[bool, int, int]:
         """Match every archive not being downloaded with a job, starting at most
-        START_BATCH jobs as the pacer allows, and download those ready.
+        a batch of jobs as the pacer allows, and download those ready.
         (jobs started?, waiting, paced)"""
         if listed is None:
             listed = self.jobs_listed(vault)
+        batch = max(START_BATCH, self.totals.new_jobs)
         waiting = paced = 0
         busy = {id(w) for w in running.values()}
         to_start: list[tuple[int, Work]] = []
@@ -483,7 +487,7 @@ class Exporter:
                         item.rel,
                     )
                     item.job_id = None
-                if len(to_start) >= START_BATCH:
+                if len(to_start) >= batch:
                     waiting += 1  # for the next round's batch
                     continue
                 if not self.pacer.may_start(item.size, pending):
