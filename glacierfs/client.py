@@ -98,7 +98,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
         print(f"glacierfs: {error}", file=sys.stderr)
         return 1
     try:
-        failed = retrieve_paced(wanted, args.tier, pacer)
+        failed = retrieve_paced(wanted, args.tier, pacer, human_size)
     finally:
         if catalog is not None:
             catalog.close()
@@ -192,7 +192,7 @@ def _degraded(status: dict) -> bool:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from glacierfs.export import running_exports  # export imports this module
+    from glacierfs.exportstate import running_exports
 
     mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
     code = STATUS_OK
@@ -253,9 +253,10 @@ def _print_status(mount: str, status: dict) -> None:
             f"{gone['entries']} name(s) kept until it is listed again"
         )
     for running in status.get("exports", []):
-        from glacierfs.export import progress_line  # export imports this module
+        from glacierfs.exportstate import progress_line
 
-        print(f"  export of {running['source']} to {running['dest']} (pid {running['pid']}): {progress_line(running)}")
+        line = progress_line(running, human_size)
+        print(f"  export of {running['source']} to {running['dest']} (pid {running['pid']}): {line}")
     cache = status.get("cache")
     if cache:
         print(

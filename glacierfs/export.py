@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from glacierfs import client, errors
 from glacierfs.client import human_size
 from glacierfs.control import Attr
+from glacierfs.exportstate import progress_line
 from glacierfs.options import parse_size
 
 if TYPE_CHECKING:
@@ -109,32 +110,9 @@ def _progress(stream: TextIO, report: Callable[[dict[str, Any]], None]) -> Calla
         figures = totals.figures()
         report(figures)
         if tty:
-            print(f"\r{progress_line(figures)}  ", end="", file=stream, flush=True)
+            print(f"\r{progress_line(figures, human_size)}  ", end="", file=stream, flush=True)
 
     return show
-
-
-def progress_line(figures: dict[str, Any]) -> str:
-    """One line of an export's figures: its progress bar, and `glacierfs status`'s line."""
-    fraction = figures["bytes_done"] / figures["bytes"] if figures["bytes"] else 1.0
-    eta = figures["eta"]
-    return (
-        f"[{'#' * int(fraction * 20):<20}] {figures['files_done']}/{figures['files']} files, "
-        f"{human_size(figures['bytes_done'])}/{human_size(figures['bytes'])}, jobs waiting {figures['jobs_waiting']}, "
-        f"downloading {figures['downloading']}, paced {figures['paced']}, failed {figures['failed']}, "
-        f"ETA {'-' if eta is None else f'{eta:.0f} s'}"
-    )
-
-
-def running_exports(mount: Path) -> list[dict[str, Any]]:
-    """The exports running from the mount at ``mount`` (its root), for `glacierfs status`."""
-    from glacierfs.exportstate import running_exports as running
-
-    try:
-        catalog = json.loads(os.getxattr(mount, Attr.SOURCE)).get("catalog")
-    except (OSError, ValueError):
-        return []
-    return running(Path(catalog)) if catalog else []
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -4,8 +4,10 @@ The mount owns its catalog: it holds the catalog's lock and the one writing
 connection, and its schema changes with the mount. So the export reads the
 catalog through a second, read-only SQLite connection (WAL lets a reader in
 beside the writer) and keeps its own state in ``export-KEY.sqlite`` beside it:
-one row per archive and destination (requested, downloaded, verified,
-written) and every job it started, which is what pacing counts. A killed
+one row per archive and destination (requested, verified, written; per
+range for a large archive), every job it started, which is what pacing and
+the mount's cost guard count (spending.py), and a running export's figures,
+which `glacierfs status` reads. A killed
 export loses nothing the mount needs, and a mount never waits on an export.
 """
 
@@ -16,13 +18,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from glacierfs import errors
 from glacierfs.catalog import DIRECTORY, EMPTY, IN_PROGRESS, SUCCEEDED, JobRecord, _job
+from glacierfs.control import Attr
+from glacierfs.spending import state_path
 from glacierfs.sqlitedb import LockedDatabase
 
 # An archive's way through an export, in order.
@@ -77,16 +81,14 @@ CREATE TABLE IF NOT EXISTS progress (
 """
 
 
-def state_path(catalog: Path) -> Path:
-    """Where the exports of the mount whose catalog is ``catalog`` keep their state."""
-    key = catalog.name.removeprefix("catalog-").removesuffix(".sqlite")
-    return catalog.with_name(f"export-{key}.sqlite")
-
-
-def running_exports(catalog: Path) -> list[dict[str, Any]]:
-    """The exports of this catalog's account running now, as they last reported
-    (``glacierfs status``). Read-only, without the export's lock: a reader must
-    never make an export starting at that moment think another one runs."""
+def running_exports(mount: Path) -> list[dict[str, Any]]:
+    """The exports running from the mount at ``mount`` (its root), as they last
+    reported, for `glacierfs status`. Read-only, without the export's lock: a
+    reader must never make an export starting at that moment think another runs."""
+    try:
+        catalog = Path(json.loads(os.getxattr(mount, Attr.SOURCE))["catalog"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
     path = state_path(catalog)
     if not path.exists():
         return []
@@ -103,6 +105,18 @@ def running_exports(catalog: Path) -> list[dict[str, Any]]:
         for dest, source, pid, started, updated, figures in rows
         if _is_export(pid)
     ]
+
+
+def progress_line(figures: dict[str, Any], size_text: Callable[[float], str]) -> str:
+    """One line of a running export's figures: its progress bar, and `glacierfs status`'s line."""
+    fraction = figures["bytes_done"] / figures["bytes"] if figures["bytes"] else 1.0
+    eta = figures["eta"]
+    return (
+        f"[{'#' * int(fraction * 20):<20}] {figures['files_done']}/{figures['files']} files, "
+        f"{size_text(figures['bytes_done'])}/{size_text(figures['bytes'])}, jobs waiting {figures['jobs_waiting']}, "
+        f"downloading {figures['downloading']}, paced {figures['paced']}, failed {figures['failed']}, "
+        f"ETA {'-' if eta is None else f'{eta:.0f} s'}"
+    )
 
 
 def _is_export(pid: int) -> bool:

@@ -4,7 +4,8 @@ The mount's cost guard (``--max-retrieval-bytes``/``--max-retrieval-jobs``)
 and `glacierfs export`'s pacer (``--max-bytes-per-day``/``--max-jobs-per-hour``)
 both count here, so neither can spend the other's allowance unseen. The jobs
 the mount started are in its catalog; the jobs exports started are in their
-state file beside it (exportstate.py), which the mount reads read-only, as the
+state file beside it (exportstate.py; its path is here, so that this
+module imports nothing of the export's), which the mount reads read-only, as the
 export reads the catalog. A job in both counts once: an export reuses a job of
 the mount's without recording it as its own, and a mount may adopt a job an
 export started when Glacier lists it."""
@@ -15,9 +16,14 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from glacierfs.exportstate import state_path
-
 Started = tuple[str, float, int]  # job id, when it was requested, bytes it retrieves
+
+
+def state_path(catalog: Path) -> Path:
+    """Where the exports of the mount whose catalog is ``catalog`` keep their
+    state (exportstate.py): beside the catalog, so the mount finds their jobs."""
+    key = catalog.name.removeprefix("catalog-").removesuffix(".sqlite")
+    return catalog.with_name(f"export-{key}.sqlite")
 
 
 def exports_started(catalog: Path, since: float) -> list[Started]:

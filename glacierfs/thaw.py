@@ -58,12 +58,12 @@ def retrieve_paced(
     paths: list[Path],
     tier: str,
     pacer: Pacer,
+    size_text: Callable[[float], str] = str,
     stream: TextIO = sys.stderr,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Ask the mount to retrieve each of ``paths`` as the pacer allows; the number that failed."""
-    from glacierfs.client import human_size
-
+    """Ask the mount to retrieve each of ``paths`` as the pacer allows; the
+    number that failed. ``size_text`` writes sizes on the progress line."""
     total = sum(path.stat().st_size for path in paths)
     done = failed = 0
     done_bytes = 0
@@ -82,7 +82,7 @@ def retrieve_paced(
         fraction = done_bytes / total if total else 1.0
         line = (
             f"[{'#' * int(fraction * 20):<20}] requested {done}/{len(paths)}, "
-            f"{human_size(done_bytes)}/{human_size(total)}, failed {failed}{note}"
+            f"{size_text(done_bytes)}/{size_text(total)}, failed {failed}{note}"
         )
         print(f"\r{line}  ", end="", file=stream, flush=True)
 
