@@ -89,7 +89,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
             print("Nothing started.")
             return 1
     from glacierfs.errors import GlacierFSError
-    from glacierfs.thaw import pacer_for, retrieve_paced  # thaw imports this module
+    from glacierfs.thaw import pacer_for, retrieve_paced
 
     try:
         root = mount_root(args.paths[0]) or Path("/")
