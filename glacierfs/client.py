@@ -88,13 +88,20 @@ def run_retrieve(args: argparse.Namespace) -> int:
         if input("Retrievals cost money. Start them? [y/N] ").strip().lower() not in ("y", "yes"):
             print("Nothing started.")
             return 1
-    failed = 0
-    for path in wanted:
-        try:
-            os.setxattr(path, Attr.RETRIEVE, args.tier.encode())
-        except OSError as error:
-            failed += 1
-            print(f"glacierfs: {path}: {error.strerror}", file=sys.stderr)
+    from glacierfs.errors import GlacierFSError
+    from glacierfs.thaw import pacer_for, retrieve_paced
+
+    try:
+        root = mount_root(args.paths[0]) or Path("/")
+        pacer, catalog = pacer_for(root, args.max_bytes_per_day, args.max_jobs_per_hour)
+    except GlacierFSError as error:
+        print(f"glacierfs: {error}", file=sys.stderr)
+        return 1
+    try:
+        failed = retrieve_paced(wanted, args.tier, pacer, human_size)
+    finally:
+        if catalog is not None:
+            catalog.close()
     print(f"Started {len(wanted) - failed} retrieval job(s).")
     if args.wait:
         return _wait_with_progress(wanted + pending)
@@ -185,12 +192,15 @@ def _degraded(status: dict) -> bool:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from glacierfs.exportstate import running_exports
+
     mounts = [args.mountpoint.absolute()] if args.mountpoint else _glacierfs_mounts()
     code = STATUS_OK
     found: dict[str, dict] = {}
     for mount in mounts:
         try:
             found[str(mount)] = json.loads(os.getxattr(mount, Attr.STATUS))
+            found[str(mount)]["exports"] = running_exports(mount)
         except OSError as error:
             print(f"glacierfs: {mount}: not a running glacierfs mount ({error.strerror})", file=sys.stderr)
             code = STATUS_UNREADABLE
@@ -242,6 +252,11 @@ def _print_status(mount: str, status: dict) -> None:
             f"  vault {gone['name']} missing from Glacier's vault list since {since}: hidden, "
             f"{gone['entries']} name(s) kept until it is listed again"
         )
+    for running in status.get("exports", []):
+        from glacierfs.exportstate import progress_line
+
+        line = progress_line(running, human_size)
+        print(f"  export of {running['source']} to {running['dest']} (pid {running['pid']}): {line}")
     cache = status.get("cache")
     if cache:
         print(
@@ -269,6 +284,7 @@ def _print_status(mount: str, status: dict) -> None:
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """The commands that talk to a running mount."""
+    from glacierfs.options import parse_size
     from glacierfs.records import TIERS
 
     retrieve = commands.add_parser(
@@ -281,6 +297,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     retrieve.add_argument("--tier", choices=TIERS, default="Standard")
     retrieve.add_argument("--yes", action="store_true", help="do not ask")
     retrieve.add_argument("--wait", action="store_true", help="wait, with a progress bar, until all are cached")
+    retrieve.add_argument("--max-bytes-per-day", type=parse_size, help="start jobs for at most this many bytes a day")
+    retrieve.add_argument("--max-jobs-per-hour", type=int, help="start at most this many jobs an hour")
     retrieve.set_defaults(run=run_retrieve)
 
     refresh = commands.add_parser("refresh", help="ask for a new inventory of each VAULTPATH")

@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from glacierfs import client, errors
 from glacierfs.client import human_size
 from glacierfs.control import Attr
+from glacierfs.exportstate import progress_line
 from glacierfs.options import parse_size
 
 if TYPE_CHECKING:
@@ -59,6 +60,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--chunk-size", type=parse_size, default=parse_size("16M"), help="download chunk, 1 MiB x 2^n (default: 16M)"
     )
+    parser.add_argument(
+        "--ranged-threshold",
+        type=parse_size,
+        default=parse_size("4G"),
+        help="archives larger than this come in ranged jobs, downloaded at once (default: 4G)",
+    )
+    parser.add_argument(
+        "--range-size",
+        type=parse_size,
+        default=parse_size("1G"),
+        help="bytes per ranged job, 1 MiB x 2^n (default: 1G)",
+    )
     parser.add_argument("--prices", type=Path, metavar="FILE", help="a JSON price table to estimate the cost with")
     parser.add_argument("--debug", action="store_true", help="log every step to stderr")
     parser.set_defaults(run=run_export)
@@ -84,28 +97,20 @@ def _source(path: Path) -> tuple[dict[str, str | None], str, str]:
     return source, rel[0], "/".join(rel[1:])
 
 
-def _progress_printer(stream: TextIO) -> Callable[[Totals], None]:
+def _progress(stream: TextIO, report: Callable[[dict[str, Any]], None]) -> Callable[[Totals], None]:
+    """The progress line on a terminal, and the figures `glacierfs status` reads, twice a second at most."""
     last = [0.0]
     tty = stream.isatty()
 
     def show(totals: Totals) -> None:
         now = time.monotonic()
-        if not tty or now - last[0] < 0.5:
+        if now - last[0] < 0.5:
             return
         last[0] = now
-        elapsed = now - totals.started
-        rate = totals.bytes_done / elapsed if elapsed > 0 else 0
-        left = totals.bytes - totals.bytes_done
-        eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
-        fraction = totals.bytes_done / totals.bytes if totals.bytes else 1.0
-        print(
-            f"\r[{'#' * int(fraction * 20):<20}] {totals.files_done}/{totals.files} files, "
-            f"{human_size(totals.bytes_done)}/{human_size(totals.bytes)}, jobs waiting {totals.waiting}, "
-            f"downloading {totals.downloading}, paced {totals.paced}, failed {len(totals.failures)}, ETA {eta}  ",
-            end="",
-            file=stream,
-            flush=True,
-        )
+        figures = totals.figures()
+        report(figures)
+        if tty:
+            print(f"\r{progress_line(figures, human_size)}  ", end="", file=stream, flush=True)
 
     return show
 
@@ -123,13 +128,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from glacierfs.exporter import Destination, Exporter, StopExport
-    from glacierfs.exportstate import ExportState, MountCatalog
+    from glacierfs.exportstate import ExportState, MountCatalog, state_path
     from glacierfs.glacier import GlacierClient, S3Client
     from glacierfs.localdest import LocalDestination
     from glacierfs.pacing import Pacer
     from glacierfs.pricing import price_table
     from glacierfs.retrieval import DEFAULT_POLL
     from glacierfs.s3dest import MIN_CHUNK, S3Destination
+    from glacierfs.spending import spent
 
     source, vault, prefix = _source(args.source)
     to_s3 = str(args.dest).startswith("s3://")
@@ -140,15 +146,21 @@ def _export(args: argparse.Namespace) -> int:
         raise errors.InvalidRequest(f"to S3 the chunk size is at least {MIN_CHUNK >> 20} MiB (S3's smallest part)")
     prices = price_table(args.prices)
     catalog_path = Path(str(source["catalog"]))
-    key = catalog_path.name.removeprefix("catalog-").removesuffix(".sqlite")
     catalog = MountCatalog(catalog_path)
-    state = ExportState(catalog_path.with_name(f"export-{key}.sqlite"))
+    state = ExportState(state_path(catalog_path))
+    started = time.time()
+    label = f"{vault}/{prefix}".rstrip("/")
     try:
         glacier = GlacierClient(source.get("endpoint"), source.get("region"), source.get("profile"))
-        pacer = Pacer(state.jobs_since, args.max_bytes_per_day, args.max_jobs_per_hour)
+        # The account's spending as the mount's cost guard counts it (spending.py): its jobs and the exports'.
+        pacer = Pacer(
+            lambda since: spent(catalog.jobs_since(since), state.jobs_since(since)),
+            args.max_bytes_per_day,
+            args.max_jobs_per_hour,
+        )
         dest: Destination = LocalDestination(dest_root)
         if to_s3:
-            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest))
+            dest = S3Destination(S3Client(source.get("region"), source.get("profile")), str(args.dest), args.chunk_size)
         exporter = Exporter(
             glacier,
             catalog,
@@ -160,22 +172,25 @@ def _export(args: argparse.Namespace) -> int:
             concurrency=max(1, args.concurrency),
             chunk_size=args.chunk_size,
             overwrite=args.overwrite,
-            progress=_progress_printer(sys.stderr),
+            ranged_threshold=args.ranged_threshold,
+            range_size=args.range_size,
+            progress=_progress(sys.stderr, lambda figures: state.report(dest.label, label, started, figures)),
         )
         work, local = exporter.plan(vault, prefix)
         listed = exporter.jobs_listed(vault)
-        reusable = [w for w in work if exporter._pick(w, listed) is not None]
-        new = [w for w in work if w not in reusable]
+        new = [w for w in work if exporter._pick(w, listed) is None]
+        reusable = len(work) - len(new)
         new_bytes = sum(w.item.size for w in new)
         cost = prices.estimate(args.tier, len(new), new_bytes)
         totals = exporter.totals
         print(
-            f"{vault}/{prefix}".rstrip("/") + f" -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
-            f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {len(reusable)} from jobs "
+            f"{label} -> {dest.label}: {totals.files} file(s), {human_size(totals.bytes)}; "
+            f"{totals.files_done} already there. {len(work)} archive(s) to bring out: {reusable} from jobs "
             f"whose output is still downloadable, {len(new)} with new {args.tier} jobs ({human_size(new_bytes)}), "
             f"estimated ${cost:.2f} (prices of {prices.date}; --prices overrides)."
         )
-        if new and not args.yes:
+        asked = bool(new and not args.yes)
+        if asked:
             if not sys.stdin.isatty():
                 print("glacierfs export: not confirmed (use --yes to start without asking)", file=sys.stderr)
                 return EXIT_FAILED
@@ -183,14 +198,18 @@ def _export(args: argparse.Namespace) -> int:
                 print("Nothing started.")
                 return EXIT_FAILED
         stopped = ""
+        totals.bytes_at_start, totals.started = totals.bytes_done, time.monotonic()
         try:
             if not to_s3:
                 dest_root.mkdir(parents=True, exist_ok=True)
             exporter.write_local(local)
-            exporter.run(vault, work, wait_for_jobs=not args.no_wait)
+            # Glacier's list as just read, unless a person took time to answer.
+            exporter.run(vault, work, wait_for_jobs=not args.no_wait, listed=None if asked else listed)
             exporter.finish_dirs(local)
         except (StopExport, errors.NoSpace) as error:
             stopped = str(error)
+        finally:
+            state.finished(dest.label)
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end the progress line
         return _summary(totals, stopped)

@@ -73,13 +73,37 @@ class LocalDestination:
         except OSError as error:
             raise _no_space(error) from error
 
-    def begin(self, rel: str, item: Item) -> LocalSink:
-        """Where an archive's bytes go until they are verified: a hidden name beside the final one."""
+    def temp(self, rel: str) -> Path:
         final = self.final(rel)
-        temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
+        return final.with_name(f".{final.name}{TEMP_SUFFIX}")
+
+    def partial_tree_hash(self, rel: str, first: int, last: int) -> str | None:
+        """The tree hash of bytes ``first``..``last`` of what an earlier run left
+        of a large archive, to check a range it verified before trusting it again."""
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            return LocalSink(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), temp, final, item)
+            temp = self.temp(rel)
+            if temp.stat().st_size <= last:
+                return None
+            return file_tree_hash(temp, first, last + 1)
+        except OSError:
+            return None
+
+    def begin(self, rel: str, item: Item, resume: bool = False) -> LocalSink:
+        """Where an archive's bytes go until they are verified: a hidden name
+        beside the final one; with ``resume``, what an earlier run left there
+        is kept (a large archive's verified ranges)."""
+        final = self.final(rel)
+        temp = self.temp(rel)
+        flags = os.O_WRONLY | os.O_CREAT | (0 if resume else os.O_TRUNC)
+        try:
+            try:
+                fd = os.open(temp, flags, 0o600)
+            except FileNotFoundError:  # write_local made every directory; one was removed since
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, flags, 0o600)
+            if resume:
+                os.ftruncate(fd, item.size)  # what was there may be longer (another archive then)
+            return LocalSink(fd, temp, final, item)
         except OSError as error:
             raise _no_space(error) from error
 
@@ -114,3 +138,7 @@ class LocalSink:
     def abort(self) -> None:
         os.close(self.fd)
         self.temp.unlink(missing_ok=True)
+
+    def keep(self) -> None:
+        """Stop, keeping the temporary file: a rerun goes on from its verified ranges."""
+        os.close(self.fd)

@@ -44,6 +44,7 @@ from glacierfs.catalog import (
 from glacierfs.downloads import NO_SPACE, JobEvents, JobFollower, job_date
 from glacierfs.glacier import GlacierClient
 from glacierfs.records import TIERS, Job
+from glacierfs.spending import exports_started, spent
 from glacierfs.treehash import MiB
 
 log = logging.getLogger(__name__)
@@ -393,10 +394,16 @@ class Retriever:
             return job
         return None
 
+    def _spent_today(self) -> list[tuple[float, int]]:
+        """(when, bytes) of the account's jobs in the last 24 h: the mount's and its exports' (spending.py)."""
+        since = time.time() - 24 * 3600
+        own = [(job.job_id, job.requested, job.size) for job in self.catalog.jobs_since(since)]
+        return spent(own, exports_started(self.catalog.path, since))
+
     def _check_budget(self, target: Target) -> None:
         """Under self._budget: jobs being started count as started."""
-        recent = self.catalog.jobs_since(time.time() - 24 * 3600)
-        used = sum(job.size for job in recent) + self._reserved_bytes
+        recent = self._spent_today()
+        used = sum(size for _, size in recent) + self._reserved_bytes
         started = len(recent) + self._reserved_jobs
         if used + target.size > self.max_bytes:
             raise errors.RetrievalBudgetExceeded(
@@ -412,9 +419,9 @@ class Retriever:
 
     def budget_left(self) -> tuple[int, int]:
         """(bytes, jobs) that open() may still start in this rolling 24 h."""
-        recent = self.catalog.jobs_since(time.time() - 24 * 3600)
+        recent = self._spent_today()
         with self._budget:
-            used = sum(job.size for job in recent) + self._reserved_bytes
+            used = sum(size for _, size in recent) + self._reserved_bytes
             started = len(recent) + self._reserved_jobs
         return max(0, self.max_bytes - used), max(0, self.max_jobs - started)
 

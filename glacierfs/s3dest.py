@@ -8,6 +8,7 @@ zero-byte ``dir/`` marker, as S3 consoles show folders."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from glacierfs import errors
 from glacierfs.exportstate import Item
@@ -38,8 +39,9 @@ def _metadata(item: Item) -> dict[str, str]:
 
 
 class S3Destination:
-    def __init__(self, s3: S3Client, url: str) -> None:
+    def __init__(self, s3: S3Client, url: str, chunk_size: int = MIN_CHUNK) -> None:
         self.s3 = s3
+        self.chunk_size = chunk_size  # each part is one chunk; a chunk's offset gives its number
         self.bucket, self.prefix = parse_s3_url(url)
         self.label = f"s3://{self.bucket}/{self.prefix}"
         try:
@@ -76,38 +78,48 @@ class S3Destination:
         if rel:
             self.s3.put(self.bucket, self.key(rel) + "/", b"", _metadata(item))
 
-    def begin(self, rel: str, item: Item) -> S3Sink:
+    def partial_tree_hash(self, rel: str, first: int, last: int) -> str | None:
+        """An upload is not resumed: a large archive's ranges come again (from the same jobs)."""
+        return None
+
+    def begin(self, rel: str, item: Item, resume: bool = False) -> S3Sink:
         key = self.key(rel)
         for upload_id in self.s3.uploads(self.bucket, key):  # left by a killed export
             self.s3.abort_upload(self.bucket, key, upload_id)
             log.info("aborted an unfinished upload of s3://%s/%s", self.bucket, key)
-        return S3Sink(self.s3, self.bucket, key, item)
+        return S3Sink(self.s3, self.bucket, key, item, self.chunk_size)
 
     def empty_file(self, rel: str, item: Item) -> None:
         self.s3.put(self.bucket, self.key(rel), b"", _metadata(item))
 
 
 class S3Sink:
-    def __init__(self, s3: S3Client, bucket: str, key: str, item: Item) -> None:
-        self.s3, self.bucket, self.key, self.item = s3, bucket, key, item
+    def __init__(self, s3: S3Client, bucket: str, key: str, item: Item, chunk_size: int) -> None:
+        self.s3, self.bucket, self.key, self.item, self.chunk_size = s3, bucket, key, item, chunk_size
         self._single: bytes | None = None
         self._upload_id: str | None = None
-        self._etags: list[str] = []
+        self._etags: dict[int, str] = {}  # part number -> ETag
+        self._lock = threading.Lock()  # a large archive's ranges arrive at once, from several threads
 
     def write(self, data: bytes, offset: int) -> None:
-        """Chunks arrive in order; the first is kept back if it is the whole archive."""
+        """A chunk, at any offset; one that is the whole archive is kept back for one PutObject."""
         if offset == 0 and len(data) == self.item.size:
             self._single = data
             return
-        if self._upload_id is None:
-            self._upload_id = self.s3.start_upload(self.bucket, self.key, _metadata(self.item))
-        self._etags.append(self.s3.upload_part(self.bucket, self.key, self._upload_id, len(self._etags) + 1, data))
+        with self._lock:
+            if self._upload_id is None:
+                self._upload_id = self.s3.start_upload(self.bucket, self.key, _metadata(self.item))
+        number = offset // self.chunk_size + 1
+        etag = self.s3.upload_part(self.bucket, self.key, self._upload_id, number, data)
+        with self._lock:
+            self._etags[number] = etag
 
     def commit(self) -> None:
         if self._single is not None:
             self.s3.put(self.bucket, self.key, self._single, _metadata(self.item))
         elif self._upload_id is not None:
-            self.s3.complete_upload(self.bucket, self.key, self._upload_id, self._etags)
+            etags = [self._etags[number] for number in sorted(self._etags)]
+            self.s3.complete_upload(self.bucket, self.key, self._upload_id, etags)
 
     def abort(self) -> None:
         if self._upload_id is not None:
@@ -115,3 +127,6 @@ class S3Sink:
                 self.s3.abort_upload(self.bucket, self.key, self._upload_id)
             except errors.GlacierFSError as error:
                 log.warning("could not abort the upload of s3://%s/%s: %s", self.bucket, self.key, error)
+
+    def keep(self) -> None:
+        self.abort()  # S3 keeps no partial object; the ranges come again from their jobs

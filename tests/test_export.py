@@ -3,6 +3,8 @@ checked at DEST with real files and at the "service" with plain boto3."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs.emulator import control
+from glacierfs.emulator import Emulator, control
 from glacierfs.pacing import DAY, HOUR, Pacer
 from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, read_when_ready, wait_for
 
@@ -59,9 +61,14 @@ def jobs(url: str, vault: str) -> list[dict]:
 
 def fill(mount: Mount, vault: str, files: dict[str, bytes], mode: int = 0o640) -> None:
     mount.path(vault).mkdir()
+    for rel in files:
+        mount.path(vault, rel).parent.mkdir(parents=True, exist_ok=True)
+    fill_more(mount, vault, files, mode)
+
+
+def fill_more(mount: Mount, vault: str, files: dict[str, bytes], mode: int = 0o640) -> None:
     for rel, data in files.items():
         path = mount.path(vault, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.chmod(path, mode)
         os.utime(path, (MTIME, MTIME + len(data) % 1000))
@@ -367,3 +374,154 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(mount: Mount, url: str, tmp_pa
     assert result.returncode == 0, result.stderr
     assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*.bin")} == files
     assert len(jobs(url, "v13")) == 8
+
+
+def test_glacier_job_list_is_not_asked_again_for_every_finished_download(inprocess: Emulator, tmp_path: Path):
+    """Each listing is O(jobs) requests: once per download made the listing the export's pace."""
+    mount = Mount(tmp_path / "m", inprocess.url, "--cache-size", "1M")
+    try:
+        fill(mount, "lj", sample(24))
+        dest = tmp_path / "out"
+        first = export(mount, "lj", dest, "--yes", "--concurrency", "2", "--poll-interval", "0")
+        assert first.returncode == 0, first.stderr
+        # The plan, the first round (starting every job), the round that finds them done.
+        assert inprocess.calls["ListJobs"] <= 3
+        assert inprocess.calls["InitiateJob"] == 24
+        before = inprocess.calls["ListJobs"]
+        again = export(mount, "lj", tmp_path / "again", "--yes", "--concurrency", "2", "--poll-interval", "0")
+        assert again.returncode == 0, again.stderr
+        assert "24 reused" in again.stdout
+        assert inprocess.calls["ListJobs"] - before == 1  # the plan's listing serves the first round
+    finally:
+        mount.unmount()
+    assert sorted(p.name for p in (tmp_path / "again").rglob("*.bin")) == sorted(p.name for p in dest.rglob("*.bin"))
+
+
+def test_status_shows_a_running_export_in_text_and_json(mount: Mount, url: str, tmp_path: Path):
+    fill(mount, "st", sample(4))
+    control.configure(url, job_delay=3600.0)
+    command = [*GLACIERFS, "export", str(mount.path("st")), str(tmp_path / "out"), "--yes", "--poll-interval", "0.1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = [*GLACIERFS, "status", str(mount.mountpoint)]
+
+    def exports() -> list[dict]:
+        answer = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(answer.stdout)["mounts"][str(mount.mountpoint)]["exports"]
+
+    try:
+        wait_for(lambda: [e for e in exports() if e["jobs_waiting"] == 4], timeout=30, what="the export in status")
+        [running] = exports()
+        assert running["pid"] == process.pid and running["source"] == "st"
+        assert running["dest"] == str(tmp_path / "out")
+        assert (running["files"], running["files_done"], running["bytes"]) == (4, 0, sum(3000 + i for i in range(4)))
+        assert (running["downloading"], running["failed"], running["eta"]) == (0, 0, None)
+        text = subprocess.run(status, capture_output=True, text=True, timeout=30).stdout
+        assert f"export of st to {tmp_path / 'out'} (pid {process.pid})" in text
+        assert "0/4 files" in text and "jobs waiting 4" in text
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    assert exports() == []
+
+
+def test_the_mounts_cost_guard_counts_the_exports_jobs_once(url: str, tmp_path: Path):
+    mount = Mount(tmp_path / "m", url, "--cache-size", "1M", "--poll-interval", "0.2", "--max-retrieval-jobs", "4")
+    try:
+        files = {f"f{i}.bin": os.urandom(2000 + i) for i in range(3)}
+        fill(mount, "cg", files)
+        assert read_when_ready(mount.path("cg", "f0.bin")) == files["f0.bin"]  # the mount's own job
+        result = export(mount, "cg", tmp_path / "out", "--yes")
+        assert result.returncode == 0, result.stderr
+        assert "2 new job(s), 1 reused" in result.stdout
+        assert len(jobs(url, "cg")) == 3
+        answer = subprocess.run(
+            [*GLACIERFS, "status", "--json", str(mount.mountpoint)], capture_output=True, text=True, timeout=30
+        )
+        budget = json.loads(answer.stdout)["mounts"][str(mount.mountpoint)]["budget"]
+        assert budget["jobs_left"] == 1  # 4 - (the mount's job + the export's two); the reused one once
+        mount.path("cg", "g.bin").write_bytes(b"g" * 1000)
+        mount.path("cg", "h.bin").write_bytes(b"h" * 1000)
+        assert read_when_ready(mount.path("cg", "g.bin")) == b"g" * 1000
+        with pytest.raises(OSError) as refused:
+            mount.path("cg", "h.bin").read_bytes()
+        assert refused.value.errno == errno.EDQUOT
+        assert len(jobs(url, "cg")) == 4
+    finally:
+        mount.unmount()
+
+
+def test_a_large_archive_comes_in_aligned_ranged_jobs_verified_then_combined(mount: Mount, url: str, tmp_path: Path):
+    files = {"big.bin": os.urandom(5 * MiB + 512 * 1024), "small.bin": os.urandom(2 * MiB)}
+    fill(mount, "rg", files)
+    dest = tmp_path / "out"
+    ranged = ["--ranged-threshold", "3M", "--range-size", "1M", "--chunk-size", "1M"]
+    result = export(mount, "rg", dest, "--yes", *ranged)
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        assert (dest / rel).read_bytes() == data
+        assert (dest / rel).stat().st_mtime_ns == (MTIME + len(data) % 1000) * 10**9
+    listed = jobs(url, "rg")
+    spans = sorted(job["RetrievalByteRange"] for job in listed if job["ArchiveSizeInBytes"] == len(files["big.bin"]))
+    size = len(files["big.bin"])
+    assert spans == sorted(f"{first}-{min(first + MiB, size) - 1}" for first in range(0, size, MiB))  # 6 ranges
+    assert len(listed) == 7  # and one whole-archive job for the small file
+    assert "7 new job(s)" in result.stdout
+    assert not list(dest.glob(".*"))  # no temporary file left
+
+    # To S3, reusing the same jobs: the ranges' parts land concurrently, each at its number.
+    s3 = s3_client(url)
+    s3.create_bucket(Bucket="ranged")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": url}
+    command = [*GLACIERFS, "export", str(mount.path("rg")), "s3://ranged/x", "--yes", "--poll-interval", "0.1"]
+    big = {"big.bin": os.urandom(20 * MiB + 5)}
+    fill_more(mount, "rg", big)
+    to_s3 = ["--ranged-threshold", "10M", "--range-size", "8M", "--chunk-size", "8M"]
+    result = subprocess.run([*command, *to_s3], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert s3.get_object(Bucket="ranged", Key="x/big.bin")["Body"].read() == big["big.bin"]
+    assert s3.get_object(Bucket="ranged", Key="x/small.bin")["Body"].read() == files["small.bin"]
+    assert s3.list_multipart_uploads(Bucket="ranged").get("Uploads", []) == []
+    assert len(jobs(url, "rg")) == 7 + 3  # the new big.bin: three ranges of 8, 8 and 4 MiB
+
+
+def test_a_ranged_archive_resumes_from_its_verified_ranges(inprocess: Emulator, tmp_path: Path):
+    mount = Mount(tmp_path / "m", inprocess.url, "--cache-size", "1M")
+    try:
+        data = os.urandom(5 * MiB + 100)
+        fill(mount, "rr", {"big.bin": data})
+        dest = tmp_path / "out"
+        ranged = ["--ranged-threshold", "3M", "--range-size", "1M", "--chunk-size", "1M", "--concurrency", "1"]
+        inprocess.settings.corrupt_outputs = 2  # the first range's one chunk, and its second try
+        first = export(mount, "rr", dest, "--yes", *ranged)
+        assert first.returncode == 1 and "failed: big.bin" in first.stderr, first.stderr
+        assert not (dest / "big.bin").exists()
+        assert inprocess.calls["InitiateJob"] == 6
+        fetched = inprocess.calls["GetJobOutput"]
+        again = export(mount, "rr", dest, "--yes", *ranged)
+        assert again.returncode == 0, again.stderr
+        assert (dest / "big.bin").read_bytes() == data
+        assert inprocess.calls["InitiateJob"] == 6  # every range's job reused
+        # The range that failed, and the last (which commits); the other four were checked on disk.
+        assert inprocess.calls["GetJobOutput"] - fetched == 2
+        assert again.stderr.count("verified by an earlier run, still there") == 4
+    finally:
+        mount.unmount()
+
+
+def test_retrieve_is_paced_counting_the_mounts_own_jobs(mount: Mount, url: str, tmp_path: Path):
+    files = {f"f{i}.bin": os.urandom(3000 + i) for i in range(3)}
+    fill(mount, "pr", files)
+    assert read_when_ready(mount.path("pr", "f0.bin")) == files["f0.bin"]  # a job of the mount's, this hour
+    log = tmp_path / "retrieve.log"
+    command = [*GLACIERFS, "retrieve", "--yes", "--max-jobs-per-hour", "2", str(mount.path("pr"))]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "paced: the next job in" in log.read_text(), timeout=30, what="retrieve paced")
+        time.sleep(1)
+        assert process.poll() is None  # waiting for the hour's window, not failing
+        assert len(jobs(url, "pr")) == 2  # the mount's, and one of the two asked for
+        assert "requested 1/2" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
