@@ -128,14 +128,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from glacierfs.exporter import Destination, Exporter, StopExport
-    from glacierfs.exportstate import ExportState, MountCatalog, state_path
+    from glacierfs.exportstate import ExportState, MountCatalog
     from glacierfs.glacier import GlacierClient, S3Client
     from glacierfs.localdest import LocalDestination
     from glacierfs.pacing import Pacer
     from glacierfs.pricing import price_table
     from glacierfs.retrieval import DEFAULT_POLL
     from glacierfs.s3dest import MIN_CHUNK, S3Destination
-    from glacierfs.spending import spent
+    from glacierfs.spending import spent, state_path
 
     source, vault, prefix = _source(args.source)
     to_s3 = str(args.dest).startswith("s3://")

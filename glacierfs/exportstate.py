@@ -26,7 +26,7 @@ from typing import Any
 from glacierfs import errors
 from glacierfs.catalog import DIRECTORY, EMPTY, IN_PROGRESS, SUCCEEDED, JobRecord, _job
 from glacierfs.control import Attr
-from glacierfs.spending import state_path
+from glacierfs.spending import read_exports
 from glacierfs.sqlitedb import LockedDatabase
 
 # An archive's way through an export, in order.
@@ -89,17 +89,7 @@ def running_exports(mount: Path) -> list[dict[str, Any]]:
         catalog = Path(json.loads(os.getxattr(mount, Attr.SOURCE))["catalog"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    path = state_path(catalog)
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT dest, source, pid, started, updated, figures FROM progress").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:  # an export state from before the progress table, or one being created
-        return []
+    rows = read_exports(catalog, "SELECT dest, source, pid, started, updated, figures FROM progress")
     return [
         {"dest": dest, "source": source, "pid": pid, "started": started, "updated": updated, **json.loads(figures)}
         for dest, source, pid, started, updated, figures in rows

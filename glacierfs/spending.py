@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 Started = tuple[str, float, int]  # job id, when it was requested, bytes it retrieves
 
@@ -26,20 +27,26 @@ def state_path(catalog: Path) -> Path:
     return catalog.with_name(f"export-{key}.sqlite")
 
 
-def exports_started(catalog: Path, since: float) -> list[Started]:
-    """The jobs exports of the mount whose catalog is ``catalog`` started since ``since``."""
+def read_exports(catalog: Path, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+    """Rows of the export state beside ``catalog``, read-only and without its
+    lock; none if there is no state yet, or it is being created right now."""
     path = state_path(catalog)
     if not path.exists():
         return []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = db.execute("SELECT job_id, requested, bytes FROM export_jobs WHERE requested>=?", (since,))
-            return [(row[0], row[1], row[2]) for row in rows]
+            return db.execute(sql, args).fetchall()
         finally:
             db.close()
-    except sqlite3.Error:  # being created by an export right now: nothing started yet
+    except sqlite3.Error:  # being created by an export, or from before a table was added
         return []
+
+
+def exports_started(catalog: Path, since: float) -> list[Started]:
+    """The jobs exports of the mount whose catalog is ``catalog`` started since ``since``."""
+    rows = read_exports(catalog, "SELECT job_id, requested, bytes FROM export_jobs WHERE requested>=?", (since,))
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def spent(*sources: Iterable[Started]) -> list[tuple[float, int]]:
