@@ -259,12 +259,15 @@ class UploadQueue:
     def _dispatch(self) -> None:
         while not self._stopping.is_set():
             self._slots.acquire()
-            item = None
             try:
+                item = None
                 if not self._stopping.is_set():
                     item = self.store.claim_next(time.time(), self.settle, lambda path: names.encode(path, time.time()))
-            except errors.GlacierFSError as error:  # a full state disk: try again later
-                log.warning("the upload queue cannot be read: %s", error)
+            except Exception:  # a full state disk, say: the queue must not stop for it
+                log.exception("the upload queue cannot be read; looking again in %.0f s", FIRST_PAUSE)
+                self._slots.release()
+                self._stopping.wait(FIRST_PAUSE)
+                continue
             if item is None:
                 self._slots.release()
                 self._sleep()
@@ -273,7 +276,11 @@ class UploadQueue:
             self._transfers.submit(self._send, item)
 
     def _sleep(self) -> None:
-        due = self.store.next_due(time.time(), self.settle)
+        try:
+            due = self.store.next_due(time.time(), self.settle)
+        except Exception:
+            log.exception("the upload queue cannot be read; looking again in %.0f s", FIRST_PAUSE)
+            due = time.time() + FIRST_PAUSE
         with self._wake:
             if self._stopping.is_set():
                 return
@@ -290,7 +297,16 @@ class UploadQueue:
             return
         finally:
             self._slots.release()
-        self._stored(item, archive)
+        try:
+            self._stored(item, archive)
+        except Exception:  # the state disk, say: Glacier has it, the catalog does not say so yet
+            log.exception(
+                "%s/%s was stored as archive %s, but that could not be recorded; it stays queued and is sent "
+                "again at the next mount, whose inventory then deletes one of the two",
+                item.vault,
+                item.path,
+                archive.archive_id[:16],
+            )
 
     def _upload(self, item: QueuedFile) -> Archive:
         assert item.description is not None
