@@ -202,18 +202,12 @@ class QueueStore:
             db.execute("UPDATE doubts SET kept=? WHERE spool_id=?", (archive_id, spool_id))
         return item
 
-    def remove(self, spool_id: str) -> QueuedFile | None:
-        with self.catalog.transaction() as db:
-            found = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE spool_id=?", (spool_id,)).fetchone()
-            db.execute("DELETE FROM queue WHERE spool_id=?", (spool_id,))
-        return _row(found) if found else None
-
-    def hand_over(self, vault: str, path: str, archive_id: str) -> bool:
-        """The file queued under this name takes over ``archive_id``, to retire
-        once it is stored (it was renamed over that archive's file); whether one is queued."""
+    def hand_over(self, vault: str, path: str, archive_ids: list[str]) -> bool:
+        """The file queued under this name takes over ``archive_ids``, to retire
+        once it is stored (it was renamed over their file); whether one is queued."""
         found = self.catalog.query(
             "UPDATE queue SET replaces=trim(replaces || ' ' || ?) WHERE vault=? AND path=? RETURNING spool_id",
-            (archive_id, vault, path),
+            (" ".join(archive_ids), vault, path),
         )
         return bool(found)
 

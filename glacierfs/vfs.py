@@ -449,7 +449,7 @@ class GlacierFS:
                     *(displaced.replaces if displaced else ()),
                     *([target.archive_id] if target and target.archive_id else []),
                 ]
-                if held and all(self.queue.store.hand_over(vault, old_rel, archive) for archive in held):
+                if held and self.queue.store.hand_over(vault, old_rel, held):
                     target, displaced = None, displaced and displaced.but(replaces=())
             self.catalog.rename(vault, old_rel, new_rel)
             writing = self.open_files.move(vault, old_rel, new_rel)

@@ -179,14 +179,6 @@ class UploadQueue:
         for archive_id in item.replaces:
             self.deletions.retire(item.vault, archive_id, item.path)
 
-    def cancel(self, vault: str, path: str) -> bool:
-        """``take`` and ``dispose``; whether a file was queued under this name."""
-        with self.namespace:
-            item = self.take(vault, path)
-        if item is not None:
-            self.dispose(item)
-        return item is not None
-
     def open(self, vault: str, path: str) -> BinaryIO | None:
         """The spool file of the file queued under this name; None if none is."""
         item = self.store.at(vault, path)
