@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 FILE = "file"
 DIRECTORY = "dir"
+
+INITIATING = "?"  # uploads: a multipart upload asked for, its id not yet known
+SESSION = uuid.uuid4().hex[:12]  # this process, in those rows: another's are a crash's
 
 # Entry states, as user.glacier.state shows them.
 EMPTY = "empty"  # a file of 0 bytes: Glacier refuses empty archives, so only the catalog has it
@@ -454,18 +458,28 @@ class Catalog:
 
     # Multipart uploads in progress (so a crash leaves a trail) --------------
 
-    def record_upload(self, upload_id: str, vault: str, path: str, part_size: int) -> None:
-        self._execute(
-            "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
-            (upload_id, vault, path, part_size, time.time()),
-        )
+    def record_initiation(self, vault: str, path: str, part_size: int) -> str:
+        """Before InitiateMultipartUpload: a crash before its answer is recorded
+        leaves an upload whose id nobody knows. This row (``INITIATING`` and an id
+        of this process's) lets the janitor find it by name and time."""
+        placeholder = f"{INITIATING}{SESSION}:{uuid.uuid4().hex}"
+        self.record_upload(placeholder, vault, path, part_size)
+        return placeholder
+
+    def record_upload(self, upload_id: str, vault: str, path: str, part_size: int, replacing: str = "") -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE upload_id=?", (replacing,))
+            db.execute(
+                "INSERT OR REPLACE INTO uploads (upload_id, vault, path, part_size, started) VALUES (?,?,?,?,?)",
+                (upload_id, vault, path, part_size, time.time()),
+            )
 
     def forget_upload(self, upload_id: str) -> None:
         self._execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
-    def uploads(self) -> list[tuple[str, str, str, int]]:
-        """(upload id, vault, path, part size) of uploads not known to have ended."""
-        return [tuple(row) for row in self._all("SELECT upload_id, vault, path, part_size FROM uploads")]
+    def uploads(self) -> list[tuple[str, str, str, float]]:
+        """(upload id, vault, path, started) of uploads not known to have ended."""
+        return [tuple(row) for row in self._all("SELECT upload_id, vault, path, started FROM uploads")]
 
     # Retrieval jobs -----------------------------------------------------------
 
@@ -586,3 +600,24 @@ class Catalog:
 
     def forget_manifest(self, archive_id: str) -> None:
         self._execute("DELETE FROM manifests WHERE archive_id=?", (archive_id,))
+
+
+class UploadTrail:
+    """One multipart upload's row in ``uploads`` (writer.Trail): a placeholder
+    while it is asked for, its id once Glacier answers, nothing once it ends."""
+
+    def __init__(self, catalog: Catalog, vault: str, path: str, part_size: int) -> None:
+        self.catalog = catalog
+        self.vault = vault
+        self.path = path
+        self.part_size = part_size
+        self._placeholder = ""
+
+    def starting(self) -> None:
+        self._placeholder = self.catalog.record_initiation(self.vault, self.path, self.part_size)
+
+    def started(self, upload_id: str) -> None:
+        self.catalog.record_upload(upload_id, self.vault, self.path, self.part_size, replacing=self._placeholder)
+
+    def ended(self, upload_id: str) -> None:
+        self.catalog.forget_upload(upload_id)

@@ -37,7 +37,11 @@ def add_emulator_parser(commands: argparse._SubParsersAction) -> None:
         help="fraction of requests answered with 500/503/throttling/timeout or a dropped connection (default: 0)",
     )
     parser.add_argument(
-        "--latency-ms", type=non_negative, default=0.0, metavar="MS", help="delay added to every request (default: 0)"
+        "--latency-ms",
+        type=non_negative,
+        default=0.0,
+        metavar="MS",
+        help="round trip added to every request, half of it before the request takes effect (default: 0)",
     )
     parser.add_argument(
         "--expedited-capacity",

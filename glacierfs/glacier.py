@@ -18,13 +18,14 @@ import botocore.exceptions
 from botocore.config import Config
 from botocore.handlers import add_glacier_checksums
 
-from glacierfs import errors
+from glacierfs import errors, timestamps
 from glacierfs.reachability import Reachability
 from glacierfs.records import (
     Archive,
     CapacityUnit,
     Job,
     JobOutput,
+    PendingUpload,
     RetrievalPolicy,
     Vault,
     VaultLock,
@@ -304,6 +305,13 @@ class GlacierClient:
     @_service_call
     def abort_multipart(self, vault: str, upload_id: str) -> None:
         self._client.abort_multipart_upload(vaultName=vault, uploadId=upload_id)
+
+    @_paged
+    def list_multipart_uploads(self, vault: str) -> Iterator[PendingUpload]:
+        for page in self._client.get_paginator("list_multipart_uploads").paginate(vaultName=vault):
+            for raw in page.get("UploadsList", []):
+                created = timestamps.parse_iso(str(raw.get("CreationDate") or "")) or 0.0
+                yield PendingUpload(raw["MultipartUploadId"], raw.get("ArchiveDescription") or "", created)
 
     # Jobs -----------------------------------------------------------------
 

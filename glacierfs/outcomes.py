@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from glacierfs import errors, timestamps
-from glacierfs.catalog import EMPTY, FILE, STORED, UPLOADING, Catalog, Entry, new_entry
+from glacierfs import errors, names, timestamps
+from glacierfs.catalog import EMPTY, FILE, INITIATING, SESSION, STORED, UPLOADING, Catalog, Entry, new_entry
 from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import WriteHandle, WriteState
@@ -26,6 +26,9 @@ from glacierfs.writer import PartBuffers, Stored
 log = logging.getLogger(__name__)
 
 PART_BUFFER_IDLE_SECONDS = 60.0  # idle part buffers are given back to the system after this
+# An initiation of this mount unanswered for this long has failed (botocore gives up well before).
+UNANSWERED_AFTER = 15 * 60.0
+CLOCK_SKEW = 5 * 60.0  # between this machine's clock and the service's CreationDate
 
 
 class Outcomes:
@@ -253,15 +256,46 @@ class Janitor:
         # completion included.
         recorded = self.catalog.uploads()
         owned = {handle.writer.upload_id for handle in self.open_files.uploads()} | self.queue.upload_ids()
-        for upload_id, vault, path, _ in recorded:
+        for upload_id, vault, path, started in recorded:
+            if upload_id.startswith(INITIATING):
+                self._abort_unanswered(upload_id, vault, path, started, {row[0] for row in recorded})
+                continue
             if upload_id in owned:
                 continue
-            try:
-                self.glacier.abort_multipart(vault, upload_id)
-                log.info("aborted abandoned multipart upload of %s/%s", vault, path)
-            except errors.NotFound:
-                pass
-            except errors.GlacierFSError as error:
-                log.warning("abandoned multipart upload of %s/%s not aborted yet: %s", vault, path, error)
+            if self._abort(vault, upload_id, path):
+                self.catalog.forget_upload(upload_id)
+
+    def _abort(self, vault: str, upload_id: str, path: str) -> bool:
+        """Whether the upload is gone."""
+        try:
+            self.glacier.abort_multipart(vault, upload_id)
+            log.info("aborted abandoned multipart upload of %s/%s", vault, path)
+        except errors.NotFound:
+            pass
+        except errors.GlacierFSError as error:
+            log.warning("abandoned multipart upload of %s/%s not aborted yet: %s", vault, path, error)
+            return False
+        return True
+
+    def _abort_unanswered(self, placeholder: str, vault: str, path: str, started: float, known: set[str]) -> None:
+        """An initiation whose answer was never recorded (a crash, or a timeout
+        that Glacier may have acted on): abort the uploads Glacier holds open
+        under that name, started since, that nobody records."""
+        ours = placeholder.startswith(f"{INITIATING}{SESSION}:")
+        if ours and started > time.time() - UNANSWERED_AFTER:
+            return  # an initiation of this mount, maybe under way
+        try:
+            pending = list(self.glacier.list_multipart_uploads(vault))
+        except errors.NotFound:
+            pending = []
+        except errors.GlacierFSError as error:
+            log.warning("cannot look for an unrecorded multipart upload of %s/%s yet: %s", vault, path, error)
+            return
+        for upload in pending:
+            decoded = names.decode(upload.description)
+            if upload.upload_id in known or decoded is None or decoded.path != path:
                 continue
-            self.catalog.forget_upload(upload_id)
+            if upload.created and upload.created < started - CLOCK_SKEW:
+                continue
+            self._abort(vault, upload.upload_id, path)
+        self.catalog.forget_upload(placeholder)

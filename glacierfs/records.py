@@ -32,6 +32,15 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload Glacier holds open (ListMultipartUploads)."""
+
+    upload_id: str
+    description: str
+    created: float  # seconds since the epoch; 0 when the service gives none
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: str
     action: str  # ArchiveRetrieval | InventoryRetrieval

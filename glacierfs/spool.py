@@ -16,7 +16,9 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -43,6 +45,8 @@ def _os_error(error: OSError, what: str) -> errors.GlacierFSError:
 
 
 LOCK = ".lock"
+CLOSED = "closed"  # SpoolFile.ended
+ABORTED = "aborted"
 
 
 class Spool:
@@ -101,7 +105,13 @@ class SpoolFile:
     """One file being written into the spool. Any offset may be written: unlike
     an upload, the spool has no "already sent". A write the spool refused
     leaves the file short of what its writer meant, so, as with a failed
-    upload, its close fails too and nothing is queued."""
+    upload, its close fails too and nothing is queued.
+
+    A large file's upload may start while it is still written (earlyupload.py):
+    it ``claim``s the bytes it reads, up to where the writes have been
+    sequential so far, and a later write or truncation below what it claimed
+    marks the file ``diverged``, so that upload is dropped rather than
+    completed with stale bytes. The spool copy itself is always right."""
 
     def __init__(self, spool: Spool, spool_id: str, fd: int) -> None:
         self.spool = spool
@@ -109,6 +119,12 @@ class SpoolFile:
         self._fd: int | None = fd
         self._size = 0
         self._failure: errors.GlacierFSError | None = None
+        self._guard = threading.Condition()  # a write or claim at a time; claims wait for writes
+        self._contiguous = 0  # bytes from offset 0 written without a gap, as a copy writes
+        self._claimed = 0  # bytes an early upload has read
+        self.diverged = False  # a write landed in bytes an early upload has read
+        self.ended: str | None = None  # CLOSED or ABORTED
+        self._follower: tuple[int, Callable[[], None]] | None = None
 
     @property
     def size(self) -> int:
@@ -116,7 +132,7 @@ class SpoolFile:
 
     @property
     def upload_id(self) -> None:
-        return None  # nothing is sent while the file is open
+        return None  # an early upload belongs to the queue, not to the open file
 
     @property
     def parts_done(self) -> int:
@@ -127,25 +143,64 @@ class SpoolFile:
             raise errors.GlacierFSError("this file's spool copy is closed")
         return self._fd
 
+    def follow(self, threshold: int, start: Callable[[], None]) -> None:
+        """Call ``start`` once, in the writer's thread, when the first
+        ``threshold`` bytes have been written in order."""
+        self._follower = (threshold, start)
+
     def write(self, offset: int, data: Buffer) -> int:
         fd = self._require_fd()
         view = memoryview(data).cast("B")
-        try:
-            pwrite_all(fd, view, offset)
-        except OSError as error:
-            os.ftruncate(fd, self._size)  # what part of it landed past the old end is not kept
-            self._failure = _os_error(error, f"a write of {len(view)} bytes")
-            raise self._failure from error
-        self._size = max(self._size, offset + len(view))
+        end = offset + len(view)
+        with self._guard:
+            if offset < self._claimed:
+                self.diverged = True
+            try:
+                pwrite_all(fd, view, offset)
+            except OSError as error:
+                os.ftruncate(fd, self._size)  # what part of it landed past the old end is not kept
+                self._failure = _os_error(error, f"a write of {len(view)} bytes")
+                raise self._failure from error
+            self._size = max(self._size, end)
+            if offset <= self._contiguous < end:
+                self._contiguous = end
+            self._guard.notify_all()
+        if self._follower is not None and self._contiguous >= self._follower[0]:
+            start, self._follower = self._follower[1], None
+            start()
         return len(view)
 
     def truncate(self, length: int) -> None:
         fd = self._require_fd()
-        try:
-            os.ftruncate(fd, length)
-        except OSError as error:
-            raise _os_error(error, f"grow to {length} bytes") from error
-        self._size = length
+        with self._guard:
+            if length < self._claimed:
+                self.diverged = True
+            try:
+                os.ftruncate(fd, length)
+            except OSError as error:
+                raise _os_error(error, f"grow to {length} bytes") from error
+            self._size = length
+            self._contiguous = min(self._contiguous, length)
+            self._guard.notify_all()
+
+    def claim(self, end: int, stop: Callable[[], bool]) -> bool:
+        """Wait until the bytes up to ``end`` are written in order (or the file is
+        closed and that long), and mark them read; False once they never will be:
+        the file ended short, was aborted or diverged, or ``stop()``."""
+        with self._guard:
+            while not (self.diverged or self.ended == ABORTED or stop()):
+                if (self._size if self.ended else self._contiguous) >= end:
+                    self._claimed = end
+                    return True
+                if self.ended:
+                    break
+                self._guard.wait(1.0)
+            return False
+
+    def _end(self, how: str) -> None:
+        with self._guard:
+            self.ended = how
+            self._guard.notify_all()
 
     def sync(self) -> None:
         try:
@@ -162,17 +217,21 @@ class SpoolFile:
                 raise self._failure
             os.fsync(fd)
         except OSError as error:
+            self._end(ABORTED)
             self.spool.remove(self.spool_id)
             raise _os_error(error, "keep the file") from error
         except BaseException:
+            self._end(ABORTED)
             self.spool.remove(self.spool_id)
             raise
         finally:
             os.close(fd)
+        self._end(CLOSED)
         return Spooled(self.spool_id, self._size)
 
     def abort(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._end(ABORTED)
         self.spool.remove(self.spool_id)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from glacierfs import errors, names, processes
 from glacierfs.cache import Incoming
-from glacierfs.catalog import DIRECTORY, EMPTY, FILE, QUEUED, UPLOADING, Catalog, Entry, new_entry
+from glacierfs.catalog import DIRECTORY, EMPTY, FILE, QUEUED, UPLOADING, Catalog, Entry, UploadTrail, new_entry
 from glacierfs.deletions import Deletions
 from glacierfs.glacier import GlacierClient
 from glacierfs.handles import Closer, ReadHandle, WriteHandle
@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 def _is_rsync(process: int | None) -> bool:
     """rsync writes into a temporary name it renames at once (names.likely_final_name)."""
     return processes.command_of(process) == "rsync"
+
+
+def _final_name(rel: str, opener: int | None) -> str:
+    """The name a file will keep, as far as can be told when its upload starts."""
+    name = name_of(rel)
+    return "/".join(filter(None, [parent_of(rel), names.likely_final_name(name) if _is_rsync(opener) else name]))
 
 
 def _replaced(existing: Entry | None) -> list[Entry]:
@@ -231,10 +237,13 @@ class GlacierFS:
         if self.options.write_back:
             # Described when its upload starts, after the settle time: by then
             # rsync has renamed its temporary file, and the name is the real one.
-            spooled = WriteHandle(vault, rel, self.queue.spool.create(), self.outcomes, opener, replaces)
+            # A large file's upload starts while it is written, under the name
+            # it has then (its upload is dropped if that is not the name it keeps).
+            spool_file = self.queue.spool.create()
+            spooled = WriteHandle(vault, rel, spool_file, self.outcomes, opener, replaces)
+            self.queue.follow(spool_file, lambda: (spooled.vault, _final_name(spooled.path, opener)))
             return self.open_files.add(spooled)
-        name = name_of(rel)
-        final = "/".join(filter(None, [parent_of(rel), names.likely_final_name(name) if _is_rsync(opener) else name]))
+        final = _final_name(rel, opener)
         description = names.encode(final, time.time())
         if not names.fits(final):
             raise errors.NameTooLong(f"{vault}/{rel}: the path does not fit Glacier's 1,024-character description")
@@ -246,8 +255,7 @@ class GlacierFS:
             self.options.part_size,
             self._executor,
             self.options.concurrency,
-            on_initiate=lambda upload_id: self.catalog.record_upload(upload_id, vault, rel, self.options.part_size),
-            on_end=self.catalog.forget_upload,
+            trail=UploadTrail(self.catalog, vault, final, self.options.part_size),
             tee=copy.write if copy else None,
             buffers=self.part_buffers,
         )

@@ -9,9 +9,11 @@ before its description is written. ``fsync`` of the file and ``glacierfs
 umount`` skip the wait. A file smaller than a part goes up in one
 UploadArchive, its body read from the spool as it is sent; a larger one goes
 multipart, one such file at a time, with the parts' own concurrency, so memory
-stays within the Writer's bound. A failed attempt is logged, kept, and tried
-again with a growing pause; nothing leaves the spool until Glacier has stored
-it, or the file is removed or replaced.
+stays within the Writer's bound. One large file at a time starts its upload
+while it is still written (earlyupload.py), so writing it to the spool and
+sending it overlap; its parts share the same slots. A failed attempt is
+logged, kept, and tried again with a growing pause; nothing leaves the spool
+until Glacier has stored it, or the file is removed or replaced.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from typing import BinaryIO
 
 from glacierfs import errors, names
 from glacierfs.cache import ContentCache, Incoming
-from glacierfs.catalog import Catalog, Entry
+from glacierfs.catalog import Catalog, Entry, UploadTrail
 from glacierfs.deletions import Deletions
+from glacierfs.earlyupload import EarlyUpload
 from glacierfs.glacier import GlacierClient
 from glacierfs.queuestore import FAILED, UPLOADING, QueuedFile, QueueStore
 from glacierfs.records import Archive
-from glacierfs.spool import Spool, Spooled
+from glacierfs.spool import Spool, Spooled, SpoolFile
 from glacierfs.treehash import MiB, TreeHasher, file_tree_hash
 from glacierfs.writer import PartBuffers, Uploader
 
@@ -77,12 +80,16 @@ class UploadQueue:
         self.part_buffers = part_buffers
         self._wake = threading.Condition()  # a file queued, hurried, stored or failed
         self._slots = threading.BoundedSemaphore(self.transfers)
-        self._multipart = threading.Lock()  # one large file at a time: memory stays bounded
+        self._multipart = threading.Lock()  # one large file at a time from the queue: memory stays bounded
+        self._part_slots = threading.BoundedSemaphore(max(1, concurrency))  # parts in flight, all files
+        self._early: dict[str, EarlyUpload] = {}  # spool id -> its upload started while written (one at most)
+        self._early_slot = threading.Lock()  # held from an early upload's start to its end, by whichever thread
         self._stopping = threading.Event()
         self._dispatcher: threading.Thread | None = None
         self._transfers: ThreadPoolExecutor | None = None
         self._parts: ThreadPoolExecutor | None = None
-        self._upload_ids: dict[str, str] = {}  # spool id -> its multipart upload in flight
+        self._upload_ids: set[str] = set()  # multipart uploads in flight
+        self._ids_lock = threading.Lock()
         self._sent = 0  # bytes stored since the mount, for progress
 
     # Life -------------------------------------------------------------------
@@ -140,6 +147,8 @@ class UploadQueue:
             self._wake.notify_all()
         if self._dispatcher is not None:
             self._dispatcher.join()
+        for early in list(self._early.values()):
+            early.give_up()
         for pool in (self._transfers, self._parts):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -163,6 +172,43 @@ class UploadQueue:
         with self._wake:
             self._wake.notify_all()
 
+    def follow(self, file: SpoolFile, name: Callable[[], tuple[str, str]]) -> None:
+        """Start ``file``'s upload once a part of it is written, under the
+        ``name()`` (vault, path) it has then, if no other file's has started."""
+        file.follow(self.part_size, lambda: self._start_early(file, *name()))
+
+    def _start_early(self, file: SpoolFile, vault: str, path: str) -> None:
+        if self._stopping.is_set() or "/.~tmp~/" in f"/{path}" or not names.fits(path):
+            return  # --delay-updates: the name is not the real one yet
+        if not self._early_slot.acquire(blocking=False):
+            return  # another file's is under way: this one goes up after its close
+        assert self._parts is not None
+        try:
+            early = EarlyUpload(
+                self.glacier,
+                file,
+                vault,
+                path,
+                executor=self._parts,
+                slots=self._part_slots,
+                buffers=self.part_buffers,
+                trail=self._trail(vault, path),
+                stopping=self._stopping,
+                dropped=self._early_ended,
+            )
+        except Exception as error:  # noqa: BLE001 - the write goes on; the file goes up after its close
+            self._early_slot.release()
+            log.warning("%s/%s: its upload cannot start while it is written: %s", vault, path, error)
+            return
+        self._early[file.spool_id] = early
+        early.start()
+        log.debug("%s/%s: its upload starts while it is written", vault, path)
+
+    def _early_ended(self, early: EarlyUpload) -> None:
+        if self._early.get(early.file.spool_id) is early:
+            del self._early[early.file.spool_id]
+        self._early_slot.release()
+
     def take(self, vault: str, path: str) -> QueuedFile | None:
         """Take the file queued under this name out of the queue, as it is
         removed or replaced (call under the namespace lock); ``dispose`` of it
@@ -174,6 +220,9 @@ class UploadQueue:
         now, its archive is deleted once stored), and the archives it was to
         replace are retired."""
         log.info("%s/%s is not uploaded: removed or replaced while it was queued", item.vault, item.path)
+        early = self._early.get(item.spool_id)
+        if early is not None:
+            early.give_up()
         if item.status != UPLOADING:
             self.spool.remove(item.spool_id)
         for archive_id in item.replaces:
@@ -217,7 +266,8 @@ class UploadQueue:
 
     def upload_ids(self) -> set[str]:
         """Multipart uploads in flight (the janitor leaves them alone)."""
-        return set(self._upload_ids.values())
+        with self._ids_lock:
+            return set(self._upload_ids)
 
     def state_of(self, vault: str, path: str) -> str | None:
         """``user.glacier.state`` of a queued file: queued, uploading, or failed: why."""
@@ -302,6 +352,11 @@ class UploadQueue:
 
     def _upload(self, item: QueuedFile) -> Archive:
         assert item.description is not None
+        early = self._early.get(item.spool_id)
+        if early is not None:
+            archive = early.finish(item.vault, item.path, item.size)
+            if archive is not None:
+                return archive
         with self.spool.open(item.spool_id) as body:
             if item.size < self.part_size:
                 linear, tree = _hashes(body)
@@ -319,9 +374,9 @@ class UploadQueue:
             self.part_size,
             self._parts,
             self.concurrency,
-            on_initiate=lambda upload_id: self._started(item, upload_id),
-            on_end=self._ended,
+            trail=self._trail(item.vault, item.path),
             buffers=self.part_buffers,
+            slots=self._part_slots,
         )
         try:
             try:
@@ -341,16 +396,13 @@ class UploadQueue:
                 raise
             stored = uploader.finish(tail_offset, tail)  # aborts the upload itself if it fails
         finally:
-            self._upload_ids.pop(item.spool_id, None)
+            with self._ids_lock:
+                self._upload_ids.discard(uploader.upload_id or "")
         assert stored is not None
         return stored.archive
 
-    def _started(self, item: QueuedFile, upload_id: str) -> None:
-        self._upload_ids[item.spool_id] = upload_id
-        self.store.catalog.record_upload(upload_id, item.vault, item.path, self.part_size)
-
-    def _ended(self, upload_id: str) -> None:
-        self.store.catalog.forget_upload(upload_id)
+    def _trail(self, vault: str, path: str) -> UploadTrail:
+        return _InFlight(self.store.catalog, vault, path, self.part_size, self._upload_ids, self._ids_lock)
 
     def _stored(self, item: QueuedFile, archive: Archive) -> None:
         with self.namespace:
@@ -408,6 +460,28 @@ class UploadQueue:
         self.store.failed(item.spool_id, str(error) or type(error).__name__, time.time() + pause)
         with self._wake:
             self._wake.notify_all()
+
+
+class _InFlight(UploadTrail):
+    """The catalog's trail of an upload, and the queue's set of those in
+    flight, which the janitor leaves alone."""
+
+    def __init__(
+        self, catalog: Catalog, vault: str, path: str, part_size: int, in_flight: set[str], lock: threading.Lock
+    ) -> None:
+        super().__init__(catalog, vault, path, part_size)
+        self._in_flight = in_flight
+        self._lock = lock
+
+    def started(self, upload_id: str) -> None:
+        with self._lock:
+            self._in_flight.add(upload_id)
+        super().started(upload_id)
+
+    def ended(self, upload_id: str) -> None:
+        with self._lock:
+            self._in_flight.discard(upload_id)
+        super().ended(upload_id)
 
 
 def _hashes(body: BinaryIO) -> tuple[str, str]:

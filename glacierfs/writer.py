@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from glacierfs import errors
 from glacierfs.records import Archive
@@ -159,6 +159,18 @@ class Partitioner:
         return offset, tail
 
 
+class Trail(Protocol):
+    """Where a multipart upload is recorded while it is open, so that a crash
+    at any moment, even before Glacier has answered its initiation, leaves a
+    trail for the janitor (catalog.UploadTrail)."""
+
+    def starting(self) -> None: ...
+
+    def started(self, upload_id: str) -> None: ...
+
+    def ended(self, upload_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Stored:
     archive: Archive
@@ -182,21 +194,21 @@ class Uploader:
         part_size: int,
         executor: Executor,
         concurrency: int,
-        on_initiate: Callable[[str], None] | None = None,
-        on_end: Callable[[str], None] | None = None,
+        trail: Trail | None = None,
         tee: Callable[[int, bytes | bytearray], None] | None = None,
         buffers: PartBuffers | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.glacier = glacier
         self.vault = vault
         self.description = description
         self.part_size = part_size
         self._executor = executor
-        self._slots = threading.BoundedSemaphore(concurrency)
+        # Parts in flight; uploads that share memory share these (writeback.py).
+        self._slots = slots if slots is not None else threading.BoundedSemaphore(concurrency)
         # Shared by the files of a mount; else parts in flight plus the one waiting.
         self.buffers = buffers if buffers is not None else PartBuffers(part_size, keep=concurrency + 1)
-        self._on_initiate = on_initiate
-        self._on_end = on_end
+        self._trail = trail
         self._tee = tee
         self._upload_id: str | None = None
         self._hashes: dict[int, bytes] = {}
@@ -227,10 +239,12 @@ class Uploader:
     def add(self, offset: int, part: bytes | bytearray) -> None:
         self.check()
         if self._upload_id is None:
+            if self._trail:
+                self._trail.starting()
             self._upload_id = self.glacier.initiate_multipart(self.vault, self.part_size, self.description)
             log.debug("multipart upload %s started in %s", self._upload_id, self.vault)
-            if self._on_initiate:
-                self._on_initiate(self._upload_id)
+            if self._trail:
+                self._trail.started(self._upload_id)
         self._send(offset, part)
 
     def _send(self, offset: int, part: bytes | bytearray) -> None:
@@ -271,7 +285,7 @@ class Uploader:
         self._futures.clear()
         self.check()
 
-    def finish(self, tail_offset: int, tail: bytes) -> Stored | None:
+    def finish(self, tail_offset: int, tail: bytes | bytearray) -> Stored | None:
         """Send what is left and complete. None for a file of 0 bytes."""
         try:
             self.check()
@@ -321,8 +335,8 @@ class Uploader:
             self._ended()
 
     def _ended(self) -> None:
-        if self._on_end and self._upload_id:
-            self._on_end(self._upload_id)
+        if self._trail and self._upload_id:
+            self._trail.ended(self._upload_id)
 
 
 def _lost(upload_id: str, error: errors.NotFound) -> errors.GlacierFSError:

@@ -114,6 +114,22 @@ def glacier(inprocess: Emulator) -> GlacierClient:
     return client
 
 
+class RecordedTrail:
+    """What the Uploader tells its trail (catalog.UploadTrail), in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def starting(self) -> None:
+        self.events.append(("starting", ""))
+
+    def started(self, upload_id: str) -> None:
+        self.events.append(("started", upload_id))
+
+    def ended(self, upload_id: str) -> None:
+        self.events.append(("ended", upload_id))
+
+
 def new_writer(glacier: GlacierClient, concurrency: int = 2, **hooks) -> Writer:  # type: ignore[no-untyped-def]
     executor = ThreadPoolExecutor(max_workers=concurrency)
     return Writer(Uploader(glacier, "w", "desc", PART, executor, concurrency, **hooks))
@@ -122,17 +138,22 @@ def new_writer(glacier: GlacierClient, concurrency: int = 2, **hooks) -> Writer:
 @pytest.mark.parametrize("size", [1, PART - 1, PART, PART + 1, 3 * PART + 7])
 def test_writer_stores_exact_bytes(glacier: GlacierClient, inprocess: Emulator, size: int) -> None:
     data = random.Random(size).randbytes(size)
-    started: list[str] = []
+    trail = RecordedTrail()
     teed: dict[int, bytes] = {}
-    writer = new_writer(glacier, on_initiate=started.append, tee=lambda at, part: teed.update({at: bytes(part)}))
+    writer = new_writer(glacier, trail=trail, tee=lambda at, part: teed.update({at: bytes(part)}))
     for offset in range(0, size, 200_000):
         writer.write(offset, data[offset : offset + 200_000])
     stored = writer.close()
     assert stored is not None and stored.size == size
     assert stored.archive.tree_hash == tree_hash(data)
     assert b"".join(teed[offset] for offset in sorted(teed)) == data  # what --cache-writes copies
-    # One request for less than a part; multipart as soon as a full part exists.
-    assert bool(started) == (size >= PART)
+    # One request for less than a part; multipart as soon as a full part exists,
+    # recorded before it is asked for, and forgotten once complete.
+    if size >= PART:
+        upload_id = writer.upload_id
+        assert trail.events == [("starting", ""), ("started", upload_id), ("ended", upload_id)]
+    else:
+        assert trail.events == []
     assert [(a["Size"], a["SHA256TreeHash"]) for a in archives(inprocess.url, "w")] == [(size, tree_hash(data))]
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
 
@@ -143,8 +164,8 @@ def test_writer_of_nothing_stores_nothing(glacier: GlacierClient, inprocess: Emu
 
 
 def test_failed_part_aborts_upload_and_close_raises(glacier: GlacierClient, inprocess: Emulator) -> None:
-    ended: list[str] = []
-    writer = new_writer(glacier, on_end=ended.append)
+    trail = RecordedTrail()
+    writer = new_writer(glacier, trail=trail)
     writer.write(0, bytes(2 * PART + 1))  # multipart is under way
     inprocess.settings.fault_rate = 1.0
     with pytest.raises(errors.GlacierFSError):
@@ -154,6 +175,7 @@ def test_failed_part_aborts_upload_and_close_raises(glacier: GlacierClient, inpr
     writer.abort()
     assert boto_client(inprocess.url).list_multipart_uploads(vaultName="w")["UploadsList"] == []
     assert archives(inprocess.url, "w") == []
+    assert [event for event, _ in trail.events] == ["starting", "started", "ended"]  # aborted, so forgotten
 
 
 def test_file_past_ten_thousand_parts_is_too_large(glacier: GlacierClient, inprocess: Emulator) -> None:

@@ -43,8 +43,17 @@ class EmulatorHTTP(GlacierResponse):
         return emulated_backends[self.current_account][self.region]
 
     def _dispatch(self, request: Any, full_url: str | None = None, headers: Any = None) -> TYPE_RESPONSE:
+        # A round trip: half of it before the service acts, half before its answer
+        # arrives, so a client can die after the service acted, unanswered.
         if settings.latency_ms:
-            time.sleep(settings.latency_ms / 1000)
+            time.sleep(settings.latency_ms / 2000)
+        try:
+            return self._dispatch_now(request, full_url, headers)
+        finally:
+            if settings.latency_ms:
+                time.sleep(settings.latency_ms / 2000)
+
+    def _dispatch_now(self, request: Any, full_url: str | None, headers: Any) -> TYPE_RESPONSE:
         if settings.fault_rate and random.random() < settings.fault_rate:
             return self._fault(request)
         # request.url re-quotes the decoded path and leaves '%' alone, so a name
