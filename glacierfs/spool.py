@@ -74,13 +74,15 @@ class Spool:
     def path(self, spool_id: str) -> Path:
         return self.directory / spool_id
 
-    def create(self) -> SpoolFile:
+    def create(self, max_size: int) -> SpoolFile:
+        """A new spool file that refuses to grow past ``max_size`` (what the
+        upload's 10,000 parts can hold), as a direct upload would."""
         spool_id = uuid.uuid4().hex
         try:
             fd = os.open(self.path(spool_id), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as error:
             raise _os_error(error, "create a file") from error
-        return SpoolFile(self, spool_id, fd)
+        return SpoolFile(self, spool_id, fd, max_size)
 
     def open(self, spool_id: str) -> BinaryIO:
         try:
@@ -113,9 +115,10 @@ class SpoolFile:
     marks the file ``diverged``, so that upload is dropped rather than
     completed with stale bytes. The spool copy itself is always right."""
 
-    def __init__(self, spool: Spool, spool_id: str, fd: int) -> None:
+    def __init__(self, spool: Spool, spool_id: str, fd: int, max_size: int) -> None:
         self.spool = spool
         self.spool_id = spool_id
+        self.max_size = max_size
         self._fd: int | None = fd
         self._size = 0
         self._failure: errors.GlacierFSError | None = None
@@ -148,10 +151,18 @@ class SpoolFile:
         ``threshold`` bytes have been written in order."""
         self._follower = (threshold, start)
 
+    def _check_limit(self, end: int) -> None:
+        if end > self.max_size:
+            raise errors.FileTooLarge(
+                f"{end} bytes is past the largest file {self.max_size} that 10,000 parts allow; "
+                "remount with a larger --part-size"
+            )
+
     def write(self, offset: int, data: Buffer) -> int:
         fd = self._require_fd()
         view = memoryview(data).cast("B")
         end = offset + len(view)
+        self._check_limit(end)
         with self._guard:
             if offset < self._claimed:
                 self.diverged = True
@@ -172,6 +183,7 @@ class SpoolFile:
 
     def truncate(self, length: int) -> None:
         fd = self._require_fd()
+        self._check_limit(length)
         with self._guard:
             if length < self._claimed:
                 self.diverged = True

@@ -38,7 +38,7 @@ from glacierfs.spool import Spool
 from glacierfs.vaults import Vaults
 from glacierfs.vaultsettings import VaultSettings
 from glacierfs.writeback import UploadQueue
-from glacierfs.writer import PartBuffers, Uploader, Writer
+from glacierfs.writer import MAX_PARTS, PartBuffers, Uploader, Writer
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class GlacierFS:
             # rsync has renamed its temporary file, and the name is the real one.
             # A large file's upload starts while it is written, under the name
             # it has then (its upload is dropped if that is not the name it keeps).
-            spool_file = self.queue.spool.create()
+            spool_file = self.queue.spool.create(self.options.part_size * MAX_PARTS)
             spooled = WriteHandle(vault, rel, spool_file, self.outcomes, opener, replaces)
             self.queue.follow(spool_file, lambda: (spooled.vault, _final_name(spooled.path, opener)))
             return self.open_files.add(spooled)

@@ -445,3 +445,22 @@ def test_rsync_delay_updates_records_the_final_names(inprocess: Emulator, tmp_pa
     finally:
         mount.unmount()
     assert stored(inprocess.url).keys() == {"photo0.jpg", "photo1.jpg", "photo2.jpg"}
+
+
+def test_a_file_past_ten_thousand_parts_is_refused_at_write(inprocess: Emulator, held: Mount) -> None:
+    """As without --write-back: EFBIG at the write, not a file that fails in the queue for ever."""
+    largest = 10_000 * MiB  # --part-size 1 MiB
+    fd = os.open(held.path("v", "huge.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"kept")
+        with pytest.raises(OSError) as written:
+            os.pwrite(fd, b"x", largest)
+        assert written.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as truncated:
+            os.ftruncate(fd, largest + 1)
+        assert truncated.value.errno == errno.EFBIG
+    finally:
+        os.close(fd)
+    assert glacierfs_umount(held).returncode == 0
+    assert stored(inprocess.url) == {"huge.bin": [tree_hash(b"kept")]}
+    assert "10,000 parts" in held.log_text()
