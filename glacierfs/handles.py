@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,6 +101,10 @@ class WriteHandle:
         self._synced = False  # fsync'd while open: --write-back's last close waits for Glacier
         self._sharers: set[int] = set()  # other processes seen writing, closing or holding it
         self.error: BaseException | None = None  # why it failed or was aborted
+        # The file's mtime: its last write, or the open that emptied it; None
+        # while neither happened, or once a utimens came after (cp -p, rsync,
+        # tar set it last): the catalog's is the file's then.
+        self.modified_ns: int | None = None
 
     @property
     def writing(self) -> bool:
@@ -128,12 +133,24 @@ class WriteHandle:
         with self.lock:
             self._require_open()
             self._note(process)
-            return self.writer.write(offset, data)
+            written = self.writer.write(offset, data)
+            self.modified_ns = time.time_ns()
+            return written
 
     def truncate(self, length: int) -> None:
         with self.lock:
             self._require_open()
             self.writer.truncate(length)
+            self.modified_ns = time.time_ns()
+
+    def times_set(self) -> None:
+        """A utimens while it is open: the time it set is the file's, unless written after."""
+        with self.lock:
+            self.modified_ns = None
+
+    def stamped(self, entry: Entry) -> Entry:
+        """``entry`` with this file's mtime."""
+        return entry if self.modified_ns is None else entry.but(mtime_ns=self.modified_ns)
 
     def fsync(self) -> None:
         with self.lock:

@@ -73,7 +73,7 @@ class Outcomes:
         displaced = None
         with self.namespace:
             current = self.catalog.get(handle.vault, handle.path)
-            entry = current or new_entry(handle.vault, handle.path, FILE, 0o644)
+            entry = handle.stamped(current or new_entry(handle.vault, handle.path, FILE, 0o644))
             if stored is None:
                 entry = entry.but(size=0, state=EMPTY, archive_id=None, tree_hash=None, created=None)
             else:
@@ -135,7 +135,7 @@ class Outcomes:
             return
         with self.namespace:
             current = self.catalog.get(handle.vault, handle.path)
-            entry = current or new_entry(handle.vault, handle.path, FILE, 0o644)
+            entry = handle.stamped(current or new_entry(handle.vault, handle.path, FILE, 0o644))
             replaces = [old.archive_id for old in self._replaced(handle, current) if old.archive_id]
             try:
                 self.queue.add(entry, spooled, replaces)

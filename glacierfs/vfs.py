@@ -153,12 +153,7 @@ class GlacierFS:
         if not rel:
             self.vaults.require(vault)
             return self._vault_stat()
-        entry = self.entry(vault, rel)
-        size = entry.size
-        writing = self.open_files.writing(vault, rel)
-        if writing is not None:
-            size = writing.size
-        return _stat_of(entry, size)
+        return _stat_of(self.entry(vault, rel), self.open_files.writing(vault, rel))
 
     def open_dir(self, path: str) -> DirectoryListing:
         """A directory's entries with their attributes, read a batch at a time (see listing)."""
@@ -169,8 +164,8 @@ class GlacierFS:
 
         def fetch(after: str, limit: int, skip: int) -> tuple[Named, str]:
             entries = self.catalog.children(vault, rel, after, limit, skip)
-            writing = {handle.path: handle.size for handle in self.open_files.uploads() if handle.vault == vault}
-            named = [(entry.name, _stat_of(entry, writing.get(entry.path, entry.size))) for entry in entries]
+            writing = {handle.path: handle for handle in self.open_files.uploads() if handle.vault == vault}
+            named = [(entry.name, _stat_of(entry, writing.get(entry.path))) for entry in entries]
             return named, entries[-1].path if entries else after
 
         return DirectoryListing(fetch)
@@ -233,7 +228,14 @@ class GlacierFS:
             )
         return vault, rel
 
-    def _new_handle(self, vault: str, rel: str, replaces: list[Entry], opener: int | None) -> int:
+    def _new_handle(self, vault: str, rel: str, replaces: list[Entry], opener: int | None, emptied: bool) -> int:
+        """``emptied``: created or truncated by the open, a change of its mtime."""
+        handle = self._write_handle_for(vault, rel, replaces, opener)
+        if emptied:
+            handle.modified_ns = time.time_ns()
+        return self.open_files.add(handle)
+
+    def _write_handle_for(self, vault: str, rel: str, replaces: list[Entry], opener: int | None) -> WriteHandle:
         if self.options.write_back:
             # Described when its upload starts, after the settle time: by then
             # rsync has renamed its temporary file, and the name is the real one.
@@ -242,7 +244,7 @@ class GlacierFS:
             spool_file = self.queue.spool.create(self.options.part_size * MAX_PARTS)
             spooled = WriteHandle(vault, rel, spool_file, self.outcomes, opener, replaces)
             self.queue.follow(spool_file, lambda: (spooled.vault, _final_name(spooled.path, opener)))
-            return self.open_files.add(spooled)
+            return spooled
         final = _final_name(rel, opener)
         description = names.encode(final, time.time())
         if not names.fits(final):
@@ -259,8 +261,7 @@ class GlacierFS:
             tee=copy.write if copy else None,
             buffers=self.part_buffers,
         )
-        handle = WriteHandle(vault, rel, Writer(uploader), self.outcomes, opener, replaces, copy=copy)
-        return self.open_files.add(handle)
+        return WriteHandle(vault, rel, Writer(uploader), self.outcomes, opener, replaces, copy=copy)
 
     def create(self, path: str, mode: int, opener: int | None = None) -> int:
         """A new file, or an existing one truncated (O_CREAT): ``opener`` is the
@@ -277,7 +278,7 @@ class GlacierFS:
             raise errors.Busy(f"{path} is being uploaded by another open file")
         if existing is None:
             self.catalog.put(new_entry(vault, rel, FILE, mode).but(state=UPLOADING))
-        return self._new_handle(vault, rel, _replaced(existing), opener)
+        return self._new_handle(vault, rel, _replaced(existing), opener, emptied=True)
 
     def open(self, path: str, flags: int, opener: int | None = None) -> int:
         vault, rel = self.file_path(path)
@@ -292,7 +293,7 @@ class GlacierFS:
         if (entry.archive_id or entry.state == QUEUED) and not flags & os.O_TRUNC:
             what = "queued for upload as an archive" if entry.state == QUEUED else "a stored archive"
             raise errors.ReadOnly(f"{path} is {what}, and archives are immutable: open it with O_TRUNC to replace it")
-        return self._new_handle(vault, rel, _replaced(entry), opener)
+        return self._new_handle(vault, rel, _replaced(entry), opener, emptied=bool(flags & os.O_TRUNC))
 
     def _open_for_reading(self, path: str, entry: Entry, flags: int = os.O_RDONLY) -> ReadHandle:
         handle = ReadHandle(entry.vault, entry.path, self.retriever, self.options.wait)
@@ -478,6 +479,9 @@ class GlacierFS:
             return  # the root and vaults have no times of their own to keep
         entry = self.entry(vault, rel)
         self.catalog.put(entry.but(mtime_ns=mtime_ns))
+        writing = self.open_files.writing(vault, rel)
+        if writing is not None:
+            writing.times_set()
         self._changed(vault)
 
     def set_mode(self, path: str, mode: int) -> None:
@@ -538,6 +542,9 @@ class GlacierFS:
         }
 
 
-def _stat_of(entry: Entry, size: int) -> Stat:
-    """What a stat and a listing show alike; ``size`` grows while the file is written."""
-    return Stat(entry.kind, size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)
+def _stat_of(entry: Entry, writing: WriteHandle | None) -> Stat:
+    """What a stat and a listing show alike; a file being written shows its
+    size and mtime so far."""
+    if writing is not None:
+        entry = writing.stamped(entry.but(size=writing.size))
+    return Stat(entry.kind, entry.size, entry.mtime_ns, entry.mode, entry.uid, entry.gid)

@@ -390,3 +390,37 @@ def test_embedded_emulator_keeps_data_across_remounts(tmp_path: Path) -> None:
             subprocess.run([*GLACIERFS, "umount", str(mnt)], check=False, timeout=60)
             assert stop_daemon(daemon_pid(started.stdout))
     assert (tmp_path / "emu" / "glacier" / "emulator.sqlite").exists()
+
+
+@pytest.mark.parametrize("mode", [(), ("--write-back", "--settle", "0")], ids=["direct", "write-back"])
+def test_mtime_is_the_last_write_or_what_utimens_set(
+    inprocess: Emulator, tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """make, rsync's quick check and backups compare mtimes: overwriting a file
+    moves its mtime, and cp -p (data, then utimens, then close) keeps the one it set."""
+    mounted = Mount(tmp_path, inprocess.url, "--part-size", str(PART), *mode)
+    try:
+        target = make_vault(mounted, "v") / "notes.txt"
+        target.write_bytes(b"first")
+        first = target.stat().st_mtime_ns
+        time.sleep(0.05)
+        with open(target, "wb") as handle:
+            handle.write(b"second")
+            handle.flush()
+            assert target.stat().st_mtime_ns > first  # while it is written, too
+        overwritten = target.stat().st_mtime_ns
+        assert overwritten > first
+        source = tmp_path / "old.txt"
+        source.write_bytes(b"from 2001")
+        os.utime(source, ns=(1_000_000_000 * 10**9, 1_000_000_000 * 10**9))
+        run("cp", "-p", source, target)
+        assert target.stat().st_mtime_ns == 1_000_000_000 * 10**9
+        with open(target, "wb") as handle:  # a utimens, then a write: the write's time wins
+            handle.write(b"a")
+            os.utime(handle.fileno(), ns=(5 * 10**9, 5 * 10**9))
+            handle.write(b"b")
+        assert target.stat().st_mtime_ns > overwritten
+        run(*GLACIERFS, "umount", mounted.mountpoint)
+        mounted.process.wait(timeout=30)
+    finally:
+        mounted.unmount()
