@@ -158,9 +158,17 @@ class EarlyUpload:
             os.posix_fadvise(spooled.fileno(), max(0, offset - len(buffer)), 2 * len(buffer), os.POSIX_FADV_DONTNEED)
         return count
 
+    @property
+    def upload_id(self) -> str | None:
+        return self._uploader.upload_id
+
+    def cancel(self) -> None:
+        """From now on this upload is not the file's: a finish returns None."""
+        self._given_up.set()
+
     def give_up(self) -> None:
         """The file left the queue, or the mount stops: abort what was sent."""
-        self._given_up.set()
+        self.cancel()
         self._thread.join()
         self._drop("the mount stops, or the file is no longer queued")
 

@@ -29,6 +29,7 @@ PART_BUFFER_IDLE_SECONDS = 60.0  # idle part buffers are given back to the syste
 # An initiation of this mount unanswered for this long has failed (botocore gives up well before).
 UNANSWERED_AFTER = 15 * 60.0
 CLOCK_SKEW = 5 * 60.0  # between this machine's clock and the service's CreationDate
+MOUNTED_AT = time.time()  # this process's start: a crashed mount's initiations came before it
 
 
 class Outcomes:
@@ -255,15 +256,17 @@ class Janitor:
         # and one read here belongs to an open file until that file is released,
         # completion included.
         recorded = self.catalog.uploads()
-        owned = {handle.writer.upload_id for handle in self.open_files.uploads()} | self.queue.upload_ids()
         for upload_id, vault, path, started in recorded:
             if upload_id.startswith(INITIATING):
-                self._abort_unanswered(upload_id, vault, path, started, {row[0] for row in recorded})
+                self._abort_unanswered(upload_id, vault, path, started)
                 continue
-            if upload_id in owned:
+            if upload_id in self._owned():
                 continue
             if self._abort(vault, upload_id, path):
                 self.catalog.forget_upload(upload_id)
+
+    def _owned(self) -> set[str | None]:
+        return {handle.writer.upload_id for handle in self.open_files.uploads()} | self.queue.upload_ids()
 
     def _abort(self, vault: str, upload_id: str, path: str) -> bool:
         """Whether the upload is gone."""
@@ -277,10 +280,10 @@ class Janitor:
             return False
         return True
 
-    def _abort_unanswered(self, placeholder: str, vault: str, path: str, started: float, known: set[str]) -> None:
+    def _abort_unanswered(self, placeholder: str, vault: str, path: str, started: float) -> None:
         """An initiation whose answer was never recorded (a crash, or a timeout
         that Glacier may have acted on): abort the uploads Glacier holds open
-        under that name, started since, that nobody records."""
+        under that name, started about then, that nobody records."""
         ours = placeholder.startswith(f"{INITIATING}{SESSION}:")
         if ours and started > time.time() - UNANSWERED_AFTER:
             return  # an initiation of this mount, maybe under way
@@ -291,11 +294,17 @@ class Janitor:
         except errors.GlacierFSError as error:
             log.warning("cannot look for an unrecorded multipart upload of %s/%s yet: %s", vault, path, error)
             return
+        # Read after the listing: an upload of the same name sent since (the
+        # file sent again after the crash) is recorded or owned by now.
+        known = {row[0] for row in self.catalog.uploads()} | self._owned()
+        # An initiation is answered, or given up, within UNANSWERED_AFTER, and a
+        # crashed mount's before this mount began.
+        latest = started + UNANSWERED_AFTER if ours else min(started + UNANSWERED_AFTER, MOUNTED_AT)
         for upload in pending:
             decoded = names.decode(upload.description)
             if upload.upload_id in known or decoded is None or decoded.path != path:
                 continue
-            if upload.created and upload.created < started - CLOCK_SKEW:
+            if upload.created and not started - CLOCK_SKEW <= upload.created <= latest + CLOCK_SKEW:
                 continue
             self._abort(vault, upload.upload_id, path)
         self.catalog.forget_upload(placeholder)

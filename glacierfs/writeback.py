@@ -49,6 +49,10 @@ class Interrupted(Exception):
     """The mount stops: an upload under way is given up, to be sent again next time."""
 
 
+class Removed(Exception):
+    """The file left the queue while its upload was under way: nothing more is sent."""
+
+
 class UploadQueue:
     def __init__(
         self,
@@ -168,6 +172,7 @@ class UploadQueue:
         )
         displaced = self.store.add(entry, item)
         if displaced is not None:
+            self._give_up_early(displaced.spool_id)
             self.spool.remove(displaced.spool_id)
         with self._wake:
             self._wake.notify_all()
@@ -207,7 +212,25 @@ class UploadQueue:
     def _early_ended(self, early: EarlyUpload) -> None:
         if self._early.get(early.file.spool_id) is early:
             del self._early[early.file.spool_id]
+        with self._ids_lock:  # an abort Glacier refused: the janitor's now
+            self._upload_ids.discard(early.upload_id or "")
         self._early_slot.release()
+
+    def _give_up_early(self, spool_id: str) -> None:
+        """A file removed or replaced: its early upload is aborted, on a transfer
+        thread (the caller may hold the namespace lock, under which nothing talks
+        to Glacier). A finish under way returns None from now on."""
+        early = self._early.get(spool_id)
+        if early is None:
+            return
+        early.cancel()
+        try:
+            if self._transfers is not None:
+                self._transfers.submit(early.give_up)
+                return
+        except RuntimeError:  # the pool has shut down: the mount stops
+            pass
+        early.give_up()
 
     def take(self, vault: str, path: str) -> QueuedFile | None:
         """Take the file queued under this name out of the queue, as it is
@@ -220,9 +243,7 @@ class UploadQueue:
         now, its archive is deleted once stored), and the archives it was to
         replace are retired."""
         log.info("%s/%s is not uploaded: removed or replaced while it was queued", item.vault, item.path)
-        early = self._early.get(item.spool_id)
-        if early is not None:
-            early.give_up()
+        self._give_up_early(item.spool_id)
         if item.status != UPLOADING:
             self.spool.remove(item.spool_id)
         for archive_id in item.replaces:
@@ -334,6 +355,9 @@ class UploadQueue:
         except Interrupted:
             self.store.interrupted(item.spool_id)
             return
+        except Removed:
+            self.spool.remove(item.spool_id)
+            return
         except Exception as error:  # noqa: BLE001 - kept, logged, and tried again
             self._failed(item, error)
             return
@@ -357,6 +381,10 @@ class UploadQueue:
             archive = early.finish(item.vault, item.path, item.size)
             if archive is not None:
                 return archive
+            if self._stopping.is_set():
+                raise Interrupted()
+            if self.store.get(item.spool_id) is None:
+                raise Removed()  # removed or replaced meanwhile: nothing more is sent
         with self.spool.open(item.spool_id) as body:
             if item.size < self.part_size:
                 linear, tree = _hashes(body)
