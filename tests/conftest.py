@@ -25,9 +25,11 @@ os.environ.update(
 )
 
 from glacierfs.emulator import Emulator  # noqa: E402
-from glacierfs.testing import ServedEmulator  # noqa: E402
+from glacierfs.testing import Mount, ServedEmulator  # noqa: E402
 
 MiB = 1 << 20
+WRITE_BACK = ("--write-back", "--part-size", str(MiB), "--poll-interval", "0.2", "--cleanup-interval", "0.3")
+HOLD = ("--settle", "600")  # nothing goes up before fsync or `glacierfs umount`
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,15 @@ def inprocess(emulator: Emulator) -> Iterator[Emulator]:
     emulator.reset()
     yield emulator
     emulator.reset()
+
+
+@pytest.fixture
+def held(inprocess: Emulator, tmp_path: Path) -> Iterator[Mount]:
+    """A write-back mount, with a vault v, whose queue waits for fsync or umount."""
+    mounted = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
+    mounted.path("v").mkdir()
+    yield mounted
+    mounted.unmount()
 
 
 @pytest.fixture(scope="session")

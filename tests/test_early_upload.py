@@ -18,22 +18,10 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import Mount, run, wait_for
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, boto_client
-from .test_writeback import HOLD, WRITE_BACK, glacierfs_umount, stored
+from .conftest import WRITE_BACK, MiB
+from .test_writeback import glacierfs_umount, open_uploads, stored
 
 pytestmark = pytest.mark.mount
-
-
-def open_uploads(url: str) -> list[dict]:
-    return boto_client(url).list_multipart_uploads(vaultName="v")["UploadsList"]
-
-
-@pytest.fixture
-def held(inprocess: Emulator, tmp_path: Path):  # type: ignore[no-untyped-def]
-    mounted = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
-    mounted.path("v").mkdir()
-    yield mounted
-    mounted.unmount()
 
 
 def test_a_large_file_goes_up_while_it_is_written(inprocess: Emulator, held: Mount) -> None:

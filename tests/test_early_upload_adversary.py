@@ -17,22 +17,10 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import GLACIERFS, Mount, run, wait_for
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, boto_client, small_tmpfs
-from .test_writeback import HOLD, WRITE_BACK, glacierfs_umount, stored
+from .conftest import HOLD, WRITE_BACK, MiB, small_tmpfs
+from .test_writeback import glacierfs_umount, open_uploads, stored
 
 pytestmark = pytest.mark.mount
-
-
-def open_uploads(url: str) -> list[dict]:
-    return boto_client(url).list_multipart_uploads(vaultName="v")["UploadsList"]
-
-
-@pytest.fixture
-def held(inprocess: Emulator, tmp_path: Path):  # type: ignore[no-untyped-def]
-    mounted = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
-    mounted.path("v").mkdir()
-    yield mounted
-    mounted.unmount()
 
 
 def drained(mount: Mount) -> None:

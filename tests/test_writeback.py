@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,9 @@ from glacierfs.emulator import Emulator
 from glacierfs.testing import GLACIERFS, Mount, run, wait_for
 from glacierfs.treehash import tree_hash
 
-from .conftest import MiB, archives, boto_client, small_tmpfs
+from .conftest import HOLD, WRITE_BACK, MiB, archives, boto_client, small_tmpfs
 
 pytestmark = pytest.mark.mount
-
-WRITE_BACK = ("--write-back", "--part-size", str(MiB), "--poll-interval", "0.2", "--cleanup-interval", "0.3")
-HOLD = ("--settle", "600")  # nothing goes up before fsync or `glacierfs umount`
 
 
 def stored(url: str, vault: str = "v") -> dict[str, list[str]]:
@@ -37,6 +33,11 @@ def stored(url: str, vault: str = "v") -> dict[str, list[str]]:
         if decoded is not None and not decoded.path.startswith(".glacierfs/"):
             found.setdefault(decoded.path, []).append(item["SHA256TreeHash"])
     return found
+
+
+def open_uploads(url: str, vault: str = "v") -> list[dict]:
+    """Multipart uploads Glacier holds open, by plain boto3."""
+    return boto_client(url).list_multipart_uploads(vaultName=vault)["UploadsList"]
 
 
 def described(archive_id: str, listed: list[dict]) -> str:
@@ -55,15 +56,6 @@ def spooled(mount: Mount) -> list[Path]:
 
 def state(path: Path) -> str:
     return os.getxattr(path, "user.glacier.state").decode()
-
-
-@pytest.fixture
-def held(inprocess: Emulator, tmp_path: Path) -> Iterator[Mount]:
-    """A write-back mount whose queue waits for fsync or umount."""
-    mounted = Mount(tmp_path, inprocess.url, *WRITE_BACK, *HOLD)
-    mounted.path("v").mkdir()
-    yield mounted
-    mounted.unmount()
 
 
 def make_tree(root: Path, count: int = 12) -> dict[str, bytes]:
