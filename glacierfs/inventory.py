@@ -213,8 +213,14 @@ class Inventories:
     def _download_and_apply(self, vault: str, job: Job) -> None:
         path = self._download_path(vault, job.job_id)
         try:
-            self._download(vault, job, path)
-            self.apply_file(vault, path, fallback_date=timestamps.parse_iso(job.created), declared=job.inventory_format)
+            total = self._download(vault, job, path)
+            self.apply_file(
+                vault,
+                path,
+                fallback_date=timestamps.parse_iso(job.created),
+                declared=job.inventory_format,
+                total=total,
+            )
         except _Stopped:
             log.info("stopped with the inventory of vault %s under way: the next mount goes on with it", vault)
             return
@@ -225,10 +231,11 @@ class Inventories:
             self._show(vault, None)
         path.unlink(missing_ok=True)
 
-    def _download(self, vault: str, job: Job, path: Path) -> None:
+    def _download(self, vault: str, job: Job, path: Path) -> int | None:
         """Ranged GetJobOutput appended to ``path``; what a previous mount left there
         is kept, so only the rest is fetched. Each range is checked against the
-        tree hash the service sends with it, when it sends one."""
+        tree hash the service sends with it, when it sends one. The archives it
+        lists, counted on the way when it was fetched whole here (else None)."""
         self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
         size = job.inventory_size
         done = path.stat().st_size if path.exists() else 0
@@ -236,6 +243,7 @@ class Inventories:
             log.warning("the partial inventory of vault %s is larger than the output: fetched again", vault)
             path.unlink()
             done = 0
+        counter = None if done else inventoryfile.ArchiveCounter()
         if done:
             log.info("resuming the download of the inventory of vault %s at %s", vault, _bytes_text(done, size or done))
         with open(path, "ab") as out:
@@ -258,6 +266,8 @@ class Inventories:
                     raise errors.InvalidRequest(f"Glacier sent no bytes of the inventory of vault {vault} at {done}")
                 out.write(body)
                 out.flush()
+                if counter is not None:
+                    counter.feed(body)
                 done += len(body)
                 if size is None:
                     break
@@ -265,15 +275,22 @@ class Inventories:
         if job.tree_hash and file_tree_hash(path) != job.tree_hash:
             path.unlink()
             raise errors.ChecksumMismatch(f"the inventory of vault {vault} does not match its tree hash")
+        return None if counter is None else counter.total
 
     # Applying -----------------------------------------------------------------
 
     def apply_file(
-        self, vault: str, path: Path, fallback_date: float | None = None, declared: str | None = None
+        self,
+        vault: str,
+        path: Path,
+        fallback_date: float | None = None,
+        declared: str | None = None,
+        total: int | None = None,
     ) -> reconcile.Outcome | None:
         """Apply the inventory in ``path`` (JSON or CSV) to ``vault``; None if it is refused.
 
-        ``fallback_date`` dates an inventory that carries no date (CSV): the job's creation."""
+        ``fallback_date`` dates an inventory that carries no date (CSV): the job's creation.
+        ``total``: the archives it lists, if counted already (for the progress shown)."""
         header = inventoryfile.read_header(path)
         if declared and declared.upper() != header.format:
             log.warning(
@@ -290,7 +307,8 @@ class Inventories:
             log.error("refused the inventory of vault %s: %s", vault, problem)
             self.catalog.set_inventory(vault, None, None, applied)
             return None
-        total = inventoryfile.count_archives(path)
+        if total is None:
+            total = inventoryfile.count_archives(path)
         self._show(vault, f"applying 0 of {_count_text(total)}")
         outcome = reconcile.reconcile(
             self.catalog.path,

@@ -90,22 +90,46 @@ def read_header(path: Path) -> Header:
 
 def count_archives(path: Path) -> int:
     """How many archives the document lists, at the speed of reading it: for the
-    progress shown while it is applied. In JSON the byte string ``"ArchiveId"``
-    can only be a key (a quote inside a string value is escaped), in CSV each
-    archive is one line after the header."""
-    needle = b'"ArchiveId"' if sniff_format(path) == JSON else b"\n"
-    count = 0
-    tail = b""
-    last = b""
+    progress shown while it is applied."""
+    counter = ArchiveCounter()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 24):
-            data = tail + block
-            count += data.count(needle)
-            tail = data[-(len(needle) - 1) :] if len(needle) > 1 else b""
-            last = block[-1:]
-    if needle == b"\n":
-        count = count - 1 + (1 if last not in (b"\n", b"") else 0)  # the header; a last line without newline
-    return max(count, 0)
+            counter.feed(block)
+    return counter.total
+
+
+class ArchiveCounter:
+    """Counts the archives of a document fed to it a piece at a time (as it is
+    downloaded, so the file need not be read again). In JSON the byte string
+    ``"ArchiveId"`` can only be a key (a quote inside a string value is
+    escaped), in CSV each archive is one line after the header."""
+
+    def __init__(self) -> None:
+        self._needle: bytes | None = None  # known from the document's first bytes
+        self._head = b""
+        self._count = 0
+        self._tail = b""
+        self._last = b""
+
+    def feed(self, block: bytes) -> None:
+        if not block:
+            return
+        if self._needle is None:
+            self._head += block[:256]
+            start = self._head.lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not start:  # nothing but blank space so far: nothing to count in it
+                return
+            self._needle = b'"ArchiveId"' if start.startswith(b"{") else b"\n"
+        data = self._tail + block
+        self._count += data.count(self._needle)
+        self._tail = data[-(len(self._needle) - 1) :] if len(self._needle) > 1 else b""
+        self._last = block[-1:]
+
+    @property
+    def total(self) -> int:
+        if self._needle == b"\n":  # the header; a last line without newline
+            return max(self._count - 1 + (1 if self._last not in (b"\n", b"") else 0), 0)
+        return self._count
 
 
 def iter_archives(path: Path, block: int = BLOCK) -> Iterator[dict[str, Any]]:

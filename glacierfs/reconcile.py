@@ -30,6 +30,7 @@ million archives take minutes.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import queue
 import sqlite3
@@ -40,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +60,24 @@ SHOWN = 20  # entries named one by one in the log; the rest are counted
 _STAGE = """
 CREATE TEMP TABLE staged (
     archive_id TEXT NOT NULL,
-    wanted TEXT,            -- the path the description names; NULL: none usable
+    description,            -- these four as listed, whatever their type: SQL checks them where it uses them
+    created_text,           -- CreationDate as the inventory writes it
+    size,
+    tree_hash,
+    wanted TEXT,            -- the path the description names; NULL: none usable, or not decoded (yet)
     parent TEXT,            -- parent_of(wanted)
-    created_text TEXT,      -- CreationDate as the inventory writes it
-    mtime REAL,             -- from the description, when it records one
-    size INTEGER NOT NULL,
-    tree_hash TEXT
+    mtime REAL              -- from the description, when it records one
 );
 CREATE TEMP TABLE staged_manifests (archive_id TEXT, created_text TEXT, size INTEGER, tree_hash TEXT);
 """
-_INSERT = "INSERT INTO staged VALUES (?,?,?,?,?,?,?)"
+_INSERT_RAW = "INSERT INTO staged (archive_id, description, created_text, size, tree_hash) VALUES (?,?,?,?,?)"
+_INSERT_DECODED = "INSERT INTO staged VALUES (?,?,?,?,?,?,?,?)"
+_FIELDS = operator.itemgetter("ArchiveId", "ArchiveDescription", "CreationDate", "Size", "SHA256TreeHash")
+_FIRST = operator.itemgetter(0)
+# What _listed_row makes of the fields, in SQL, where staged rows are used.
+_CREATED = "NULLIF(CAST(s.created_text AS TEXT), '')"
+_SIZE = "CASE WHEN typeof(s.size) = 'integer' AND s.size >= 0 THEN s.size ELSE 0 END"
+_TREE_HASH = "CASE WHEN typeof(s.tree_hash) = 'text' THEN s.tree_hash END"
 _ENTRY_COLUMNS = "vault, path, parent, kind, size, mtime_ns, mode, uid, gid, state, archive_id, tree_hash, created"
 
 
@@ -107,12 +117,21 @@ class Reconciler:
         # The write of a large inventory leaves a large WAL: this connection copies it
         # back (apply) rather than the mount's next small write.
         self.db.execute("PRAGMA wal_autocheckpoint=0")
-        self.db.create_function("parent_of", 1, parent_of, deterministic=True)
-        self.db.create_function("parse_iso", 1, _parse_iso, deterministic=True)
-        self.db.create_function("compact_iso", 1, _compact_iso, deterministic=True)
+        _register_functions(self.db)
         self.db.executescript(_STAGE)
+        # Decoding a description is most of the Python work per archive: only
+        # those of new archives are decoded. With none known, that is every
+        # one, decoded while staged (in two processes for a large inventory).
+        self.decode_while_staging = not self._knows_archives()
         self._staged_index = False
-        self._new_count = 0
+        self._known = False
+        self._listed = 0  # archives staged (manifests included), less those write-back owns
+
+    def _knows_archives(self) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM main.entries WHERE vault=? AND archive_id IS NOT NULL LIMIT 1", (self.vault,)
+        ).fetchone()
+        return found is not None
 
     def close(self) -> None:
         self.db.close()
@@ -121,7 +140,9 @@ class Reconciler:
 
     def stage(self, archives: Iterable[dict[str, Any]], progress: Callable[[int], None] = _quiet) -> int:
         """Copy the inventory's archives into the staging table; how many had an id."""
-        return _stage_into(self.db, archives, progress)
+        count = _stage_into(self.db, archives, progress, self.decode_while_staging)
+        self._listed += count
+        return count
 
     def stage_file(self, path: Path, progress: Callable[[int], None] = _quiet) -> int:
         """Stage the inventory in ``path``: a large JSON one in two halves at once
@@ -135,7 +156,7 @@ class Reconciler:
         fd, name = tempfile.mkstemp(prefix="staging-", suffix=".sqlite", dir=path.parent)
         os.close(fd)
         scratch = Path(name)
-        worker = _start_worker(path, *runs[1], scratch)
+        worker = _start_worker(path, *runs[1], scratch, self.decode_while_staging)
         try:
             try:
                 count = self.stage(inventoryfile.iter_archive_range(path, *runs[0]), lambda n: progress(n * 2))
@@ -149,10 +170,8 @@ class Reconciler:
             try:
                 self.db.execute("BEGIN")
                 count_other = self.db.execute("INSERT INTO temp.staged SELECT * FROM run.staged").rowcount
-                count_other += self.db.execute(
-                    "INSERT INTO temp.staged_manifests SELECT * FROM run.staged_manifests"
-                ).rowcount
                 self.db.execute("COMMIT")
+                self._listed += count_other
             finally:
                 self.db.execute("DETACH DATABASE run")
             log.info(
@@ -161,7 +180,7 @@ class Reconciler:
         except errors.InvalidRequest as error:
             log.warning("the inventory could not be read in halves (%s): reading it whole", error)
             self.db.execute("DELETE FROM temp.staged")
-            self.db.execute("DELETE FROM temp.staged_manifests")
+            self._listed = 0
             return self.stage(inventoryfile.iter_archives(path), progress)
         finally:
             if worker.poll() is None:
@@ -207,17 +226,22 @@ class Reconciler:
             for (text,) in db.execute("SELECT replaces FROM main.queue WHERE vault=? AND replaces!=''", (vault,))
             for archive in text.split()
         ]
-        db.executemany("DELETE FROM staged WHERE archive_id=?", replaced)
+        if replaced:
+            self._listed -= db.executemany("DELETE FROM staged WHERE archive_id=?", replaced).rowcount
         if not db.execute("SELECT 1 FROM main.doubts WHERE vault=? LIMIT 1", (vault,)).fetchone():
             return ()
+        # Size and tree hash first: only the few archives that match a doubt are decoded.
         found = db.execute(
-            """SELECT s.archive_id, d.spool_id, d.path FROM staged s JOIN main.doubts d
-            ON d.vault=? AND s.wanted=d.path AND s.size=d.size AND s.tree_hash=d.tree_hash
-            AND s.archive_id IS NOT d.kept AND parse_iso(s.created_text) >= d.since - 60
+            f"""SELECT s.archive_id, d.spool_id, d.path FROM staged s JOIN main.doubts d
+            ON d.vault=? AND {_SIZE}=d.size AND {_TREE_HASH}=d.tree_hash
+            AND s.archive_id IS NOT d.kept AND parse_iso({_CREATED}) >= d.since - 60
+            AND {"s.wanted" if self.decode_while_staging else "decoded_path(s.description)"} = d.path
             WHERE NOT EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.archive_id=s.archive_id)""",
             (vault, vault),
         ).fetchall()
-        db.executemany("DELETE FROM staged WHERE archive_id=?", [(copy,) for copy, _, _ in found])
+        if found:
+            gone = db.executemany("DELETE FROM staged WHERE archive_id=?", [(copy,) for copy, _, _ in found])
+            self._listed -= gone.rowcount
         return tuple(Copy(*row) for row in found)
 
     def _data_version(self) -> int:
@@ -228,28 +252,55 @@ class Reconciler:
         that do not get the name they want, and the path they get; temp.dirs:
         the directories the catalog lacks for them."""
         db, vault = self.db, self.vault
-        for table in ("known", "new", "up", "blocked", "moved", "dirs"):
+        for table in ("known", "fresh", "new", "up", "blocked", "moved", "dirs"):
             db.execute(f"DROP TABLE IF EXISTS temp.{table}")
-        # Keyed by id: one sorted write instead of a copy and then an index of it.
+        db.execute("DELETE FROM staged_manifests")  # placed again: the catalog changed meanwhile
+        self._known = self._knows_archives()
+        deleted = db.execute("SELECT 1 FROM main.deleted LIMIT 1").fetchone() is not None
+        unseen = "NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)" if deleted else "1"
+        if self._known:
+            # Keyed by id: one sorted write instead of a copy and then an index of it.
+            db.execute(
+                """CREATE TEMP TABLE known (archive_id TEXT NOT NULL, path TEXT NOT NULL, state TEXT, created TEXT,
+                PRIMARY KEY (archive_id, path)) WITHOUT ROWID"""
+            )
+            db.execute(
+                """INSERT INTO known SELECT archive_id, path, state, created FROM main.entries
+                WHERE vault=? AND archive_id IS NOT NULL ORDER BY archive_id, path""",
+                (vault,),
+            )
+            # The staged archives the catalog does not know, nor deleted: staged and
+            # known walked in the order of their ids, side by side.
+            self._index_staged()
+            db.execute("CREATE TEMP TABLE fresh (id INTEGER PRIMARY KEY)")
+            db.execute(
+                f"""INSERT INTO fresh SELECT s.rowid FROM staged s INDEXED BY staged_by_id
+                WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.archive_id = s.archive_id) AND {unseen}
+                ORDER BY s.archive_id"""
+            )
+            chosen = "s.rowid IN (SELECT id FROM fresh)"
+        else:  # nothing known: every staged archive is new, unless deleted
+            chosen = unseen
+        if not self.decode_while_staging:
+            db.execute(
+                f"""UPDATE staged AS s SET wanted = decoded_path(description), parent = decoded_parent(description),
+                mtime = decoded_mtime(description) WHERE {chosen}"""
+            )
+        # glacierfs's manifests are archives too, never files of the tree.
+        manifests = f"s.parent IS '{manifest.MANIFEST_DIR}' AND is_manifest(s.wanted)"
         db.execute(
-            """CREATE TEMP TABLE known (archive_id TEXT NOT NULL, path TEXT NOT NULL, state TEXT, created TEXT,
-            PRIMARY KEY (archive_id, path)) WITHOUT ROWID"""
+            f"""INSERT INTO staged_manifests SELECT archive_id, {_CREATED}, {_SIZE}, {_TREE_HASH} FROM staged s
+            WHERE {manifests} AND {chosen}"""
         )
+        # The new archives sorted once: by the name they want, the newest of a
+        # name first. Row n-1 then tells row n whether it is an older namesake,
+        # or the same archive listed twice.
         db.execute(
-            """INSERT INTO known SELECT archive_id, path, state, created FROM main.entries
-            WHERE vault=? AND archive_id IS NOT NULL ORDER BY archive_id, path""",
-            (vault,),
+            f"""CREATE TEMP TABLE new AS SELECT archive_id, wanted, parent, {_CREATED} AS created_text, mtime,
+                {_SIZE} AS size, {_TREE_HASH} AS tree_hash
+            FROM staged s WHERE {chosen} AND NOT ({manifests})
+            ORDER BY wanted, created_text DESC, archive_id"""
         )
-        # The archives the catalog does not know (nor deleted), sorted once: by the
-        # name they want, the newest of a name first. Row n-1 then tells row n
-        # whether it is an older namesake, or the same archive listed twice.
-        db.execute(
-            """CREATE TEMP TABLE new AS SELECT s.* FROM staged s
-            WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.archive_id = s.archive_id)
-              AND NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)
-            ORDER BY s.wanted, s.created_text DESC, s.archive_id"""
-        )
-        self._new_count = db.execute("SELECT COALESCE(max(rowid), 0) FROM new").fetchone()[0]  # rowids 1..n
         # A name under a file cannot be had. Every directory a new name needs, with
         # each of its ancestors; those with an ancestor that is a file (in the
         # catalog, or a name a new archive wants and the catalog lacks) are blocked.
@@ -381,10 +432,8 @@ class Reconciler:
             WHERE NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)""",
             (vault,),
         )
-        flagged, back = self._flags()
-        listed = db.execute("SELECT count(*) FROM staged").fetchone()[0]
-        listed += db.execute("SELECT count(*) FROM staged_manifests").fetchone()[0]
-        return Outcome(listed, added, flagged, back)
+        flagged, back = self._flags() if self._known else (0, 0)
+        return Outcome(self._listed, added, flagged, back)
 
     def _log_unnamed(self) -> None:
         moved = self.db.execute(
@@ -401,49 +450,40 @@ class Reconciler:
                 folder,
             )
 
+    def _index_staged(self) -> None:
+        if not self._staged_index:
+            self.db.execute("CREATE INDEX temp.staged_by_id ON staged (archive_id)")
+            self._staged_index = True
+
     def _flags(self) -> tuple[int, int]:
         """Entries an inventory taken well after their upload does not list are
-        flagged missing, never dropped; missing ones it lists again are back."""
+        flagged missing, never dropped; missing ones it lists again are back.
+        One walk of the known archives, in the order of their ids, beside the
+        staged ones in the same order: what changes state is the rest's business."""
         db, vault = self.db, self.vault
-        known = db.execute("SELECT count(*), count(*) FILTER (WHERE state=?) FROM known", (MISSING,)).fetchone()
-        # Staged rows of known archives: those neither new nor deleted (counted without a probe per row).
-        listed = db.execute("SELECT count(*) FROM staged").fetchone()[0] - self._new_count
-        if db.execute("SELECT 1 FROM main.deleted LIMIT 1").fetchone():
-            listed -= db.execute(
-                """SELECT count(*) FROM staged s WHERE s.archive_id IN (SELECT archive_id FROM main.deleted)
-                AND NOT EXISTS (SELECT 1 FROM known k WHERE k.archive_id = s.archive_id)"""
-            ).fetchone()[0]
-        if listed == known[0] and not known[1]:  # every known archive is listed, and none was missing
-            return 0, 0
-        if not self._staged_index:
-            db.execute("CREATE INDEX temp.staged_by_id ON staged (archive_id)")
-            self._staged_index = True
-        back = db.execute(
-            """UPDATE main.entries SET state=? WHERE vault=? AND path IN (
-                SELECT path FROM known k WHERE k.state=?
-                  AND EXISTS (SELECT 1 FROM staged s WHERE s.archive_id = k.archive_id))""",
-            (STORED, vault, MISSING),
-        ).rowcount
+        db.execute("DROP TABLE IF EXISTS temp.changed")
+        db.execute(
+            """CREATE TEMP TABLE changed AS SELECT path, archive_id, state FROM known k WHERE CASE k.state
+                WHEN ? THEN EXISTS (SELECT 1 FROM staged s WHERE s.archive_id = k.archive_id)
+                WHEN ? THEN NOT EXISTS (SELECT 1 FROM staged s WHERE s.archive_id = k.archive_id)
+                    AND COALESCE(parse_iso(k.created), 0) BETWEEN 1 AND ?
+                ELSE 0 END""",
+            (MISSING, STORED, self.dated - LAG_GRACE),
+        )
+        change = """UPDATE main.entries SET state=? WHERE vault=? AND state=?
+            AND path IN (SELECT path FROM changed WHERE state=?)"""
+        back = db.execute(change, (STORED, vault, MISSING, MISSING)).rowcount
         if back:
             log.info("%d entr(ies) of vault %s missing from an earlier inventory are listed again", back, vault)
-        db.execute("DROP TABLE IF EXISTS temp.gone")
-        db.execute(
-            """CREATE TEMP TABLE gone AS SELECT path, archive_id FROM known k
-            WHERE k.state=? AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.archive_id = k.archive_id)
-              AND COALESCE(parse_iso(k.created), 0) BETWEEN 1 AND ?""",
-            (STORED, self.dated - LAG_GRACE),
-        )
-        for path, archive_id in db.execute(f"SELECT path, archive_id FROM gone ORDER BY path LIMIT {SHOWN}"):
+        shown = f"SELECT path, archive_id FROM changed WHERE state=? ORDER BY path LIMIT {SHOWN}"
+        for path, archive_id in db.execute(shown, (STORED,)):
             log.warning(
                 "%s/%s (archive %s) is missing from an inventory taken well after its upload",
                 vault,
                 path,
                 archive_id[:16],
             )
-        flagged = db.execute(
-            "UPDATE main.entries SET state=? WHERE vault=? AND state=? AND path IN (SELECT path FROM gone)",
-            (MISSING, vault, STORED),
-        ).rowcount
+        flagged = db.execute(change, (MISSING, vault, STORED, STORED)).rowcount
         if flagged > SHOWN:
             log.warning("... and %d more entries of vault %s are missing from the inventory", flagged - SHOWN, vault)
         return flagged, back
@@ -456,19 +496,36 @@ def _parallel(path: Path) -> bool:
     return cores > 1 and path.stat().st_size >= PARALLEL_MIN and os.getloadavg()[0] <= cores - 1
 
 
-def _stage_into(db: sqlite3.Connection, archives: Iterable[dict[str, Any]], progress: Callable[[int], None]) -> int:
-    """Stage ``archives`` into the tables ``staged`` and ``staged_manifests`` of ``db``.
+def _stage_into(
+    db: sqlite3.Connection, archives: Iterable[dict[str, Any]], progress: Callable[[int], None], decode: bool
+) -> int:
+    """Stage ``archives`` into the table ``staged`` of ``db``; how many had an id.
 
-    Descriptions are decoded here, in Python, while a second thread hands the
-    previous batch to SQLite (which lets go of the GIL while it writes)."""
-    batches: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+    Items are taken apart in batches by C code (``_rows``), while a second
+    thread hands the previous batch to SQLite (which lets go of the GIL while it
+    writes). A batch with a value SQLite cannot store is staged again, each
+    item checked in Python."""
+    insert = _INSERT_DECODED if decode else _INSERT_RAW
+    batches: queue.Queue[tuple[list[Any], list[tuple[Any, ...]]] | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
+    staged = 0
 
     def write() -> None:
+        nonlocal staged
         try:
-            while (batch := batches.get()) is not None:
-                if not failure:
-                    db.executemany(_INSERT, batch)
+            while (work := batches.get()) is not None:
+                if failure:
+                    continue
+                batch, rows = work
+                db.execute("SAVEPOINT batch")
+                try:
+                    db.executemany(insert, rows)
+                except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
+                    db.execute("ROLLBACK TO batch")
+                    rows = _rows(batch, decode, checked=True)
+                    db.executemany(insert, rows)
+                db.execute("RELEASE batch")
+                staged += len(rows)
         except Exception as error:  # noqa: BLE001 - raised again by the staging thread, below
             failure.append(error)
             while batches.get() is not None:
@@ -478,25 +535,14 @@ def _stage_into(db: sqlite3.Connection, archives: Iterable[dict[str, Any]], prog
     writer = threading.Thread(target=write, name="inventory-stage", daemon=True)
     writer.start()
     count = 0
-    manifests: list[tuple[Any, ...]] = []
+    items = iter(archives)
     try:
-        batch: list[tuple[Any, ...]] = []
-        for item in archives:
-            row = _row(item)
-            if row is None:
-                continue
-            if row[1] is not None and row[2] == manifest.MANIFEST_DIR and manifest.is_manifest(row[1]):
-                manifests.append((row[0], row[3], row[5], row[6]))
-            else:
-                batch.append(row)
-            count += 1
-            if len(batch) == BATCH:
-                batches.put(batch)
-                batch = []
-                progress(count)
-                if failure:
-                    break
-        batches.put(batch)
+        while batch := list(islice(items, BATCH)):
+            batches.put((batch, _rows(batch, decode)))
+            count += len(batch)
+            progress(count)
+            if failure:
+                break
     except BaseException:
         batches.put(None)
         writer.join()
@@ -507,19 +553,46 @@ def _stage_into(db: sqlite3.Connection, archives: Iterable[dict[str, Any]], prog
     if failure:
         db.execute("ROLLBACK")
         raise failure[0]
-    db.executemany("INSERT INTO staged_manifests VALUES (?,?,?,?)", manifests)
     db.execute("COMMIT")
-    progress(count)
-    return count
+    return staged
 
 
-def _start_worker(path: Path, start: int, stop: int, scratch: Path) -> subprocess.Popen[str]:
+def _rows(batch: list[Any], decode: bool, checked: bool = False) -> list[tuple[Any, ...]]:
+    """The staged rows of a batch of inventory items: taken apart by C code
+    when every item has the service's five fields and a usable id, else (or
+    when ``checked``) item by item by ``_listed_row``. Decoded: with the path,
+    parent and mtime the description names."""
+    rows: list[tuple[Any, ...]] | None = None
+    if not checked:
+        try:
+            rows = list(map(_FIELDS, batch))
+        except (KeyError, TypeError):  # a field missing, an item not an object
+            rows = None
+        if rows is not None:
+            ids = list(map(_FIRST, rows))
+            if not (set(map(type, ids)) <= {str} and all(ids)):
+                rows = None
+    if rows is None:
+        rows = [row for row in map(_listed_row, batch) if row is not None]
+    return list(map(_decoded_row, rows)) if decode else rows
+
+
+def _decoded_row(fields: tuple[Any, ...]) -> tuple[Any, ...]:
+    description = fields[1]
+    decoded = names.decode(description) if type(description) is str else None
+    if decoded is None:
+        return (*fields, None, None, None)
+    path = decoded[0]
+    return (*fields, path, parent_of(path), decoded[1])
+
+
+def _start_worker(path: Path, start: int, stop: int, scratch: Path, decode: bool) -> subprocess.Popen[str]:
     """A fresh interpreter staging one run (never a fork of a process full of threads)."""
     package_root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
     code = "import sys; from glacierfs.reconcile import stage_run; print(stage_run(*sys.argv[1:]))"
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(path), str(start), str(stop), str(scratch)],
+        [sys.executable, "-c", code, str(path), str(start), str(stop), str(scratch), "decode" if decode else "raw"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -527,15 +600,17 @@ def _start_worker(path: Path, start: int, stop: int, scratch: Path) -> subproces
     )
 
 
-def stage_run(path: str, start: str, stop: str, scratch: str) -> str:
-    """In a process of its own: stage one run of the inventory into a scratch database;
-    what it did, for the log."""
+def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") -> str:
+    """In a process of its own: stage one run of the inventory into a scratch database
+    (decoding the descriptions if ``how`` is "decode"); what it did, for the log."""
     db = sqlite3.connect(scratch, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=OFF")  # scratch: thrown away whatever happens
         db.execute("PRAGMA synchronous=OFF")
+        _register_functions(db)
         db.executescript(_STAGE.replace("CREATE TEMP TABLE", "CREATE TABLE"))
-        count = _stage_into(db, inventoryfile.iter_archive_range(Path(path), int(start), int(stop)), _quiet)
+        archives = inventoryfile.iter_archive_range(Path(path), int(start), int(stop))
+        count = _stage_into(db, archives, _quiet, how == "decode")
     finally:
         db.close()
     return f"{count} archives, peak RSS {_peak_rss_mib():.0f} MiB"
@@ -559,8 +634,11 @@ def _compact_iso(text: str | None) -> str:
     return timestamps.compact((timestamps.parse_iso(text) if text else None) or 0)
 
 
-def _row(item: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The staged row of one inventory item; None for an item without an id."""
+def _listed_row(item: Any) -> tuple[Any, ...] | None:
+    """The fields of one inventory item, for an item C code cannot take apart
+    (see ``_rows``); None for one without an id."""
+    if not isinstance(item, dict):
+        return None
     archive_id = item.get("ArchiveId")
     if not isinstance(archive_id, str) or not archive_id:
         return None
@@ -568,21 +646,53 @@ def _row(item: dict[str, Any]) -> tuple[Any, ...] | None:
     created = item.get("CreationDate")
     size = item.get("Size")
     tree_hash = item.get("SHA256TreeHash")
-    decoded = names.decode(description) if isinstance(description, str) else None
-    if decoded is None:
-        wanted = parent = mtime = None
-    else:
-        wanted, mtime = decoded
-        parent = parent_of(wanted)
     return (
         archive_id,
-        wanted,
-        parent,
+        description if isinstance(description, str) else None,
         str(created) if created is not None and created != "" else None,
-        mtime,
-        size if type(size) is int and size >= 0 else 0,
+        size if type(size) is int and 0 <= size < 1 << 63 else 0,
         tree_hash if type(tree_hash) is str else None,
     )
+
+
+class _Decoder:
+    """names.decode of the description SQLite asks about, once for its three
+    questions (path, parent, mtime), which it asks in a row."""
+
+    def __init__(self) -> None:
+        self._description: object = None
+        self._decoded: tuple[str | None, str | None, float | None] = (None, None, None)
+
+    def _of(self, description: object) -> tuple[str | None, str | None, float | None]:
+        if description != self._description or description is None:
+            decoded = names.decode(description) if isinstance(description, str) else None
+            self._decoded = (None, None, None) if decoded is None else (decoded[0], parent_of(decoded[0]), decoded[1])
+            self._description = description
+        return self._decoded
+
+    def path(self, description: object) -> str | None:
+        return self._of(description)[0]
+
+    def parent(self, description: object) -> str | None:
+        return self._of(description)[1]
+
+    def mtime(self, description: object) -> float | None:
+        return self._of(description)[2]
+
+
+def _register_functions(db: sqlite3.Connection) -> None:
+    decoder = _Decoder()
+    db.create_function("decoded_path", 1, decoder.path)
+    db.create_function("decoded_parent", 1, decoder.parent)
+    db.create_function("decoded_mtime", 1, decoder.mtime)
+    db.create_function("is_manifest", 1, _is_manifest, deterministic=True)
+    db.create_function("parent_of", 1, parent_of, deterministic=True)
+    db.create_function("parse_iso", 1, _parse_iso, deterministic=True)
+    db.create_function("compact_iso", 1, _compact_iso, deterministic=True)
+
+
+def _is_manifest(path: str | None) -> bool:
+    return path is not None and manifest.is_manifest(path)
 
 
 def reconcile(

@@ -160,6 +160,51 @@ def test_entry_missing_from_a_later_inventory_is_flagged(inprocess: Emulator, tm
     assert catalog.get("v", "recent.bin").state == STORED  # the inventory lags its upload
 
 
+def test_archive_missing_is_flagged_when_another_is_listed_twice(inprocess: Emulator, tmp_path: Path) -> None:
+    """The count of listed archives must not make up for a missing one with a duplicate."""
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    gone, kept = (
+        new_entry("v", name, "file", 0o644).but(
+            state=STORED, archive_id=letter * 138, size=3, created="2020-01-01T00:00:00Z"
+        )
+        for name, letter in (("gone.bin", "A"), ("kept.bin", "B"))
+    )
+    catalog.put_many([gone, kept])
+    listed = {
+        "ArchiveId": "B" * 138,
+        "ArchiveDescription": names.encode("kept.bin", 0),
+        "CreationDate": "2020-01-01T00:00:00Z",
+        "Size": 3,
+        "SHA256TreeHash": "0" * 64,
+    }
+    added, flagged = inventories(inprocess, catalog, tmp_path).reconcile("v", iter([listed, listed]), time.time())
+    assert (added, flagged) == (0, 1)
+    assert catalog.get("v", "gone.bin").state == MISSING
+    assert catalog.get("v", "kept.bin").state == STORED
+
+
+def test_archives_are_counted_as_the_inventory_is_downloaded(tmp_path: Path) -> None:
+    """The count fed a piece at a time (a needle cut between two pieces) is the count of the file."""
+    from glacierfs.inventoryfile import ArchiveCounter, count_archives
+
+    listed = [{"ArchiveId": f"id{i}", "ArchiveDescription": '"ArchiveId"', "Size": i} for i in range(50)]
+    documents = {
+        "inventory.json": json.dumps({"VaultARN": "arn", "ArchiveList": listed}).encode(),
+        "inventory.csv": b"ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash\n"
+        + b"".join(f'id{i},"d",2020-01-01T00:00:00Z,{i},h\n'.encode() for i in range(49))
+        + b'id49,"d",2020-01-01T00:00:00Z,49,h',
+    }
+    for name, document in documents.items():
+        (tmp_path / name).write_bytes(document)
+        assert count_archives(tmp_path / name) == 50
+        for piece in (1, 5, 7, 100):
+            counter = ArchiveCounter()
+            for start in range(0, len(document), piece):
+                counter.feed(document[start : start + piece])
+            assert counter.total == 50, (name, piece)
+
+
 def test_streaming_parse_of_a_large_inventory(tmp_path: Path) -> None:
     path = tmp_path / "inventory.json"
     with open(path, "w") as out:
