@@ -316,6 +316,7 @@ class Inventories:
             path,
             dated,
             progress=lambda done: self._applying(vault, done, total),
+            expected=total,
         )
         self.catalog.set_inventory(vault, None, None, dated)
         self._settle_doubts(vault, outcome.copies, dated)

@@ -594,6 +594,58 @@ def test_a_large_inventory_staged_in_two_processes_gives_the_same_tree(
     assert catalog.vault_is_empty("big")
 
 
+def test_a_second_inventory_staged_by_ids_gives_the_same_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A catalog that knows nearly every archive stages the ids alone, and reads the
+    new archives' rows again: the tree, states and counts are those of staging whole."""
+    import shutil
+
+    from glacierfs import reconcile
+    from glacierfs.testing import generated_archive, write_generated_inventory
+
+    first = tmp_path / "first.json"
+    write_generated_inventory(first, 3_000)
+    base = Catalog(tmp_path / "base.sqlite")
+    base.add_vault("big")
+    reconcile.reconcile(base.path, "big", first, time.time())
+    base.close()
+    # The next day: 20 new archives (a manifest among them), one listed twice, 5 gone.
+    listed = [generated_archive(index)[0] for index in range(5, 3_020)] + [generated_archive(7)[0]]
+    listed.append(
+        {
+            **generated_archive(4_000)[0],
+            "ArchiveDescription": names.encode(".glacierfs/manifest-20260101T000000Z.json.gz", 0),
+        }
+    )
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({"VaultARN": "arn", "ArchiveList": listed}, separators=(",", ":")))
+    results = []
+    for label, expected, fill_max in (
+        ("whole", None, 100_000),
+        ("ids", len(listed), 100_000),
+        ("ids, many new", len(listed), 0),
+    ):
+        monkeypatch.setattr(reconcile, "FILL_MAX", fill_max)
+        path = tmp_path / f"{label}.sqlite"
+        shutil.copy(tmp_path / "base.sqlite", path)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="glacierfs.reconcile"):
+            outcome = reconcile.reconcile(path, "big", second, time.time(), expected=expected)
+        assert ("read from its inventory again" in caplog.text) == (expected is not None), label
+        catalog = Catalog(path)
+        tree = [
+            (e.path, e.kind, e.state, e.size, e.archive_id, e.tree_hash, e.is_dir or e.mtime_ns)
+            for e in catalog.entries("big")
+        ]
+        results.append((outcome, tree, [m.archive_id for m in catalog.manifests("big")]))
+        catalog.close()
+    assert results[0][0] == reconcile.Outcome(listed=len(listed), added=20, flagged=5, back=0)
+    assert results[0][2] == ["4000".zfill(12) + "A" * 126]
+    assert results[1] == results[0]
+    assert results[2] == results[0]
+
+
 def test_listings_show_the_old_tree_until_the_new_one_commits(
     inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
