@@ -198,7 +198,7 @@ _ID_KEY = b'"ArchiveId"'
 _ID = re.compile(rb'"ArchiveId":"([^"]*)')  # the service's compact layout; a backslash is refused below
 
 
-def iter_ids(path: Path, block: int = 1 << 24) -> Iterator[list[str]]:
+def iter_ids(path: Path, block: int = 1 << 20) -> Iterator[list[str]]:
     """The archive ids of a JSON inventory, a block at a time, found by one
     regular expression (C code, no Python step per archive, no parse of the
     rest): what a second inventory needs of the archives the catalog knows.

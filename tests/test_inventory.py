@@ -646,6 +646,33 @@ def test_a_second_inventory_staged_by_ids_gives_the_same_tree(
     assert results[2] == results[0]
 
 
+def test_an_archive_recorded_while_the_inventory_is_staged_is_known(tmp_path: Path) -> None:
+    """The known archives are copied while the inventory is staged; one the mount
+    records meanwhile is known all the same (not placed a second time)."""
+    from glacierfs import reconcile
+
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    stored = {"state": STORED, "size": 3, "created": "2020-01-01T00:00:00Z"}
+    catalog.put(new_entry("v", "a.bin", "file", 0o644).but(archive_id="A" * 138, **stored))
+    listed = [
+        {"ArchiveId": letter * 138, "ArchiveDescription": names.encode(name, 0), "CreationDate": "2020-01-01T00:00:00Z"}
+        for letter, name in (("A", "a.bin"), ("B", "b.bin"))
+    ]
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"VaultARN": "arn", "ArchiveList": listed}))
+    reconciler = reconcile.Reconciler(catalog.path, "v", time.time(), expected=2)
+    try:
+        reconciler.stage_file(inventory)
+        catalog.put(new_entry("v", "b.bin", "file", 0o644).but(archive_id="B" * 138, **stored))  # its upload ends
+        outcome = reconciler.apply()
+    finally:
+        reconciler.close()
+    assert (outcome.listed, outcome.added) == (2, 0)
+    assert sorted(e.path for e in catalog.entries("v")) == ["a.bin", "b.bin"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("known-")] == []  # the copy is gone
+
+
 def test_listings_show_the_old_tree_until_the_new_one_commits(
     inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
