@@ -121,9 +121,10 @@ class ArchiveCounter:
             if not start:  # nothing but blank space so far: nothing to count in it
                 return
             self._needle = b'"ArchiveId"' if start.startswith(b"{") else b"\n"
-        data = self._tail + block
-        self._count += data.count(self._needle)
-        self._tail = data[-(len(self._needle) - 1) :] if len(self._needle) > 1 else b""
+        keep = len(self._needle) - 1
+        # One across the seam between the last piece and this one, then this one's own.
+        self._count += (self._tail + block[:keep]).count(self._needle) + block.count(self._needle)
+        self._tail = (self._tail + block)[-keep:] if keep and len(block) < keep else block[-keep:] if keep else b""
         self._last = block[-1:]
 
     @property
