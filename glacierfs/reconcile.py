@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import queue
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 UNNAMED = "_unnamed"  # archives whose description names nothing, by archive id
 LAG_GRACE = 2 * 24 * 3600  # an inventory describes the vault up to two days earlier
-BATCH = 5_000  # rows staged per statement
+# Items staged per statement: few enough that they are gone before the garbage
+# collector would walk them (with 5,000, staging took a fifth longer).
+BATCH = 500
 FILL_MAX = 100_000  # new archives picked out by id from a file staged by ids (a set of them in memory)
 PARALLEL_MIN = 64 << 20  # inventories from this size (about 160,000 archives) are staged in two processes
 SHOWN = 20  # entries named one by one in the log; the rest are counted
@@ -72,8 +74,9 @@ CREATE TEMP TABLE staged_manifests (archive_id TEXT, created_text TEXT, size INT
 """
 _INSERT_RAW = "INSERT INTO staged (archive_id, description, created_text, size, tree_hash) VALUES (?,?,?,?,?)"
 _INSERT_DECODED = "INSERT INTO staged VALUES (?,?,?,?,?,?,?,?)"
-_FIELDS = operator.itemgetter("ArchiveId", "ArchiveDescription", "CreationDate", "Size", "SHA256TreeHash")
-_FIRST = operator.itemgetter(0)
+_COLUMN_FIELDS = [
+    operator.itemgetter(key) for key in ("ArchiveId", "ArchiveDescription", "CreationDate", "Size", "SHA256TreeHash")
+]
 # What _listed_row makes of the fields, in SQL, where staged rows are used.
 _CREATED = "NULLIF(CAST(s.created_text AS TEXT), '')"
 _SIZE = "CASE WHEN typeof(s.size) = 'integer' AND s.size >= 0 THEN s.size ELSE 0 END"
@@ -680,59 +683,28 @@ def _stage_into(
     db: sqlite3.Connection, batches: Iterable[list[Any]], progress: Callable[[int], None], decode: bool
 ) -> int:
     """Stage the inventory items in ``batches`` into the table ``staged`` of
-    ``db``; how many had an id.
+    ``db``; how many had an id. A batch with a value SQLite cannot store is
+    staged again, each item checked in Python.
 
-    Items are taken apart by C code (``_rows``), while a second thread hands
-    the previous batch to SQLite (which lets go of the GIL while it writes). A
-    batch with a value SQLite cannot store is staged again, each item checked
-    in Python."""
+    One thread: a second one writing the previous batch gained nothing, since
+    it waits for the GIL each time SQLite hands it back (measured)."""
     insert = _INSERT_DECODED if decode else _INSERT_RAW
-    pending: queue.Queue[tuple[list[Any], list[tuple[Any, ...]]] | None] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
-    staged = 0
-
-    def write() -> None:
-        nonlocal staged
-        try:
-            while (work := pending.get()) is not None:
-                if failure:
-                    continue
-                batch, rows = work
-                db.execute("SAVEPOINT batch")
-                try:
-                    db.executemany(insert, rows)
-                except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
-                    db.execute("ROLLBACK TO batch")
-                    rows = _rows(batch, decode, checked=True)
-                    db.executemany(insert, rows)
-                db.execute("RELEASE batch")
-                staged += len(rows)
-        except Exception as error:  # noqa: BLE001 - raised again by the staging thread, below
-            failure.append(error)
-            while pending.get() is not None:
-                pass
-
+    count = staged = 0
     db.execute("SAVEPOINT staging")  # a transaction of its own, or part of the caller's
-    writer = threading.Thread(target=write, name="inventory-stage", daemon=True)
-    writer.start()
-    count = 0
     try:
         for batch in batches:
-            pending.put((batch, _rows(batch, decode)))
+            db.execute("SAVEPOINT batch")
+            try:
+                staged += db.executemany(insert, _rows(batch, decode)).rowcount
+            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
+                db.execute("ROLLBACK TO batch")
+                staged += db.executemany(insert, _rows(batch, decode, checked=True)).rowcount
+            db.execute("RELEASE batch")
             count += len(batch)
             progress(count)
-            if failure:
-                break
     except BaseException:
-        pending.put(None)
-        writer.join()
         _undo(db, "staging")
         raise
-    pending.put(None)
-    writer.join()
-    if failure:
-        _undo(db, "staging")
-        raise failure[0]
     db.execute("RELEASE staging")
     return staged
 
@@ -742,33 +714,33 @@ def _undo(db: sqlite3.Connection, savepoint: str) -> None:
     db.execute(f"RELEASE {savepoint}")
 
 
-def _rows(batch: list[Any], decode: bool, checked: bool = False) -> list[tuple[Any, ...]]:
+def _rows(batch: list[Any], decode: bool, checked: bool = False) -> Iterable[tuple[Any, ...]]:
     """The staged rows of a batch of inventory items: taken apart by C code
     when every item has the service's five fields and a usable id, else (or
     when ``checked``) item by item by ``_listed_row``. Decoded: with the path,
-    parent and mtime the description names."""
-    rows: list[tuple[Any, ...]] | None = None
+    parent and mtime the description names, in place of the description
+    (which nothing needs once decoded).
+
+    Column by column, zipped into rows as SQLite takes them: a tuple per
+    archive kept alive is what the garbage collector would walk, again and
+    again, in a batch of millions."""
+    columns: list[list[Any]] | None = None
     if not checked:
         try:
-            rows = list(map(_FIELDS, batch))
+            columns = [list(map(field, batch)) for field in _COLUMN_FIELDS]
         except (KeyError, TypeError):  # a field missing, an item not an object
-            rows = None
-        if rows is not None:
-            ids = list(map(_FIRST, rows))
-            if not (set(map(type, ids)) <= {str} and all(ids)):
-                rows = None
-    if rows is None:
+            columns = None
+        if columns is not None and not (set(map(type, columns[0])) <= {str} and all(columns[0])):
+            columns = None
+    if columns is None:
         rows = [row for row in map(_listed_row, batch) if row is not None]
-    return list(map(_decoded_row, rows)) if decode else rows
-
-
-def _decoded_row(fields: tuple[Any, ...]) -> tuple[Any, ...]:
-    description = fields[1]
-    decoded = names.decode(description) if type(description) is str else None
-    if decoded is None:
-        return (*fields, None, None, None)
-    path = decoded[0]
-    return (*fields, path, parent_of(path), decoded[1])
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in _COLUMN_FIELDS]
+    if not decode:
+        return list(zip(*columns, strict=True))
+    paths, mtimes = names.decode_many(columns[1])
+    parents = [None if path is None else path[: max(path.rfind("/"), 0)] for path in paths]
+    ids, _, created, sizes, tree_hashes = columns
+    return zip(ids, repeat(None), created, sizes, tree_hashes, paths, parents, mtimes)
 
 
 def _start_worker(path: Path, start: int, stop: int, scratch: Path, decode: bool) -> subprocess.Popen[str]:

@@ -145,3 +145,52 @@ def test_every_safe_path_round_trips(path: str) -> None:
         return
     decoded = names.decode(names.encode(safe, 0))
     assert decoded is not None and decoded.path == safe
+
+
+def _plain(path: str, stamp: str = "20200101T000000Z") -> str:
+    return f"<m><v>4</v><p>{b64(path)}</p><lm>{stamp}</lm></m>"
+
+
+BATCH = [
+    *(case[0] for case in CASES),
+    _plain("dir/file.txt"),
+    _plain("a/./b//c/../d"),  # sanitized, in a batch otherwise clean
+    _plain("nul\x00and/x"),
+    _plain("x" * 300),
+    _plain(""),  # names nothing
+    _plain("."),
+    _plain("dir/f", "20201340T000000Z"),  # no such day: a path, no mtime
+    _plain("dir/f", "20200101T250000Z"),  # no such hour: the long way, a path, no mtime
+    _plain("dir/f", "20200229T235959Z"),
+    " " + _plain("spaced/f") + " ",
+    "<m><v>4</v><p>!!!</p><lm>20200101T000000Z</lm></m>",
+    f"<m><v>4</v><p>{base64.b64encode(bytes([0xFF])).decode()}</p><lm>20200101T000000Z</lm></m>",
+    "raw/name\nwith a newline",
+    "",
+    "ü raw",
+]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        BATCH,
+        [_plain(f"d/f{i}") for i in range(50)],  # glacierfs's own, every one plain
+        [_plain("d/a"), _plain("d/../b")],  # plain, one to sanitize
+        [_plain("d/a"), None, 5, _plain("d/b")],  # not all strings
+        [],
+    ],
+)
+def test_a_batch_decodes_as_each_description_does(batch: list) -> None:
+    assert names.decode_many(batch) == one_by_one(batch)
+
+
+def one_by_one(batch: list) -> tuple[list, list]:
+    decoded = [names.decode(text) if isinstance(text, str) else None for text in batch]
+    return [one and one.path for one in decoded], [one and one.mtime for one in decoded]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.text(), st.text().map(lambda t: names.encode(t, 1_600_000_000))), max_size=8))
+def test_any_batch_decodes_as_each_description_does(batch: list[str]) -> None:
+    assert names.decode_many(batch) == one_by_one(batch)
