@@ -45,6 +45,7 @@ from glacierfs.testing import GLACIERFS, Mount, ServedEmulator, generated_archiv
 
 MiB = 1 << 20
 VAULT = "big"
+ACCOUNT = "123456789012"  # the emulator's
 FLAT = "flat"  # a vault of one large directory
 
 
@@ -69,6 +70,7 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     from glacierfs.catalog import Catalog
     from glacierfs.glacier import GlacierClient
     from glacierfs.inventory import Inventories
+    from glacierfs.state import account_key
     from glacierfs.writer import steady_heap
 
     steady_heap()  # as the daemon does at start: 16 MiB download buffers must not fragment the heap
@@ -77,9 +79,11 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("glacierfs.reconcile").addHandler(handler)
     logging.getLogger("glacierfs.reconcile").setLevel(logging.INFO)
-    catalog = Catalog(Path(state) / "catalog.sqlite")
+    glacier = GlacierClient(url, credentials=("bench", "bench"))
+    # Named as a mount names it (state.py), so that bench_walk's mount finds the tree this filled.
+    catalog = Catalog(Path(state) / f"catalog-{account_key(ACCOUNT, glacier.region)}.sqlite")
     catalog.add_vault(VAULT)
-    inventories = Inventories(GlacierClient(url, credentials=("bench", "bench")), catalog, Path(state))
+    inventories = Inventories(glacier, catalog, Path(state))
     job_id = inventories.refresh(VAULT, force=force)
     # The service prepares the output (hours in reality); the emulator, on the first look once complete.
     prepared = time.perf_counter()
@@ -257,7 +261,7 @@ def bench_walk(work: Path, result: dict[str, Any]) -> None:
     mount = mount_of(work / f"walk-{result['count']}", emulator.url, result["state"])
     try:
         vault = mount.path(VAULT)
-        os.listdir(vault)
+        assert os.listdir(vault), "the mount shows the vault empty: not the catalog the inventory filled"
         before = daemon_memory(mount.pid)
         walks = {}
         for name, command in (("du -s", ["du", "-s"]), ("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
