@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from glacierfs import errors, inventoryfile, manifest, names, timestamps
-from glacierfs.catalog import DIRECTORY, FILE, MISSING, STORED
+from glacierfs.catalog import DIRECTORY, FILE, MISSING, PAGE_SIZE, STORED
 from glacierfs.paths import parent_of
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class Reconciler:
         self.now = time.time()
         self.db = sqlite3.connect(catalog_path, isolation_level=None, timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA temp_store=FILE")  # sorts of millions of rows spill to disk, not RAM
+        self.db.execute(f"PRAGMA temp.page_size={PAGE_SIZE}")  # as the catalog's: scans of staged rows take less
         self.db.execute("PRAGMA cache_size=-8192")  # 8 MiB per database, whatever the vault's size
         # Sorts of millions of rows (new names, known ids) take a second core when there is one.
         self.db.execute(f"PRAGMA threads={1 if (os.cpu_count() or 1) > 1 else 0}")
@@ -650,6 +651,7 @@ class _KnownCopy:
                 db.execute("PRAGMA temp_store=FILE")
                 db.execute("PRAGMA cache_size=-8192")
                 db.execute("ATTACH DATABASE ? AS side", (str(self.scratch),))
+                db.execute(f"PRAGMA side.page_size={PAGE_SIZE}")
                 db.execute("PRAGMA side.journal_mode=OFF")  # scratch: thrown away whatever happens
                 db.execute("PRAGMA side.synchronous=OFF")
                 db.execute("BEGIN")
@@ -780,6 +782,7 @@ def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") 
     (decoding the descriptions if ``how`` is "decode"); what it did, for the log."""
     db = sqlite3.connect(scratch, isolation_level=None, check_same_thread=False)
     try:
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=OFF")  # scratch: thrown away whatever happens
         db.execute("PRAGMA synchronous=OFF")
         _register_functions(db)
