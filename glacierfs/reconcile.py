@@ -8,6 +8,13 @@ gone; which name each new one gets (the newest of a name takes it, older ones a
 ``_unnamed/ID``); which directories hold them; which entries a later inventory
 no longer lists (``missing``). Python's memory does not grow with the vault.
 
+Decoding a description is most of the Python work an archive costs, so only
+new archives' are decoded: all of them, while staging, when the catalog knows
+none; none at all for a daily inventory of a vault the catalog knows, whose
+ids alone are staged (``stage_ids``) and whose few new archives are read from
+the file again (``_fill``). The known archives and the staged ones are compared
+in the order of their ids, the known ones copied meanwhile by a thread.
+
 The placement is worked out in temporary tables under a read snapshot, so the
 mount's own connection keeps serving listings of the old tree (WAL readers),
 and written in one transaction: the new tree appears whole, at its commit. If
