@@ -279,6 +279,51 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(inprocess: Emu
     assert next(iter_archives(tmp_path / "garbage.json")) == {"Size": 5}  # only objects are items
 
 
+def test_items_of_odd_types_in_an_inventory_file_are_staged_as_before(tmp_path: Path) -> None:
+    """Values C code and SQLite cannot take as they are (objects, lists)
+    send their batch to the item-by-item check, which keeps what it kept before."""
+    from glacierfs import reconcile
+
+    inventory = tmp_path / "odd.json"
+    inventory.write_text(
+        '{"ArchiveList":[1, {"ArchiveId": "ok", "ArchiveDescription": "ok.txt", "CreationDate": "", '
+        '"Size": 3, "SHA256TreeHash": "h"}, {"ArchiveId": "nested", "ArchiveDescription": {"Path": "x"}, '
+        '"CreationDate": null, "Size": -1, "SHA256TreeHash": ["h"]}, '
+        '{"ArchiveId": "real", "ArchiveDescription": "real.txt", "CreationDate": 5, "Size": 2.5, '
+        '"SHA256TreeHash": null}]}'
+    )
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    outcome = reconcile.reconcile(catalog.path, "v", inventory, time.time())
+    assert (outcome.listed, outcome.added) == (3, 3)
+    found = {e.path: (e.size, e.tree_hash, e.created) for e in catalog.entries("v") if e.archive_id}
+    assert found == {"ok.txt": (3, "h", None), f"{UNNAMED}/nested": (0, None, None), "real.txt": (0, None, "5")}
+
+
+def test_an_id_that_is_not_plain_sends_a_second_inventory_to_be_read_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from glacierfs import reconcile
+
+    def item(archive_id: str, name: str) -> dict[str, object]:
+        return {"ArchiveId": archive_id, "ArchiveDescription": names.encode(name, 0), "Size": 1}
+
+    known = [item(f"K{index:03d}", f"k{index}") for index in range(10)]
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"ArchiveList": known}, separators=(",", ":")))
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    reconcile.reconcile(catalog.path, "v", first, time.time(), expected=10)
+    second = tmp_path / "second.json"
+    text = json.dumps({"ArchiveList": [*known, item("NEW", "new")]}, separators=(",", ":"))
+    second.write_text(text.replace('"NEW"', '"N\\u0045W"'))  # the same id, escaped
+    with caplog.at_level("INFO", logger="glacierfs.reconcile"):
+        outcome = reconcile.reconcile(catalog.path, "v", second, time.time(), expected=11)
+    assert "is read whole" in caplog.text
+    assert (outcome.listed, outcome.added) == (11, 1)
+    assert catalog.get("v", "new").archive_id == "NEW"
+
+
 # Inventory handling bugs (issue 12, item 6) -------------------------------------
 
 
