@@ -156,7 +156,6 @@ class Reconciler:
         if self._attached is not None:
             self._detach()
         if self._side is not None:
-            self._side.finish()
             self._side.discard()
         self.db.close()
 
@@ -273,9 +272,13 @@ class Reconciler:
         every archive is staged whole instead."""
         db, path = self.db, self._thin
         assert path is not None
-        self._thin = None
         db.execute("DROP TABLE IF EXISTS temp.fill")
-        db.execute("CREATE TEMP TABLE fill AS SELECT archive_id FROM staged WHERE rowid IN (SELECT id FROM fresh)")
+        # Rows still staged by id alone (a second placement, the catalog changed
+        # meanwhile, may find others new).
+        db.execute(
+            """CREATE TEMP TABLE fill AS SELECT archive_id FROM staged WHERE rowid IN (SELECT id FROM fresh)
+            AND description IS NULL AND created_text IS NULL AND size IS NULL AND tree_hash IS NULL"""
+        )
         count = db.execute("SELECT count(*) FROM fill").fetchone()[0]
         if not count:
             return
@@ -287,14 +290,19 @@ class Reconciler:
                 for batch in inventoryfile.iter_batches(path, BATCH)
             )
             _stage_into(db, batches, _quiet, decode=False)
-            db.execute("DELETE FROM staged WHERE rowid IN (SELECT id FROM fresh)")  # after: rowids stay above before
+            # After: the new rows' rowids stay above ``before``.
+            db.execute(
+                """DELETE FROM staged WHERE rowid <= ? AND rowid IN (SELECT id FROM fresh)
+                AND archive_id IN (SELECT archive_id FROM fill)""",
+                (before,),
+            )
         else:
             _stage_into(db, inventoryfile.iter_batches(path, BATCH), _quiet, decode=False)
             db.execute("DELETE FROM staged WHERE rowid <= ? AND archive_id IN (SELECT archive_id FROM fill)", (before,))
             db.execute(
                 "DELETE FROM staged WHERE rowid > ? AND archive_id NOT IN (SELECT archive_id FROM fill)", (before,)
             )
-        db.execute("DELETE FROM fresh")
+        db.execute("DELETE FROM fresh WHERE id NOT IN (SELECT rowid FROM staged)")
         db.execute("INSERT INTO fresh SELECT rowid FROM staged WHERE rowid > ?", (before,))
         log.info("%d archive(s) of vault %s are new: read from its inventory again", count, self.vault)
 
@@ -408,11 +416,13 @@ class Reconciler:
                 WHERE NOT EXISTS (SELECT 1 FROM {known} k WHERE k.archive_id = s.archive_id) AND {unseen}
                 ORDER BY s.archive_id"""
             )
-            if self._thin is not None:
-                self._fill()
-            chosen = "s.rowid IN (SELECT id FROM fresh)"
-        else:  # nothing known: every staged archive is new, unless deleted
-            chosen = unseen
+        elif self._thin is not None:  # staged by ids, and the catalog knows none of them any more
+            db.execute("CREATE TEMP TABLE fresh (id INTEGER PRIMARY KEY)")
+            db.execute(f"INSERT INTO fresh SELECT s.rowid FROM staged s WHERE {unseen}")
+        if self._thin is not None:
+            self._fill()
+        # Nothing known (and staged whole): every staged archive is new, unless deleted.
+        chosen = "s.rowid IN (SELECT id FROM fresh)" if self._known or self._thin is not None else unseen
         if not self.decode_while_staging:
             db.execute(
                 f"""UPDATE staged AS s SET wanted = decoded_path(description), parent = decoded_parent(description),

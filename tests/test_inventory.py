@@ -324,6 +324,33 @@ def test_an_id_that_is_not_plain_sends_a_second_inventory_to_be_read_whole(
     assert catalog.get("v", "new").archive_id == "NEW"
 
 
+def test_archives_staged_by_id_that_the_catalog_forgets_meanwhile_keep_their_names(tmp_path: Path) -> None:
+    """Staged by ids alone, then the catalog forgets every archive it knew: they are
+    all new again, and each is read from the file again (not placed nameless)."""
+    from glacierfs import reconcile
+
+    listed = [
+        {"ArchiveId": f"K{index:03d}", "ArchiveDescription": names.encode(f"k{index}", 0), "Size": 1}
+        for index in range(10)
+    ]
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"ArchiveList": listed}, separators=(",", ":")))
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    reconcile.reconcile(catalog.path, "v", inventory, time.time())
+    reconciler = reconcile.Reconciler(catalog.path, "v", time.time(), expected=10)
+    try:
+        reconciler.stage_file(inventory)
+        assert reconciler._thin is not None  # staged by ids
+        for index in range(10):
+            catalog.delete("v", f"k{index}")  # forgotten, not deleted from Glacier
+        outcome = reconciler.apply()
+    finally:
+        reconciler.close()
+    assert (outcome.listed, outcome.added) == (10, 10)
+    assert sorted(e.path for e in catalog.entries("v")) == sorted(f"k{index}" for index in range(10))
+
+
 # Inventory handling bugs (issue 12, item 6) -------------------------------------
 
 
