@@ -155,7 +155,7 @@ _BETWEEN = b'},{"ArchiveId":'
 
 def split(path: Path, parts: int) -> list[tuple[int, int]] | None:
     """Byte ranges [start, stop) of ``parts`` runs of whole archives of a JSON
-    inventory, each readable by ``iter_archive_range``: cut where one archive
+    inventory, each readable by ``iter_range_batches``: cut where one archive
     ends and the next begins. None for a document that cannot be cut so (CSV, or
     not laid out as the service lays it out)."""
     if parts < 2 or _ijson is None or sniff_format(path) != JSON:
@@ -266,12 +266,6 @@ class _Run(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
-
-
-def iter_archive_range(path: Path, start: int, stop: int, block: int = BLOCK) -> Iterator[dict[str, Any]]:
-    """The archives in one run of ``split``."""
-    with _Run(path, start, stop) as run:
-        yield from _ijson_items(run, "item", block)
 
 
 def iter_batches(path: Path, size: int, block: int = BLOCK) -> Iterator[list[Any]]:
