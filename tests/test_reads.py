@@ -289,7 +289,8 @@ def test_cache_writes_keeps_nothing_of_a_failed_upload(inprocess: Emulator, tmp_
         inprocess.settings.fault_rate = 0.0
         assert not mount.path("v", "f").exists()
         assert list((cache_dir / "incoming").iterdir()) == []
-        assert "in 0 item(s)" in run(*GLACIERFS, "status", mount.mountpoint).stdout
+        # Right after the faults, status may rightly say Glacier is unreachable (exit 3).
+        assert "in 0 item(s)" in run(*GLACIERFS, "status", mount.mountpoint, check=False).stdout
     finally:
         mount.unmount()
 
