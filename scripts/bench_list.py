@@ -77,8 +77,8 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     records: list[logging.LogRecord] = []  # the staging process, if one ran, logs its peak RSS
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("glacierfs.reconcile").addHandler(handler)
-    logging.getLogger("glacierfs.reconcile").setLevel(logging.INFO)
+    logging.getLogger("glacierfs.staging").addHandler(handler)
+    logging.getLogger("glacierfs.staging").setLevel(logging.INFO)
     glacier = GlacierClient(url, credentials=("bench", "bench"))
     # Named as a mount names it (state.py), so that bench_walk's mount finds the tree this filled.
     catalog = Catalog(Path(state) / f"catalog-{account_key(ACCOUNT, glacier.region)}.sqlite")

@@ -317,7 +317,7 @@ def test_an_id_that_is_not_plain_sends_a_second_inventory_to_be_read_whole(
     second = tmp_path / "second.json"
     text = json.dumps({"ArchiveList": [*known, item("NEW", "new")]}, separators=(",", ":"))
     second.write_text(text.replace('"NEW"', '"N\\u0045W"'))  # the same id, escaped
-    with caplog.at_level("INFO", logger="glacierfs.reconcile"):
+    with caplog.at_level("INFO", logger="glacierfs.staging"):
         outcome = reconcile.reconcile(catalog.path, "v", second, time.time(), expected=11)
     assert "is read whole" in caplog.text
     assert (outcome.listed, outcome.added) == (11, 1)
@@ -642,14 +642,14 @@ def test_placement_of_namesakes_collisions_and_the_nameless(inprocess: Emulator,
 def test_a_large_inventory_staged_in_two_processes_gives_the_same_tree(
     inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from glacierfs import reconcile
+    from glacierfs import reconcile, staging
     from glacierfs.testing import write_generated_inventory
 
     inventory = tmp_path / "inventory.json"
     write_generated_inventory(inventory, 3_000)
     trees = []
     for parallel in (False, True):
-        monkeypatch.setattr(reconcile, "_parallel", lambda path, parallel=parallel: parallel)
+        monkeypatch.setattr(staging, "_parallel", lambda path, parallel=parallel: parallel)
         catalog = Catalog(tmp_path / f"catalog-{parallel}.sqlite")
         catalog.add_vault("big")
         outcome = reconcile.reconcile(catalog.path, "big", inventory, time.time())
@@ -673,7 +673,7 @@ def test_a_second_inventory_staged_by_ids_gives_the_same_tree(
     new archives' rows again: the tree, states and counts are those of staging whole."""
     import shutil
 
-    from glacierfs import reconcile
+    from glacierfs import reconcile, staging
     from glacierfs.testing import generated_archive, write_generated_inventory
 
     first = tmp_path / "first.json"
@@ -698,11 +698,11 @@ def test_a_second_inventory_staged_by_ids_gives_the_same_tree(
         ("ids", len(listed), 100_000),
         ("ids, many new", len(listed), 0),
     ):
-        monkeypatch.setattr(reconcile, "FILL_MAX", fill_max)
+        monkeypatch.setattr(staging, "FILL_MAX", fill_max)
         path = tmp_path / f"{label}.sqlite"
         shutil.copy(tmp_path / "base.sqlite", path)
         caplog.clear()
-        with caplog.at_level("INFO", logger="glacierfs.reconcile"):
+        with caplog.at_level("INFO", logger="glacierfs.staging"):
             outcome = reconcile.reconcile(path, "big", second, time.time(), expected=expected)
         assert ("read from its inventory again" in caplog.text) == (expected is not None), label
         catalog = Catalog(path)
