@@ -18,6 +18,7 @@ second by a process of its own (``stage_run``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -192,16 +193,11 @@ class Stager:
         so; nothing is staged then."""
         db = self.db
         count = 0
-        db.execute("SAVEPOINT stage")
-        try:
+        with _savepoint(db, "stage"):
             for ids in inventoryfile.iter_ids(path):
                 db.executemany("INSERT INTO staged (archive_id) VALUES (?)", zip(ids))
                 count += len(ids)
                 progress(count)
-        except BaseException:
-            _undo(db, "stage")
-            raise
-        db.execute("RELEASE stage")
         self._thin = path
         self._listed += count
         return count
@@ -343,8 +339,7 @@ def _stage_into(
     it waits for the GIL each time SQLite hands it back (measured)."""
     insert = _INSERT_DECODED if decode else _INSERT_RAW
     count = staged = 0
-    db.execute("SAVEPOINT staging")  # a transaction of its own, or part of the caller's
-    try:
+    with _savepoint(db, "staging"):  # a transaction of its own, or part of the caller's
         for batch in batches:
             db.execute("SAVEPOINT batch")
             try:
@@ -355,16 +350,20 @@ def _stage_into(
             db.execute("RELEASE batch")
             count += len(batch)
             progress(count)
-    except BaseException:
-        _undo(db, "staging")
-        raise
-    db.execute("RELEASE staging")
     return staged
 
 
-def _undo(db: sqlite3.Connection, savepoint: str) -> None:
-    db.execute(f"ROLLBACK TO {savepoint}")
-    db.execute(f"RELEASE {savepoint}")
+@contextlib.contextmanager
+def _savepoint(db: sqlite3.Connection, name: str) -> Iterator[None]:
+    """What the block stages is kept whole, or (it raised) not at all."""
+    db.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        db.execute(f"ROLLBACK TO {name}")
+        db.execute(f"RELEASE {name}")
+        raise
+    db.execute(f"RELEASE {name}")
 
 
 def _rows(batch: list[Any], decode: bool, checked: bool = False) -> Iterable[tuple[Any, ...]]:
