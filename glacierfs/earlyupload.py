@@ -88,9 +88,7 @@ class EarlyUpload:
     def _run(self) -> None:
         try:
             while self.file.claim(self._sent + self.part_size, self._stop):
-                part = self._buffers.take()
-                if len(part) != self.part_size:
-                    part = bytearray(self.part_size)
+                part = self._buffers.take_whole()
                 if self._read(part, self._sent) != self.part_size:
                     raise errors.GlacierFSError(f"spool file {self.file.spool_id} is shorter than it was written")
                 self._uploader.add(self._sent, part)

@@ -256,11 +256,12 @@ class Janitor:
         # and one read here belongs to an open file until that file is released,
         # completion included.
         recorded = self.catalog.uploads()
+        owned = self._owned()
         for upload_id, vault, path, started in recorded:
             if upload_id.startswith(INITIATING):
                 self._abort_unanswered(upload_id, vault, path, started)
                 continue
-            if upload_id in self._owned():
+            if upload_id in owned:
                 continue
             if self._abort(vault, upload_id, path):
                 self.catalog.forget_upload(upload_id)

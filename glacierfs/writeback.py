@@ -411,9 +411,7 @@ class UploadQueue:
                 for offset in range(0, item.size - item.size % self.part_size, self.part_size):
                     if self._stopping.is_set():
                         raise Interrupted()
-                    part = self.part_buffers.take()
-                    if len(part) != self.part_size:
-                        part = bytearray(self.part_size)
+                    part = self.part_buffers.take_whole()
                     if os.preadv(body.fileno(), [part], offset) != self.part_size:
                         raise errors.GlacierFSError(f"spool file {item.spool_id} is shorter than {item.size} bytes")
                     uploader.add(offset, part)

@@ -65,6 +65,11 @@ class PartBuffers:
                 return self._idle.pop()[1]
         return bytearray()
 
+    def take_whole(self) -> bytearray:
+        """A buffer of exactly a part, to read a part into (the spool's readers)."""
+        part = self.take()
+        return part if len(part) == self.part_size else bytearray(self.part_size)
+
     def give_back(self, part: object) -> None:
         if not isinstance(part, bytearray) or len(part) != self.part_size:
             return
