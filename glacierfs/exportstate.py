@@ -13,7 +13,6 @@ export loses nothing the mount needs, and a mount never waits on an export.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glacierfs import errors
+from glacierfs import errors, lockfile
 from glacierfs.catalog import DIRECTORY, EMPTY, IN_PROGRESS, SUCCEEDED, JobRecord, _job
 from glacierfs.control import Attr
 from glacierfs.spending import read_exports
@@ -186,13 +185,13 @@ class ExportState:
         self._store = LockedDatabase(path, SCHEMA)
         os.chmod(path, 0o600)
         lock = path.with_suffix(".lock")
-        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
+            self._lock_fd = lockfile.hold(
+                lock, lambda holder: f"another glacierfs export is running for this account (pid {holder}, {lock})"
+            )
+        except errors.Busy:
             self._store.close()
-            raise errors.Busy(f"another glacierfs export is running for this account ({lock})") from None
+            raise
 
     def close(self) -> None:
         self._store.close()

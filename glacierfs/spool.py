@@ -13,7 +13,6 @@ the archive is stored or the file is removed or replaced.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from glacierfs import errors
+from glacierfs import errors, lockfile
 from glacierfs.cache import pwrite_all
 from glacierfs.treehash import Buffer
 
@@ -57,14 +56,13 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)  # the only copy of what it holds, until stored
         self.directory = directory
-        self._lock: int | None = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.close()
-            raise errors.Busy(
-                f"the spool {directory} is in use by another glacierfs mount; give each mount a --spool-dir of its own"
-            ) from None
+        self._lock: int | None = lockfile.hold(
+            directory / LOCK,
+            lambda holder: (
+                f"the spool {directory} is in use by another glacierfs mount (pid {holder}); "
+                "give each mount a --spool-dir of its own"
+            ),
+        )
 
     def close(self) -> None:
         if self._lock is not None:

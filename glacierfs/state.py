@@ -5,14 +5,13 @@ account, whatever the endpoint."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import re
 from pathlib import Path
 
-from glacierfs import errors
+from glacierfs import lockfile
 from glacierfs.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -58,20 +57,13 @@ def lock_catalog(state_dir: Path, key: str) -> int:
     """Hold the catalog for this mount alone: a second mount on it would take the
     first one's uploads in flight for a crash's leftovers and abort them. The
     lock's descriptor; Busy if another mount holds it."""
-    path = state_dir / f"catalog-{key}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise errors.Busy(
+    return lockfile.hold(
+        state_dir / f"catalog-{key}.lock",
+        lambda holder: (
             f"the catalog in {state_dir} is in use by another glacierfs mount (pid {holder}); "
             "mount an account and region once per state directory"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        ),
+    )
 
 
 def _move_sqlite(source: Path, target: Path) -> None:
