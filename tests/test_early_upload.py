@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from glacierfs.emulator import Emulator
-from glacierfs.testing import Mount, run, wait_for
+from glacierfs.testing import Mount, wait_for
 from glacierfs.treehash import tree_hash
 
 from .conftest import WRITE_BACK, MiB
-from .test_writeback import glacierfs_umount, open_uploads, stored
+from .test_writeback import glacierfs_umount, open_uploads, rsync_through_write_back, stored
 
 pytestmark = pytest.mark.mount
 
@@ -78,13 +78,7 @@ def test_rsync_of_a_large_file_completes_the_early_upload_under_the_real_name(
     source.mkdir()
     data = os.urandom(3 * MiB + 11)
     (source / "video.mp4").write_bytes(data)
-    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "1")
-    try:
-        mount.path("v").mkdir()
-        run("rsync", "-a", f"{source}/", mount.path("v"))
-        assert glacierfs_umount(mount).returncode == 0
-    finally:
-        mount.unmount()
+    rsync_through_write_back(inprocess, tmp_path, source)
     assert stored(inprocess.url) == {"video.mp4": [tree_hash(data)]}
     assert inprocess.calls["InitiateMultipartUpload"] == 1 and inprocess.calls["AbortMultipartUpload"] == 0
 

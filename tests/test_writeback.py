@@ -40,6 +40,27 @@ def open_uploads(url: str, vault: str = "v") -> list[dict]:
     return boto_client(url).list_multipart_uploads(vaultName=vault)["UploadsList"]
 
 
+def kill_while_uploading(mount: Mount, path: Path) -> None:
+    """kill -9 of the daemon once ``path``'s upload has been sent (the emulator
+    is answering it, its latency set by the caller)."""
+    wait_for(lambda: state(path) == "uploading", what="the upload to start")
+    time.sleep(0.5)
+    mount.process.kill()
+    mount.process.wait()
+
+
+def rsync_through_write_back(emulator: Emulator, tmp_path: Path, source: Path) -> None:
+    """rsync -a of ``source``'s contents into vault v of a --write-back mount
+    (settle 1 s), then `glacierfs umount`, which must drain."""
+    mount = Mount(tmp_path, emulator.url, *WRITE_BACK, "--settle", "1")
+    try:
+        mount.path("v").mkdir()
+        run("rsync", "-a", f"{source}/", mount.path("v"))
+        assert glacierfs_umount(mount).returncode == 0
+    finally:
+        mount.unmount()
+
+
 def described(archive_id: str, listed: list[dict]) -> str:
     return next(item["ArchiveDescription"] for item in listed if item["ArchiveId"] == archive_id)
 
@@ -121,7 +142,7 @@ def test_kill_9_right_after_cp_loses_nothing(inprocess: Emulator, tmp_path: Path
     assert found.keys() == {relative for relative, data in contents.items() if data}
     for relative, hashes in found.items():
         assert set(hashes) == {tree_hash(contents[relative])}  # a replay may have stored a second copy
-    assert boto_client(inprocess.url).list_multipart_uploads(vaultName="v")["UploadsList"] == []
+    assert open_uploads(inprocess.url) == []
     assert "was being uploaded when glacierfs stopped; it is sent again" in again.log_text()
 
 
@@ -132,10 +153,7 @@ def test_a_copy_stored_twice_by_a_replay_is_deleted_by_the_next_inventory(inproc
     try:
         mount.path("v").mkdir()
         mount.path("v", "twice.bin").write_bytes(data)
-        wait_for(lambda: state(mount.path("v", "twice.bin")) == "uploading", what="the upload to start")
-        time.sleep(0.5)  # sent: the emulator is answering it
-        mount.process.kill()
-        mount.process.wait()
+        kill_while_uploading(mount, mount.path("v", "twice.bin"))
     finally:
         mount.unmount()
     wait_for(lambda: inprocess.calls["UploadArchive"] == 1, what="the emulator to store the first attempt")
@@ -237,13 +255,7 @@ def test_rsync_records_real_names_dotfiles_included(inprocess: Emulator, tmp_pat
     for relative, data in contents.items():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         (source / relative).write_bytes(data)
-    mount = Mount(tmp_path, inprocess.url, *WRITE_BACK, "--settle", "1")
-    try:
-        mount.path("v").mkdir()
-        run("rsync", "-a", f"{source}/", mount.path("v"))
-        assert glacierfs_umount(mount).returncode == 0
-    finally:
-        mount.unmount()
+    rsync_through_write_back(inprocess, tmp_path, source)
     assert stored(inprocess.url) == {relative: [tree_hash(data)] for relative, data in contents.items()}
 
 
@@ -373,10 +385,7 @@ def test_a_file_removed_during_its_replay_leaves_no_copy(inprocess: Emulator, tm
         mount.path("v").mkdir()
         mount.path("v", "removed.bin").write_bytes(b"removed")
         mount.path("v", "moved.bin").write_bytes(b"moved")
-        wait_for(lambda: state(mount.path("v", "moved.bin")) == "uploading", what="the uploads to start")
-        time.sleep(0.5)
-        mount.process.kill()
-        mount.process.wait()
+        kill_while_uploading(mount, mount.path("v", "moved.bin"))
     finally:
         mount.unmount()
     wait_for(lambda: inprocess.calls["UploadArchive"] == 2, what="the emulator to store both")
