@@ -34,6 +34,7 @@ from glacierfs.periodic import Periodic
 from glacierfs.queuestore import QueueStore
 from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED, Copy
 from glacierfs.records import Job
+from glacierfs.staging import EarlyStaging
 from glacierfs.treehash import MiB, file_tree_hash, tree_hash
 
 __all__ = ["LAG_GRACE", "MISSING", "UNNAMED", "Inventories", "iter_archives"]
@@ -213,7 +214,13 @@ class Inventories:
 
     def _download_and_apply(self, vault: str, job: Job) -> None:
         path = self._download_path(vault, job.job_id)
+        early: EarlyStaging | None = None
         try:
+            self._drop_oversized(vault, job, path)
+            if (job.inventory_format or "JSON").upper() == inventoryfile.JSON:
+                self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.touch()  # the staging processes read it as it is written
+                early = EarlyStaging.start_if_useful(self.catalog.path, vault, path, job.inventory_size)
             total = self._download(vault, job, path)
             self.apply_file(
                 vault,
@@ -221,6 +228,7 @@ class Inventories:
                 fallback_date=timestamps.parse_iso(job.created),
                 declared=job.inventory_format,
                 total=total,
+                early=early,
             )
         except _Stopped:
             log.info("stopped with the inventory of vault %s under way: the next mount goes on with it", vault)
@@ -229,8 +237,17 @@ class Inventories:
             log.error("could not apply the inventory of vault %s: %s", vault, error)
             return
         finally:
+            if early is not None:
+                early.discard()  # not taken: the download or its checks failed, or the inventory was refused
             self._show(vault, None)
         path.unlink(missing_ok=True)
+
+    def _drop_oversized(self, vault: str, job: Job, path: Path) -> None:
+        """A partial download larger than the output is not of it: fetched again."""
+        size = job.inventory_size
+        if size is not None and path.exists() and path.stat().st_size > size:
+            log.warning("the partial inventory of vault %s is larger than the output: fetched again", vault)
+            path.unlink()
 
     def _download(self, vault: str, job: Job, path: Path) -> int | None:
         """Ranged GetJobOutput appended to ``path``; what a previous mount left there
@@ -239,11 +256,8 @@ class Inventories:
         lists, counted on the way when it was fetched whole here (else None)."""
         self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
         size = job.inventory_size
+        self._drop_oversized(vault, job, path)
         done = path.stat().st_size if path.exists() else 0
-        if size is not None and done > size:
-            log.warning("the partial inventory of vault %s is larger than the output: fetched again", vault)
-            path.unlink()
-            done = 0
         counter = None if done else inventoryfile.ArchiveCounter()
         if done:
             log.info("resuming the download of the inventory of vault %s at %s", vault, _bytes_text(done, size or done))
@@ -298,11 +312,13 @@ class Inventories:
         fallback_date: float | None = None,
         declared: str | None = None,
         total: int | None = None,
+        early: EarlyStaging | None = None,
     ) -> reconcile.Outcome | None:
         """Apply the inventory in ``path`` (JSON or CSV) to ``vault``; None if it is refused.
 
         ``fallback_date`` dates an inventory that carries no date (CSV): the job's creation.
-        ``total``: the archives it lists, if counted already (for the progress shown)."""
+        ``total``: the archives it lists, if counted already (for the progress shown).
+        ``early``: the file staged while it was downloaded, if it was (the caller discards it)."""
         header = inventoryfile.read_header(path)
         if declared and declared.upper() != header.format:
             log.warning(
@@ -329,6 +345,7 @@ class Inventories:
             dated,
             progress=lambda done: self._applying(vault, done, total),
             expected=total,
+            early=early,
         )
         self.catalog.set_inventory(vault, None, None, dated)
         self._settle_doubts(vault, outcome.copies, dated)

@@ -20,8 +20,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -266,6 +268,93 @@ class _Run(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+class _GrowingHalf(io.RawIOBase):
+    """Half of a JSON inventory that is still being downloaded to ``size`` bytes,
+    framed as a document of its own: its bytes are read as they arrive. The
+    halves are cut where one archive ends and the next begins (as ``split``
+    cuts), at the first such place from the middle of the file on, which both
+    halves find alike. The first half is the file up to there, closed with
+    ``]}``; the second is opened with ``{"ArchiveList":[`` and runs to the end.
+    NotPlain when the file is not a JSON document cut so."""
+
+    def __init__(self, path: Path, size: int, half: int, wanted: Callable[[], bool], patience: float) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._size = size
+        self._wanted = wanted
+        self._patience = patience
+        head = self._wait_for(0, min(size, 256)).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if not head.startswith(b"{"):
+            self._file.close()
+            raise NotPlain("not a JSON document")
+        self._middle = size // 2
+        self._stop: int | None  # the end of this half's bytes: for the first, known once the cut is found
+        if half == 0:
+            self._position, self._stop, self._pending, self._closing = 0, None, b"", b"]}"
+        else:
+            self._position, self._stop, self._pending, self._closing = self._cut(), size, b'{"ArchiveList":[', b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = len(buffer)
+        if not wanted:
+            return 0
+        if not self._pending:
+            limit = self._middle if self._stop is None else self._stop
+            if self._position >= limit and self._stop is None:
+                self._stop = self._cut() - 1  # the first half stops before the ',' between the two
+                limit = self._stop
+            if self._position < limit:
+                self._pending = self._wait_for(self._position, min(wanted, limit - self._position))
+                self._position += len(self._pending)
+            else:
+                self._pending, self._closing = self._closing, b""
+        data, self._pending = self._pending[:wanted], self._pending[wanted:]
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _wait_for(self, position: int, count: int) -> bytes:
+        """Up to ``count`` bytes at ``position`` (at least one), once they are there."""
+        idle = 0.0
+        while True:
+            data = os.pread(self._file.fileno(), count, position)
+            if data or not count:
+                return data
+            if idle > self._patience or not self._wanted():
+                raise errors.InvalidRequest(f"the inventory stopped growing at {position} of {self._size} bytes")
+            time.sleep(0.005)
+            idle += 0.005
+
+    def _cut(self) -> int:
+        """Where the second half starts: the '{' of the first archive that starts at
+        or after the middle."""
+        position, window = self._middle, b""
+        while position < self._size:
+            block = self._wait_for(position, min(1 << 20, self._size - position))
+            window = window[-len(_BETWEEN) :] + block
+            position += len(block)
+            found = window.find(_BETWEEN)
+            if found >= 0:
+                return position - len(window) + found + 2
+        raise NotPlain("no place to cut it in halves")
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def iter_growing_half(
+    path: Path, size: int, half: int, batch: int, wanted: Callable[[], bool], patience: float = 600.0
+) -> Iterator[list[Any]]:
+    """``iter_batches`` of half ``half`` (0 or 1) of a JSON inventory that is being
+    downloaded to ``size`` bytes, read as it arrives (see ``_GrowingHalf``).
+    ``wanted()`` says whether to keep waiting for bytes; InvalidRequest after
+    ``patience`` seconds without any."""
+    with _GrowingHalf(path, size, half, wanted, patience) as run:
+        yield from _ijson_batches(run, "ArchiveList.item", BLOCK, batch)
 
 
 def iter_batches(path: Path, size: int, block: int = BLOCK) -> Iterator[list[Any]]:

@@ -40,7 +40,7 @@ from typing import Any
 
 from glacierfs import errors, manifest
 from glacierfs.catalog import DIRECTORY, FILE, MISSING, STORED
-from glacierfs.staging import KnownCopy, Stager, copy_known, quiet
+from glacierfs.staging import EarlyStaging, KnownCopy, Stager, copy_known, quiet
 
 log = logging.getLogger(__name__)
 
@@ -426,13 +426,20 @@ def reconcile(
     dated: float,
     progress: Callable[[int], None] = quiet,
     expected: int | None = None,
+    early: EarlyStaging | None = None,
 ) -> Outcome:
     """Stage the inventory's archives (or the inventory file) and apply them;
-    ``expected``: how many archives the file lists, if counted."""
-    reconciler = Reconciler(catalog_path, vault, dated, expected)
+    ``expected``: how many archives the file lists, if counted; ``early``: the
+    file staged while it was downloaded (taken over: discarded here)."""
+    try:
+        reconciler = Reconciler(catalog_path, vault, dated, expected)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
     try:
         if isinstance(archives, Path):
-            reconciler.stage_file(archives, progress)
+            reconciler.stage_file(archives, progress, early)
         else:
             reconciler.stage(archives, progress)
         return reconciler.apply()

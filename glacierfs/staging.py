@@ -112,12 +112,20 @@ class Stager:
         self._listed += count
         return count
 
-    def stage_file(self, path: Path, progress: Callable[[int], None] = quiet) -> int:
+    def stage_file(self, path: Path, progress: Callable[[int], None] = quiet, early: EarlyStaging | None = None) -> int:
         """Stage the inventory in ``path``: a large JSON one in two halves at once
         when a core is spare, the second by a process of its own (the Python work
         per archive is what costs), into a scratch database copied in at the end.
         Measured on 2 cores: 200,000 archives staged in 1.45 s instead of 1.91 s
-        with the other core mostly free; no gain with it busy."""
+        with the other core mostly free; no gain with it busy. ``early``: the
+        halves staged while the file was downloaded, if they were."""
+        if early is not None:
+            try:
+                return self._take_early(early, progress)
+            except errors.InvalidRequest as error:
+                log.warning("the inventory could not be staged while downloaded (%s): staging it now", error)
+            finally:
+                early.discard()
         if not self.decode_while_staging and self._side is None:
             # The catalog's known archives are copied, in the order of their ids,
             # by a thread of its own while this one stages (SQLite lets go of the
@@ -148,14 +156,7 @@ class Stager:
             report, problem = worker.communicate()
             if worker.returncode:
                 raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
-            self.db.execute("ATTACH DATABASE ? AS run", (str(scratch),))
-            try:
-                self.db.execute("BEGIN")
-                count_other = self.db.execute("INSERT INTO temp.staged SELECT * FROM run.staged").rowcount
-                self.db.execute("COMMIT")
-                self._listed += count_other
-            finally:
-                self.db.execute("DETACH DATABASE run")
+            count_other = self._take_in(scratch)
             log.info(
                 "half of the inventory of vault %s was staged by a process of its own (%s)", self.vault, report.strip()
             )
@@ -171,6 +172,31 @@ class Stager:
             scratch.unlink(missing_ok=True)
         progress(count + count_other)
         return count + count_other
+
+    def _take_in(self, *scratches: Path) -> int:
+        """Copy in the rows staging processes staged into ``scratches``: all or none."""
+        names = [f"run{number}" for number in range(len(scratches))]
+        try:
+            for name, scratch in zip(names, scratches, strict=True):
+                self.db.execute(f"ATTACH DATABASE ? AS {name}", (str(scratch),))
+            with _savepoint(self.db, "take"):
+                count = sum(
+                    int(self.db.execute(f"INSERT INTO temp.staged SELECT * FROM {name}.staged").rowcount)
+                    for name in names
+                )
+        finally:
+            for (name,) in self.db.execute("SELECT name FROM pragma_database_list WHERE name LIKE 'run%'").fetchall():
+                self.db.execute(f"DETACH DATABASE {name}")
+        self._listed += count
+        return count
+
+    def _take_early(self, early: EarlyStaging, progress: Callable[[int], None]) -> int:
+        """The rows the halves' processes staged (decoded), once both are done.
+        InvalidRequest, with nothing staged, if either failed."""
+        count = self._take_in(*early.finish(lambda: progress(0)))
+        self.decode_while_staging = True  # whatever the catalog knows by now: these rows are decoded
+        progress(count)
+        return count
 
     def _ids_will_do(self, path: Path) -> bool:
         """Whether the catalog knows (nearly) every archive the inventory lists,
@@ -303,6 +329,82 @@ class KnownCopy:
         self.scratch.unlink(missing_ok=True)
 
 
+def knows_archives(catalog_path: Path, vault: str) -> bool:
+    """Whether the catalog holds an archive of ``vault``."""
+    db = sqlite3.connect(catalog_path, timeout=60)
+    try:
+        found = db.execute(
+            "SELECT 1 FROM entries WHERE vault=? AND archive_id IS NOT NULL LIMIT 1", (vault,)
+        ).fetchone()
+    finally:
+        db.close()
+    return found is not None
+
+
+class EarlyStaging:
+    """A vault's first inventory, staged while it is downloaded: two processes,
+    each staging (and decoding) a half of the file as its bytes arrive, into a
+    scratch database of its own (``stage_half``). The download's own work
+    leaves most of the machine idle (measured: a million archives, 1.9 s of
+    download with 1.5 s of CPU in all): staging it meanwhile takes that time
+    off the apply. Nothing reaches the catalog until ``Stager.stage_file`` takes
+    the halves in, after the download's checks; ``discard`` stops the processes
+    and removes what they staged."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.scratches: list[Path] = []
+        self._workers: list[subprocess.Popen[str]] = []
+        try:
+            for half in (0, 1):
+                fd, name = tempfile.mkstemp(prefix="staging-", suffix=".sqlite", dir=path.parent)
+                os.close(fd)
+                self.scratches.append(Path(name))
+                arguments = [str(path), str(size), str(half), name, str(os.getpid())]
+                self._workers.append(_start_process("stage_half", arguments))
+        except BaseException:
+            self.discard()
+            raise
+
+    @classmethod
+    def start_if_useful(cls, catalog_path: Path, vault: str, path: Path, size: int | None) -> EarlyStaging | None:
+        """Staging while downloading, when it pays: a large inventory of known size, a
+        vault the catalog holds no archive of (every description is to be decoded),
+        two cores or more."""
+        if size is None or size < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+            return None
+        if knows_archives(catalog_path, vault):
+            return None
+        log.info("the inventory of vault %s is staged by two processes while it is downloaded", vault)
+        return cls(path, size)
+
+    def finish(self, waiting: Callable[[], None] = lambda: None) -> list[Path]:
+        """Wait for both halves, calling ``waiting`` now and then (it may raise to stop);
+        the scratch databases. InvalidRequest if a half failed."""
+        reports = []
+        for worker in self._workers:
+            while True:
+                try:
+                    report, problem = worker.communicate(timeout=0.25)
+                    break
+                except subprocess.TimeoutExpired:
+                    waiting()
+            if worker.returncode:
+                raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
+            reports.append(report.strip())
+        log.info("the inventory was staged by two processes while downloaded (%s)", "; ".join(reports))
+        return self.scratches
+
+    def discard(self) -> None:
+        for worker in self._workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate()
+        self._workers = []
+        for scratch in self.scratches:
+            scratch.unlink(missing_ok=True)
+        self.scratches = []
+
+
 def _parallel(path: Path) -> bool:
     """Whether to stage in two processes: a large inventory, and a core to spare
     (on a machine whose cores are busy, a second process only adds its start)."""
@@ -397,11 +499,17 @@ def _rows(batch: list[Any], decode: bool, checked: bool = False) -> Iterable[tup
 
 def _start_worker(path: Path, start: int, stop: int, scratch: Path, decode: bool) -> subprocess.Popen[str]:
     """A fresh interpreter staging one run (never a fork of a process full of threads)."""
+    return _start_process("stage_run", [str(path), str(start), str(stop), str(scratch), "decode" if decode else "raw"])
+
+
+def _start_process(function: str, arguments: list[str]) -> subprocess.Popen[str]:
+    """A fresh interpreter calling ``function`` of this module with ``arguments``,
+    printing what it returns (never a fork of a process full of threads)."""
     package_root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
-    code = "import sys; from glacierfs.staging import stage_run; print(stage_run(*sys.argv[1:]))"
+    code = f"import sys; from glacierfs.staging import {function}; print({function}(*sys.argv[1:]))"
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(path), str(start), str(stop), str(scratch), "decode" if decode else "raw"],
+        [sys.executable, "-c", code, *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -412,6 +520,21 @@ def _start_worker(path: Path, start: int, stop: int, scratch: Path, decode: bool
 def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") -> str:
     """In a process of its own: stage one run of the inventory into a scratch database
     (decoding the descriptions if ``how`` is "decode"); what it did, for the log."""
+    batches = inventoryfile.iter_range_batches(Path(path), int(start), int(stop), BATCH)
+    return _stage_scratch(scratch, batches, how == "decode")
+
+
+def stage_half(path: str, size: str, half: str, scratch: str, parent: str) -> str:
+    """In a process of its own: stage (decoded) one half of an inventory as it is
+    downloaded into ``path`` (see EarlyStaging); what it did, for the log."""
+    parent_pid = int(parent)
+    batches = inventoryfile.iter_growing_half(
+        Path(path), int(size), int(half), BATCH, lambda: os.getppid() == parent_pid
+    )
+    return _stage_scratch(scratch, batches, decode=True)
+
+
+def _stage_scratch(scratch: str, batches: Iterable[list[Any]], decode: bool) -> str:
     db = sqlite3.connect(scratch, isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -419,8 +542,9 @@ def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") 
         db.execute("PRAGMA synchronous=OFF")
         _register_functions(db)
         db.executescript(_STAGE.replace("CREATE TEMP TABLE", "CREATE TABLE"))
-        batches = inventoryfile.iter_range_batches(Path(path), int(start), int(stop), BATCH)
-        count = _stage_into(db, batches, quiet, how == "decode")
+        count = _stage_into(db, batches, quiet, decode)
+    except inventoryfile.NotPlain as error:
+        raise errors.InvalidRequest(f"the inventory cannot be cut in halves: {error}") from error
     finally:
         db.close()
     return f"{count} archives, peak RSS {_peak_rss_mib():.0f} MiB"

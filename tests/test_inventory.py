@@ -797,3 +797,72 @@ def test_stopping_mid_apply_keeps_the_download_for_the_next_mount(
     inventories(inprocess, catalog, tmp_path / "state").poll_once()  # the next mount
     assert inprocess.calls["GetJobOutput"] == downloads  # not downloaded again
     assert sorted(catalog.child_names("v", "")) == ["f0", "f1", "f2"]
+
+
+class WrongWholeHash(GlacierClient):
+    """The emulator's client; Glacier's tree hash of the whole inventory is not the one of its bytes."""
+
+    def describe_job(self, vault, job_id):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        return replace(super().describe_job(vault, job_id), tree_hash="0" * 64)
+
+
+def children_of_this_process() -> set[int]:
+    return {int(pid) for pid in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()}
+
+
+def test_a_first_inventory_is_staged_while_it_is_downloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes stage the halves of a vault's first inventory as its bytes
+    arrive: the tree is the one staged after the download. A download that fails
+    its whole tree hash leaves nothing staged, no process and no scratch behind."""
+    from glacierfs import staging
+    from glacierfs.testing import ServedEmulator, write_generated_inventory
+
+    inventory = tmp_path / "inventory.json"
+    write_generated_inventory(inventory, 3_000, vault="big")
+    run(*GLACIERFS, "emulator", "seed", "--data-dir", tmp_path / "data", "--vault", "big", inventory)
+    server = ServedEmulator(data_dir=tmp_path / "data")
+    try:
+        trees = []
+        for label, minimum in (("after", 1 << 62), ("while", 0)):
+            monkeypatch.setattr(staging, "PARALLEL_MIN", minimum)
+            catalog = Catalog(tmp_path / f"{label}.sqlite")
+            catalog.add_vault("big")
+            state = tmp_path / f"state-{label}"
+            glacier = GlacierClient(server.url, credentials=("testing", "testing"))
+            follower = Inventories(glacier, catalog, state, chunk_size=64 * 1024)  # ~20 ranges
+            follower.refresh("big")
+            caplog.clear()
+            with caplog.at_level("INFO", logger="glacierfs.staging"):
+                follower.poll_once()
+            assert ("staged by two processes while downloaded" in caplog.text) == (label == "while"), caplog.text
+            assert list((state / "inventories").iterdir()) == []
+            trees.append(
+                [
+                    (e.path, e.kind, e.state, e.size, e.archive_id, e.tree_hash, e.created, e.is_dir or e.mtime_ns)
+                    for e in catalog.entries("big")
+                ]
+            )
+            catalog.close()
+        assert len([row for row in trees[0] if row[1] == "file"]) == 3_000
+        assert trees[1] == trees[0]
+
+        catalog = Catalog(tmp_path / "wrong.sqlite")
+        catalog.add_vault("big")
+        state = tmp_path / "state-wrong"
+        before = children_of_this_process()
+        wrong = Inventories(WrongWholeHash(server.url, credentials=("t", "t")), catalog, state, chunk_size=64 * 1024)
+        wrong.refresh("big")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="glacierfs.staging"):
+            wrong.poll_once()
+        assert "staged by two processes while it is downloaded" in caplog.text
+        assert catalog.vault_is_empty("big")
+        assert catalog.inventory("big")[0] is not None  # still pending: the next round downloads it again
+        assert list((state / "inventories").iterdir()) == []  # the download and both halves' scratch are gone
+        assert children_of_this_process() == before
+    finally:
+        server.stop()
