@@ -866,3 +866,23 @@ def test_a_first_inventory_is_staged_while_it_is_downloaded(
         assert children_of_this_process() == before
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-11-14T22:13:20.000Z",
+        "2023-11-14T22:13:20Z",
+        "2024-02-29T23:59:59.5Z",
+        "2023-02-29T10:00:00.000Z",  # no such day
+        "2023-11-14T24:00:00.000Z",
+        " 2023-11-14T22:13:20.000Z",
+        "2023-11-14 22:13:20",
+        "yesterday",
+        "",
+    ],
+)
+def test_creation_dates_read_while_staging_are_parse_isos(text: str) -> None:
+    from glacierfs import staging
+
+    assert staging._creation_time(text) == timestamps.parse_iso(text)
