@@ -185,6 +185,9 @@ class Reconciler(Stager):
             db.execute(f"DROP TABLE IF EXISTS temp.{table}")
         db.execute("DELETE FROM staged_manifests")  # placed again: the catalog changed meanwhile
         self._known = self._knows_archives()
+        # A vault with no entry at all (its first inventory): no new name can be
+        # taken by one, so that is not looked up for each of a million.
+        holds = db.execute("SELECT 1 FROM main.entries WHERE vault=? LIMIT 1", (vault,)).fetchone() is not None
         deleted = db.execute("SELECT 1 FROM main.deleted LIMIT 1").fetchone() is not None
         unseen = "NOT EXISTS (SELECT 1 FROM main.deleted d WHERE d.archive_id = s.archive_id)" if deleted else "1"
         if self._known:
@@ -262,8 +265,8 @@ class Reconciler(Stager):
                 p.archive_id IS n.archive_id
             FROM new n LEFT JOIN new p ON p.rowid = n.rowid - 1
             WHERE n.wanted IS NULL OR p.wanted IS n.wanted OR n.parent IN (SELECT dir FROM blocked)
-               OR EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=n.wanted)""",
-            (vault,),
+               OR (? AND EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=n.wanted))""",
+            (holds, vault),
         )
         db.execute("CREATE INDEX temp.moved_by_final ON moved (final)")
         # A suffixed name that is taken as well (by the catalog, a name a new
