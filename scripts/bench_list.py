@@ -7,7 +7,9 @@
    emulator (``glacierfs emulator seed``), and a daemon-like child process
    applies it end to end into a fresh catalog: the inventory job, the ranged
    download into the state directory, the streaming parse, the reconcile in
-   SQLite. Beside it, another child ``json.load``s the same file. Then a second
+   SQLite. Beside it, a fresh child ``json.load``s the same file, three times
+   (before, between and after the applies; the median is the denominator,
+   the fastest is printed too). Then a second
    inventory of the same vault, nothing changed, in a fresh child on that
    catalog. Targets: end to end <= 4 x json.load; the child's peak RSS grows by
    <= 150 MiB, and by about the same (+-20%) at every size.
@@ -96,8 +98,9 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     growth = peak_rss_mib() - before
     files = catalog.stored_totals()[1]
     described = inventories.describe(VAULT)
-    staged = [r.getMessage() for r in records if "staged by a process of its own" in r.getMessage()]
-    worker = float(staged[0].rsplit("peak RSS ", 1)[1].split()[0]) if staged else 0.0
+    staged = [r.getMessage() for r in records if "staged by" in r.getMessage() and "peak RSS" in r.getMessage()]
+    peaks = [part.split()[0] for part in staged[0].split("peak RSS ")[1:]] if staged else []
+    worker = " and ".join(f"{peak} MiB" for peak in peaks)  # the peak of each staging process that ran
     catalog.close()
     results.put((elapsed, growth, files, prepared, described, worker))
 
@@ -129,15 +132,21 @@ def bench_inventory(work: Path, count: int) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
     )
     seeded = time.perf_counter() - started
-    load_seconds, load_growth, listed = in_child(json_load, str(inventory))
-    inventory.unlink()
+    # json.load three times, each in a fresh child: before, between and after the
+    # applies. Its time swings with how recently this VM's memory was touched
+    # (it allocates 1.5 GiB at a million archives): the median is the denominator.
+    loads = [in_child(json_load, str(inventory))]
     emulator = ServedEmulator(data_dir=data)
     state = work / f"state-{count}"
     try:
         first = in_child(apply_inventory, emulator.url, str(state), False)
+        loads.append(in_child(json_load, str(inventory)))
         second = in_child(apply_inventory, emulator.url, str(state), True)
     finally:
         emulator.stop()
+    loads.append(in_child(json_load, str(inventory)))
+    inventory.unlink()
+    listed = loads[0][2]
     assert first[2] == second[2] == listed == count, (first, second, listed)
     return {
         "data": data,
@@ -145,8 +154,9 @@ def bench_inventory(work: Path, count: int) -> dict[str, Any]:
         "count": count,
         "bytes": size,
         "seed": seeded,
-        "load": load_seconds,
-        "load_growth": load_growth,
+        "loads": [seconds for seconds, _, _ in loads],
+        "load": statistics.median(seconds for seconds, _, _ in loads),
+        "load_growth": statistics.median(growth for _, growth, _ in loads),
         "first": first,
         "second": second,
     }
@@ -303,17 +313,23 @@ def main() -> int:
     for r in results:
         first_s, first_growth, _, prepared, described, first_worker = r["first"]
         second_s, second_growth, *_, second_worker = r["second"]
+        loads = ", ".join(f"{seconds:.2f}" for seconds in r["loads"])
         print(
             f"  {r['count']:>9,} archives, {r['bytes'] / MiB:,.0f} MiB: seed {r['seed']:.1f} s; the emulator "
-            f"prepared its output in {prepared:.1f} s; json.load {r['load']:.2f} s (+{r['load_growth']:.0f} MiB)"
+            f"prepared its output in {prepared:.1f} s"
+        )
+        print(
+            f"    json.load in fresh children (before, between, after the applies) {loads} s: "
+            f"median {r['load']:.2f} s (+{r['load_growth']:.0f} MiB), fastest {min(r['loads']):.2f} s"
         )
         runs = (("first ", first_s, first_growth, first_worker), ("second", second_s, second_growth, second_worker))
         for label, seconds, growth, worker in runs:
             ratio = seconds / r["load"]
             ok &= ratio <= 4.0 and growth <= 150
-            staged_apart = f", its staging process {worker:.0f} MiB" if worker else ""
+            staged_apart = f", its staging processes {worker}" if worker else ""
             print(
-                f"    {label} inventory end to end {seconds:6.2f} s = {ratio:4.1f} x json.load (target <= 4), "
+                f"    {label} inventory end to end {seconds:6.2f} s = {ratio:4.1f} x json.load's median "
+                f"({seconds / min(r['loads']):4.1f} x its fastest; target <= 4), "
                 f"peak RSS +{growth:.0f} MiB (target <= 150){staged_apart}"
             )
         print(f"    user.glacier.inventory then: {described}")
