@@ -19,6 +19,7 @@ second by a process of its own (``stage_run``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import operator
 import os
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,7 @@ class Stager:
         count = 0
         with _savepoint(db, "stage"):
             for ids in inventoryfile.iter_ids(path):
-                db.executemany("INSERT INTO staged (archive_id) VALUES (?)", zip(ids))
+                _insert_values(db, "INSERT INTO staged (archive_id) VALUES (?)", ids)
                 count += len(ids)
                 progress(count)
         self._thin = path
@@ -446,14 +447,35 @@ def _stage_into(
         for batch in batches:
             db.execute("SAVEPOINT batch")
             try:
-                staged += db.executemany(insert, _rows(batch, decode)).rowcount
+                staged += _insert_values(db, insert, list(chain.from_iterable(_rows(batch, decode))))
             except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
                 db.execute("ROLLBACK TO batch")
-                staged += db.executemany(insert, _rows(batch, decode, checked=True)).rowcount
+                staged += _insert_values(db, insert, list(chain.from_iterable(_rows(batch, decode, checked=True))))
             db.execute("RELEASE batch")
             count += len(batch)
             progress(count)
     return staged
+
+
+def _insert_values(db: sqlite3.Connection, insert: str, values: list[Any]) -> int:
+    """``insert`` (an INSERT of one row of VALUES) of the rows whose values are
+    ``values``, one after the other, up to BATCH rows a statement: a statement
+    of many rows takes about 60% of the time executemany takes, which pays a
+    step and a reset for each row (measured, half a million rows of a
+    million-archive inventory: 0.87 s against 1.5 s)."""
+    width = insert.count("?")
+    rows = len(values) // width
+    done = 0
+    for start in range(0, rows, BATCH):
+        count = min(BATCH, rows - start)
+        done += db.execute(_many_rows(insert, count), values[start * width : (start + count) * width]).rowcount
+    return done
+
+
+@functools.lru_cache(maxsize=16)
+def _many_rows(insert: str, rows: int) -> str:
+    head, _, row = insert.partition(" VALUES ")
+    return f"{head} VALUES {','.join([row] * rows)}"
 
 
 @contextlib.contextmanager
@@ -476,7 +498,7 @@ def _rows(batch: list[Any], decode: bool, checked: bool = False) -> Iterable[tup
     parent and mtime the description names, in place of the description
     (which nothing needs once decoded).
 
-    Column by column, zipped into rows as SQLite takes them: a tuple per
+    Column by column, zipped into rows as the caller flattens them: a tuple per
     archive kept alive is what the garbage collector would walk, again and
     again, in a batch of millions."""
     columns: list[list[Any]] | None = None
