@@ -886,3 +886,37 @@ def test_creation_dates_read_while_staging_are_parse_isos(text: str) -> None:
     from glacierfs import staging
 
     assert staging._creation_time(text) == timestamps.parse_iso(text)
+
+
+def test_the_whole_tree_hash_is_checked_from_the_ranges_when_fetched_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetched here from the start in ranges of 1 MiB x 2^n, the inventory's tree
+    hash is worked out from its ranges' (the file is not read again), and still
+    refuses a download that does not match it."""
+    from glacierfs import inventory as inventory_module
+    from glacierfs.testing import ServedEmulator, write_generated_inventory
+    from glacierfs.treehash import MiB
+
+    source = tmp_path / "inventory.json"
+    write_generated_inventory(source, 6_000, vault="big")  # ~2.4 MB: three ranges of 1 MiB
+    run(*GLACIERFS, "emulator", "seed", "--data-dir", tmp_path / "data", "--vault", "big", source)
+    server = ServedEmulator(data_dir=tmp_path / "data")
+
+    def no_reading_again(*args: object, **kwargs: object) -> str:
+        raise AssertionError("the file was read again for its tree hash")
+
+    try:
+        monkeypatch.setattr(inventory_module, "file_tree_hash", no_reading_again)
+        for client, applied in ((GlacierClient, True), (WrongWholeHash, False)):
+            catalog = Catalog(tmp_path / f"{client.__name__}.sqlite")
+            catalog.add_vault("big")
+            state = tmp_path / f"state-{client.__name__}"
+            follower = Inventories(client(server.url, credentials=("t", "t")), catalog, state, chunk_size=MiB)
+            follower.refresh("big")
+            follower.poll_once()
+            assert len([e for e in catalog.entries("big") if e.kind == "file"]) == (6_000 if applied else 0)
+            assert (catalog.inventory("big")[0] is None) == applied  # refused: still pending
+            catalog.close()
+    finally:
+        server.stop()
