@@ -87,7 +87,6 @@ _PLAIN_V4 = re.compile(
     r"<m><v>4</v><p>([A-Za-z0-9+/=]*)</p><lm>(\d{8})T([01]\d|2[0-3])([0-5]\d)([0-5]\d)Z</lm></m>", re.ASCII
 )
 _new_decoded = tuple.__new__  # Decoded(...) without NamedTuple's own __new__, twice as fast
-_midnights: dict[str, float | None] = {}  # YYYYMMDD -> that day's 00:00:00 UTC, or None if no such day
 
 
 def _plain_v4(encoded: str, day: str, hours: str, minutes: str, seconds: str) -> Decoded | None:
@@ -98,25 +97,44 @@ def _plain_v4(encoded: str, day: str, hours: str, minutes: str, seconds: str) ->
     safe = sanitize(path)
     if not safe:
         return None
-    midnight = _midnights.get(day, False)
-    if midnight is False:
-        if len(_midnights) > 4096:
-            _midnights.clear()
-        midnight = _midnights[day] = timestamps.parse_compact(f"{day}T000000Z")
+    midnight = _DAYS[day]
     mtime = None if midnight is None else midnight + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
     return _new_decoded(Decoded, (safe, mtime))
 
 
 # decode_many: a batch of descriptions joined by newlines (which no printable
 # description holds), one match per line: the path's base64 and the time of
-# glacierfs's plain v4 (see _PLAIN_V4) where the line is one, '' where it is not.
+# glacierfs's plain v4 (see _PLAIN_V4), or FastGlacier's v3 or v4 with <ce> (which
+# _FASTGLACIER_V4 reads alike), where the line is one; '' where it is not.
 # One group, so that the matches are strings, not a tuple each.
 _PLAIN_V4_LINES = re.compile(
-    r"^(?:<m><v>4</v><p>([A-Za-z0-9+/=]*</p><lm>\d{8}T(?:[01]\d|2[0-3])[0-5]\d[0-5]\d)Z</lm></m>|.*)$",
+    r"^(?:<m><v>[34]</v><p>([A-Za-z0-9+/=]*</p><lm>\d{8}T(?:[01]\d|2[0-3])[0-5]\d[0-5]\d)Z</lm>"
+    r"(?:<ce>[^<\n]*</ce>)?</m>|.*)$",
     re.ASCII | re.MULTILINE,
 )
 _TIME_TAIL = len("</p><lm>YYYYMMDDThhmmss")
-_TWO_DIGITS = {f"{number:02d}": number for number in range(60)}
+
+
+class _Midnights(dict[str, float | None]):
+    """YYYYMMDD -> that day's 00:00:00 UTC, or None if no such day; computed when first asked."""
+
+    def __missing__(self, day: str) -> float | None:
+        if len(self) > 4096:
+            self.clear()
+        midnight = self[day] = timestamps.parse_compact(f"{day}T000000Z") if day else None
+        return midnight
+
+
+class _Clocks(dict[str, int]):
+    """hhmmss (as _PLAIN_V4_LINES checked it) -> seconds into the day; '' -> 0."""
+
+    def __missing__(self, clock: str) -> int:
+        seconds = self[clock] = int(clock[:2]) * 3600 + int(clock[2:4]) * 60 + int(clock[4:]) if clock else 0
+        return seconds
+
+
+_DAYS = _Midnights()
+_CLOCKS = _Clocks()  # at most 86,400
 
 
 def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float | None]]:
@@ -153,30 +171,20 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
         and "/../" not in wrapped
     ):
         paths = [path if path is None else sanitize(path) for path in paths]
-    mtimes: list[float | None] = []
-    add = mtimes.append
-    midnights = _midnights
-    digits = _TWO_DIGITS
-    for index, plain in enumerate(found):
-        path = paths[index]
-        if path is None:  # not a plain v4
+    # The times, a column at a time (each step a loop in C): the day's midnight,
+    # computed once a day, plus the time of day. Lines that are not plain v4
+    # have no day ('' -> None) and are decoded one by one below.
+    midnights = map(_DAYS.__getitem__, [plain[-15:-7] for plain in found])
+    clocks = map(_CLOCKS.__getitem__, [plain[-6:] for plain in found])
+    mtimes: list[float | None] = [
+        None if day is None else day + clock for day, clock in zip(midnights, clocks, strict=True)
+    ]
+    for index in [index for index, path in enumerate(paths) if not path]:
+        if paths[index] is None:  # not a plain v4
             decoded = decode(descriptions[index])
-            paths[index], mtime = (None, None) if decoded is None else decoded
-            add(mtime)
-            continue
-        if not path:
-            paths[index] = None
-            add(None)
-            continue
-        day = plain[-15:-7]
-        midnight = midnights.get(day, False)
-        if midnight is False:
-            if len(midnights) > 4096:
-                midnights.clear()
-            midnight = midnights[day] = timestamps.parse_compact(f"{day}T000000Z")
-        if midnight is not None:
-            midnight += digits[plain[-6:-4]] * 3600 + digits[plain[-4:-2]] * 60 + digits[plain[-2:]]
-        add(midnight)
+            paths[index], mtimes[index] = (None, None) if decoded is None else decoded
+        else:  # nothing usable left of the path
+            paths[index] = mtimes[index] = None
     return paths, mtimes
 
 

@@ -154,6 +154,8 @@ def _plain(path: str, stamp: str = "20200101T000000Z") -> str:
 BATCH = [
     *(case[0] for case in CASES),
     _plain("dir/file.txt"),
+    _plain("dir/file.txt").replace("<v>4</v>", "<v>3</v>").replace("</m>", "<ce>0:0:abc</ce></m>"),  # FastGlacier v3
+    _plain("dir/v4-ce.txt").replace("</m>", "<ce></ce></m>"),
     _plain("a/./b//c/../d"),  # sanitized, in a batch otherwise clean
     _plain("nul\x00and/x"),
     _plain("x" * 300),
@@ -191,6 +193,17 @@ def one_by_one(batch: list) -> tuple[list, list]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.text(), st.text().map(lambda t: names.encode(t, 1_600_000_000))), max_size=8))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.text().map(lambda t: names.encode(t, 1_600_000_000)),
+            st.text().map(
+                lambda t: names.encode(t, 1_600_000_000).replace("<v>4", "<v>3").replace("</m>", "<ce>c</ce></m>")
+            ),
+        ),
+        max_size=8,
+    )
+)
 def test_any_batch_decodes_as_each_description_does(batch: list[str]) -> None:
     assert names.decode_many(batch) == one_by_one(batch)
