@@ -181,7 +181,7 @@ class Reconciler(Stager):
         that do not get the name they want, and the path they get; temp.dirs:
         the directories the catalog lacks for them."""
         db, vault = self.db, self.vault
-        for table in ("known", "fresh", "new", "up", "blocked", "moved", "dirs"):
+        for table in ("known", "fresh", "new", "parents", "up", "blocked", "moved", "dirs"):
             db.execute(f"DROP TABLE IF EXISTS temp.{table}")
         db.execute("DELETE FROM staged_manifests")  # placed again: the catalog changed meanwhile
         self._known = self._knows_archives()
@@ -236,9 +236,12 @@ class Reconciler(Stager):
         # A name under a file cannot be had. Every directory a new name needs, with
         # each of its ancestors; those with an ancestor that is a file (in the
         # catalog, or a name a new archive wants and the catalog lacks) are blocked.
+        # The directories the new names are in, found once (a walk of them all).
+        db.execute("CREATE TEMP TABLE parents (dir TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute("INSERT INTO parents SELECT DISTINCT parent FROM new WHERE parent != ''")
         db.execute(
             """CREATE TEMP TABLE up AS WITH RECURSIVE up(dir, ancestor) AS (
-                SELECT DISTINCT parent, parent FROM new WHERE parent != ''
+                SELECT dir, dir FROM parents
                 UNION
                 SELECT dir, parent_of(ancestor) FROM up WHERE parent_of(ancestor) != ''
             ) SELECT dir, ancestor FROM up"""
@@ -327,11 +330,31 @@ class Reconciler(Stager):
             )
 
     def _directories(self) -> None:
-        """temp.dirs: the directories the new files need that the catalog lacks."""
-        self.db.execute("DELETE FROM dirs")
-        self.db.execute(
-            """INSERT INTO dirs WITH RECURSIVE up(dir) AS (
-                SELECT DISTINCT parent FROM new WHERE rowid NOT IN (SELECT id FROM moved) AND parent != ''
+        """temp.dirs: the directories the new files need that the catalog lacks:
+        those of the names they keep (from temp.parents, without walking the new
+        archives again unless it must), those of the names moved ones get, and
+        their ancestors."""
+        db = self.db
+        db.execute("DELETE FROM dirs")
+        db.execute("DROP TABLE IF EXISTS temp.shifted")
+        # The directories of moved archives' wanted names: still needed if an
+        # archive there keeps its name, which is only in doubt for one that no
+        # moved archive keeps as its own (a suffixed name stays in its
+        # directory) and that is not blocked (none keeps its name there).
+        db.execute(
+            """CREATE TEMP TABLE shifted AS SELECT DISTINCT n.parent AS dir FROM moved m JOIN new n ON n.rowid = m.id
+            WHERE n.parent != ''"""
+        )
+        doubt = db.execute(
+            """SELECT 1 FROM shifted WHERE dir NOT IN (SELECT parent FROM moved WHERE NOT skip AND parent IS NOT NULL)
+            AND dir NOT IN (SELECT dir FROM blocked) LIMIT 1"""
+        ).fetchone()
+        kept = """UNION SELECT parent FROM new
+            WHERE parent IN (SELECT dir FROM shifted) AND rowid NOT IN (SELECT id FROM moved)"""
+        db.execute(
+            f"""INSERT INTO dirs WITH RECURSIVE up(dir) AS (
+                SELECT dir FROM parents WHERE dir NOT IN (SELECT dir FROM shifted)
+                {kept if doubt else ""}
                 UNION
                 SELECT parent FROM moved WHERE NOT skip AND parent IS NOT NULL AND parent != ''
                 UNION

@@ -515,7 +515,7 @@ def _rows(batch: list[Any], decode: bool, checked: bool = False) -> Iterable[tup
     if not decode:
         return list(zip(*columns, strict=True))
     paths, mtimes = names.decode_many(columns[1])
-    parents = [None if path is None else path[: max(path.rfind("/"), 0)] for path in paths]
+    parents = [None if path is None else path.rpartition("/")[0] for path in paths]
     ids, _, created, sizes, tree_hashes = columns
     # Where the description records no time, the file's is the archive's
     # creation (reconcile.py's _write): read here, in the staging process, not
