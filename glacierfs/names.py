@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import operator
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -125,16 +126,11 @@ class _Midnights(dict[str, float | None]):
         return midnight
 
 
-class _Clocks(dict[str, int]):
-    """hhmmss (as _PLAIN_V4_LINES checked it) -> seconds into the day; '' -> 0."""
-
-    def __missing__(self, clock: str) -> int:
-        seconds = self[clock] = int(clock[:2]) * 3600 + int(clock[2:4]) * 60 + int(clock[4:]) if clock else 0
-        return seconds
-
-
 _DAYS = _Midnights()
-_CLOCKS = _Clocks()  # at most 86,400
+# hhmm and ss (as _PLAIN_V4_LINES checks them) -> seconds; '' (not a plain v4) -> 0.
+_HOURS_MINUTES = {f"{hour:02d}{minute:02d}": hour * 3600 + minute * 60 for hour in range(24) for minute in range(60)}
+_SECONDS = {f"{seconds:02d}": seconds for seconds in range(60)}
+_HOURS_MINUTES[""] = _SECONDS[""] = 0
 
 
 def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float | None]]:
@@ -175,7 +171,11 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     # computed once a day, plus the time of day. Lines that are not plain v4
     # have no day ('' -> None) and are decoded one by one below.
     midnights = map(_DAYS.__getitem__, [plain[-15:-7] for plain in found])
-    clocks = map(_CLOCKS.__getitem__, [plain[-6:] for plain in found])
+    clocks = map(
+        operator.add,
+        map(_HOURS_MINUTES.__getitem__, [plain[-6:-2] for plain in found]),
+        map(_SECONDS.__getitem__, [plain[-2:] for plain in found]),
+    )
     mtimes: list[float | None] = [
         None if day is None else day + clock for day, clock in zip(midnights, clocks, strict=True)
     ]
