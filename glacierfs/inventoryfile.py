@@ -274,12 +274,14 @@ class _GrowingHalf(io.RawIOBase):
     """Half of a JSON inventory that is still being downloaded to ``size`` bytes,
     framed as a document of its own: its bytes are read as they arrive. The
     halves are cut where one archive ends and the next begins (as ``split``
-    cuts), at the first such place from the middle of the file on, which both
-    halves find alike. The first half is the file up to there, closed with
-    ``]}``; the second is opened with ``{"ArchiveList":[`` and runs to the end.
-    NotPlain when the file is not a JSON document cut so."""
+    cuts), at the first such place from byte ``middle`` on, which both halves
+    find alike. The first half is the file up to there, closed with ``]}``; the
+    second is opened with ``{"ArchiveList":[`` and runs to the end. NotPlain
+    when the file is not a JSON document cut so."""
 
-    def __init__(self, path: Path, size: int, half: int, wanted: Callable[[], bool], patience: float) -> None:
+    def __init__(
+        self, path: Path, size: int, half: int, middle: int, wanted: Callable[[], bool], patience: float
+    ) -> None:
         self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
         self._size = size
         self._wanted = wanted
@@ -288,7 +290,7 @@ class _GrowingHalf(io.RawIOBase):
         if not head.startswith(b"{"):
             self._file.close()
             raise NotPlain("not a JSON document")
-        self._middle = size // 2
+        self._middle = middle
         self._stop: int | None  # the end of this half's bytes: for the first, known once the cut is found
         if half == 0:
             self._position, self._stop, self._pending, self._closing = 0, None, b"", b"]}"
@@ -330,7 +332,7 @@ class _GrowingHalf(io.RawIOBase):
 
     def _cut(self) -> int:
         """Where the second half starts: the '{' of the first archive that starts at
-        or after the middle."""
+        or after ``middle``."""
         position, window = self._middle, b""
         while position < self._size:
             block = self._wait_for(position, min(1 << 20, self._size - position))
@@ -347,13 +349,19 @@ class _GrowingHalf(io.RawIOBase):
 
 
 def iter_growing_half(
-    path: Path, size: int, half: int, batch: int, wanted: Callable[[], bool], patience: float = 600.0
+    path: Path,
+    size: int,
+    half: int,
+    middle: int,
+    batch: int,
+    wanted: Callable[[], bool],
+    patience: float = 600.0,
 ) -> Iterator[list[Any]]:
     """``iter_batches`` of half ``half`` (0 or 1) of a JSON inventory that is being
-    downloaded to ``size`` bytes, read as it arrives (see ``_GrowingHalf``).
-    ``wanted()`` says whether to keep waiting for bytes; InvalidRequest after
-    ``patience`` seconds without any."""
-    with _GrowingHalf(path, size, half, wanted, patience) as run:
+    downloaded to ``size`` bytes, read as it arrives, the halves cut from byte
+    ``middle`` on (see ``_GrowingHalf``). ``wanted()`` says whether to keep
+    waiting for bytes; InvalidRequest after ``patience`` seconds without any."""
+    with _GrowingHalf(path, size, half, middle, wanted, patience) as run:
         yield from _ijson_batches(run, "ArchiveList.item", BLOCK, batch)
 
 

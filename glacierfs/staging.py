@@ -356,12 +356,19 @@ class EarlyStaging:
     def __init__(self, path: Path, size: int) -> None:
         self.scratches: list[Path] = []
         self._workers: list[subprocess.Popen[str]] = []
+        # The first half's process starts on bytes already there, the second's
+        # waits for the download to reach its half: the first half is made the
+        # larger, so that both end together (measured, a million archives: 4/7,
+        # 0.2-0.3 s sooner than halves alike). Halves alike for a file that is
+        # (nearly) all there already, a download resumed.
+        there = path.stat().st_size if path.exists() else 0
+        middle = size // 2 if there >= size // 2 else size * 4 // 7
         try:
             for half in (0, 1):
                 fd, name = tempfile.mkstemp(prefix="staging-", suffix=".sqlite", dir=path.parent)
                 os.close(fd)
                 self.scratches.append(Path(name))
-                arguments = [str(path), str(size), str(half), name, str(os.getpid())]
+                arguments = [str(path), str(size), str(half), str(middle), name, str(os.getpid())]
                 self._workers.append(_start_process("stage_half", arguments))
         except BaseException:
             self.discard()
@@ -554,12 +561,12 @@ def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") 
     return _stage_scratch(scratch, batches, how == "decode")
 
 
-def stage_half(path: str, size: str, half: str, scratch: str, parent: str) -> str:
+def stage_half(path: str, size: str, half: str, middle: str, scratch: str, parent: str) -> str:
     """In a process of its own: stage (decoded) one half of an inventory as it is
     downloaded into ``path`` (see EarlyStaging); what it did, for the log."""
     parent_pid = int(parent)
     batches = inventoryfile.iter_growing_half(
-        Path(path), int(size), int(half), BATCH, lambda: os.getppid() == parent_pid
+        Path(path), int(size), int(half), int(middle), BATCH, lambda: os.getppid() == parent_pid
     )
     return _stage_scratch(scratch, batches, decode=True)
 
