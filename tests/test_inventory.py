@@ -920,3 +920,59 @@ def test_the_whole_tree_hash_is_checked_from_the_ranges_when_fetched_whole(
             catalog.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "an archive recorded", "a file queued to replace one"])
+def test_rows_staged_while_downloaded_are_applied_whatever_the_catalog_learns_meanwhile(
+    tmp_path: Path, meanwhile: str
+) -> None:
+    """A first inventory's rows staged by the halves' processes are applied as rows
+    staged here are, whatever the catalog learns once they are staged: an archive
+    the mount records, a queued file that replaces one."""
+    import sqlite3
+
+    from glacierfs import reconcile, staging
+
+    stored = {"state": STORED, "size": 3, "created": "2020-01-01T00:00:00Z"}
+    listed = [
+        {
+            "ArchiveId": letter * 138,
+            "ArchiveDescription": names.encode(f"d/{letter.lower()}.bin", 1_600_000_000),
+            "CreationDate": "2020-01-01T00:00:00.000Z",
+            "Size": 3,
+            "SHA256TreeHash": "0" * 64,
+        }
+        for letter in "ABCDEF"
+    ]
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"VaultARN": "arn", "ArchiveList": listed}, separators=(",", ":")))
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    early = staging.EarlyStaging(inventory, inventory.stat().st_size)
+    reconciler = reconcile.Reconciler(catalog.path, "v", time.time(), expected=len(listed))
+    try:
+        assert reconciler.stage_file(inventory, early=early) == len(listed)
+        if meanwhile == "an archive recorded":
+            catalog.put(new_entry("v", "d/b.bin", "file", 0o644).but(archive_id="B" * 138, **stored))
+        if meanwhile == "a file queued to replace one":
+            db = sqlite3.connect(catalog.path)
+            with db:
+                db.execute(
+                    """INSERT INTO queue (spool_id, vault, path, size, queued, status, replaces)
+                    VALUES ('s1', 'v', 'd/c.bin', 5, 0, 'queued', ?)""",
+                    ("C" * 138,),
+                )
+            db.close()
+        outcome = reconciler.apply()
+    finally:
+        reconciler.close()
+    files = sorted(e.path for e in catalog.entries("v") if e.kind == "file")
+    replaced = "c" if meanwhile == "a file queued to replace one" else ""
+    expected = [f"d/{letter}.bin" for letter in "abcdef" if letter != replaced]
+    assert files == expected
+    assert (outcome.listed, outcome.added) == {
+        "nothing": (6, 6),
+        "an archive recorded": (6, 5),
+        "a file queued to replace one": (5, 5),
+    }[meanwhile]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("staging-")] == []
