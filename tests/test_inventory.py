@@ -828,7 +828,7 @@ def test_a_first_inventory_is_staged_while_it_is_downloaded(
     try:
         trees = []
         for label, minimum in (("after", 1 << 62), ("while", 0)):
-            monkeypatch.setattr(staging, "PARALLEL_MIN", minimum)
+            monkeypatch.setattr(staging, "EARLY_MIN", minimum)
             catalog = Catalog(tmp_path / f"{label}.sqlite")
             catalog.add_vault("big")
             state = tmp_path / f"state-{label}"
