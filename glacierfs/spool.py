@@ -66,9 +66,6 @@ def _sync_file_range_function() -> Callable[[int, int, int, int], int] | None:
 _sync_file_range = _sync_file_range_function()
 
 
-_UNSUPPORTED = {errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP}
-
-
 def _sync_range(fd: int, offset: int, length: int, flags: int) -> None:
     assert _sync_file_range is not None
     if _sync_file_range(fd, offset, length, flags) != 0:
@@ -155,7 +152,6 @@ class SpoolFile:
         self._guard = threading.Condition()  # a write or claim at a time; claims wait for writes
         self._contiguous = 0  # bytes from offset 0 written without a gap, as a copy writes
         self._written_out = 0  # of those, bytes whose write to disk has been started (see _write_out)
-        self._writes_out = _sync_file_range is not None  # False where the spool's file system cannot
         self._claimed = 0  # bytes an early upload has read
         self.diverged = False  # a write landed in bytes an early upload has read
         self.ended: str | None = None  # CLOSED or ABORTED
@@ -207,8 +203,12 @@ class SpoolFile:
             self._size = max(self._size, end)
             if offset <= self._contiguous < end:
                 self._contiguous = end
-                if self._writes_out and self._contiguous - self._written_out >= WRITE_OUT:
-                    self._write_out(fd)
+                if self._contiguous - self._written_out >= WRITE_OUT:
+                    try:
+                        self._write_out(fd)
+                    except OSError as error:
+                        self._failure = _os_error(error, "write its bytes out to disk")
+                        raise self._failure from error
             self._guard.notify_all()
         if self._follower is not None and self._contiguous >= self._follower[0]:
             start, self._follower = self._follower[1], None
@@ -228,20 +228,14 @@ class SpoolFile:
         writer reads its parts back from disk instead, which costs the same
         as from the page cache. A writer faster than the disk waits for it
         here, as the kernel would make it wait for its dirty pages anyway."""
+        if _sync_file_range is None:
+            return
         end = self._contiguous - self._contiguous % WRITE_OUT
-        try:
-            if self._written_out:
-                # A write-out error is reported here, and to no later fsync of this descriptor.
-                _sync_range(fd, 0, self._written_out, _FINISH)
-                os.posix_fadvise(fd, 0, self._written_out, os.POSIX_FADV_DONTNEED)
-            _sync_range(fd, self._written_out, end - self._written_out, _START)
-        except OSError as error:
-            if error.errno in _UNSUPPORTED:
-                log.info("the spool's file system cannot write a file out in parts (%s): left to the kernel", error)
-                self._writes_out = False
-                return
-            self._failure = _os_error(error, "write its bytes out to disk")
-            raise self._failure from error
+        if self._written_out:
+            # A write-out error is reported here, and to no later fsync of this descriptor.
+            _sync_range(fd, 0, self._written_out, _FINISH)
+            os.posix_fadvise(fd, 0, self._written_out, os.POSIX_FADV_DONTNEED)
+        _sync_range(fd, self._written_out, end - self._written_out, _START)
         self._written_out = end
 
     def truncate(self, length: int) -> None:

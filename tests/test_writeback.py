@@ -6,7 +6,6 @@ Glacier is checked with plain boto3."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs import errors, names, spool
+from glacierfs import names
 from glacierfs.emulator import Emulator
 from glacierfs.spool import WRITE_OUT
 from glacierfs.testing import GLACIERFS, Mount, run, wait_for
@@ -263,37 +262,6 @@ def test_a_large_file_does_not_stay_in_the_page_cache(inprocess: Emulator, tmp_p
         mount.unmount()
     stored = {(item["Size"], item["SHA256TreeHash"]) for item in archives(inprocess.url, "v")}
     assert (40 * MiB, tree_hash(source.read_bytes())) in stored
-
-
-@pytest.mark.parametrize("failure", [errno.EIO, errno.EINVAL])
-def test_a_failed_write_out_fails_the_close_and_an_unsupported_one_is_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: int
-) -> None:
-    """sync_file_range reports a write-out error once, to no later fsync: the
-    spool must keep it for close(). A file system without it is no error."""
-
-    def refuse(fd: int, offset: int, length: int, flags: int) -> None:
-        raise OSError(failure, os.strerror(failure))
-
-    monkeypatch.setattr(spool, "_sync_range", refuse)
-    spooling = spool.Spool(tmp_path / "spool")
-    try:
-        file = spooling.create(1 << 40)
-        chunk = os.urandom(MiB)
-        written = 0
-        with contextlib.ExitStack() as failing:
-            if failure == errno.EIO:
-                failing.enter_context(pytest.raises(errors.GlacierFSError, match="write its bytes out"))
-            for _ in range(2 * WRITE_OUT // MiB):
-                written += file.write(written, chunk)
-        if failure == errno.EIO:
-            with pytest.raises(errors.GlacierFSError, match="write its bytes out"):
-                file.close()
-            assert spooling.ids() == set()  # nothing queued, nothing left
-        else:
-            assert file.close().size == 2 * WRITE_OUT
-    finally:
-        spooling.close()
 
 
 def test_rsync_records_real_names_dotfiles_included(inprocess: Emulator, tmp_path: Path) -> None:
