@@ -12,8 +12,6 @@ the archive is stored or the file is removed or replaced.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -46,33 +44,6 @@ def _os_error(error: OSError, what: str) -> errors.GlacierFSError:
 
 
 LOCK = ".lock"
-# A file written in order is written out to disk a chunk at a time behind its
-# writer, and each chunk let go of from the page cache once written.
-WRITE_OUT = 8 << 20
-_START = 2  # sync_file_range's SYNC_FILE_RANGE_WRITE: start writing the range out
-_FINISH = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER: have it written out
-
-
-def _sync_file_range_function() -> Callable[[int, int, int, int], int] | None:
-    """sync_file_range(2), which os lacks; None where libc has no such call."""
-    try:
-        call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return call
-
-
-_sync_file_range = _sync_file_range_function()
-
-
-def _sync_range(fd: int, offset: int, length: int, flags: int) -> None:
-    assert _sync_file_range is not None
-    if _sync_file_range(fd, offset, length, flags) != 0:
-        number = ctypes.get_errno()
-        raise OSError(number, os.strerror(number))
-
-
 CLOSED = "closed"  # SpoolFile.ended
 ABORTED = "aborted"
 
@@ -151,7 +122,6 @@ class SpoolFile:
         self._failure: errors.GlacierFSError | None = None
         self._guard = threading.Condition()  # a write or claim at a time; claims wait for writes
         self._contiguous = 0  # bytes from offset 0 written without a gap, as a copy writes
-        self._written_out = 0  # of those, bytes whose write to disk has been started (see _write_out)
         self._claimed = 0  # bytes an early upload has read
         self.diverged = False  # a write landed in bytes an early upload has read
         self.ended: str | None = None  # CLOSED or ABORTED
@@ -203,40 +173,11 @@ class SpoolFile:
             self._size = max(self._size, end)
             if offset <= self._contiguous < end:
                 self._contiguous = end
-                if self._contiguous - self._written_out >= WRITE_OUT:
-                    try:
-                        self._write_out(fd)
-                    except OSError as error:
-                        self._failure = _os_error(error, "write its bytes out to disk")
-                        raise self._failure from error
             self._guard.notify_all()
         if self._follower is not None and self._contiguous >= self._follower[0]:
             start, self._follower = self._follower[1], None
             start()
         return len(view)
-
-    def _write_out(self, fd: int) -> None:
-        """Let go of the page cache of the chunks whose write to disk began
-        last time, once written, and start writing out the ones the writer has
-        got past since.
-
-        A large file then holds two chunks of page cache instead of all of
-        it: close()'s fsync finds little left to write, and the writer's next
-        pages reuse memory just freed. On this machine, memory not touched for
-        a while costs about 4 x more CPU to fill (0.93 s against 0.21 s per
-        GiB), and a 1 GiB copy filled it all. An early upload that trails the
-        writer reads its parts back from disk instead, which costs the same
-        as from the page cache. A writer faster than the disk waits for it
-        here, as the kernel would make it wait for its dirty pages anyway."""
-        if _sync_file_range is None:
-            return
-        end = self._contiguous - self._contiguous % WRITE_OUT
-        if self._written_out:
-            # A write-out error is reported here, and to no later fsync of this descriptor.
-            _sync_range(fd, 0, self._written_out, _FINISH)
-            os.posix_fadvise(fd, 0, self._written_out, os.POSIX_FADV_DONTNEED)
-        _sync_range(fd, self._written_out, end - self._written_out, _START)
-        self._written_out = end
 
     def truncate(self, length: int) -> None:
         fd = self._require_fd()
@@ -250,7 +191,6 @@ class SpoolFile:
                 raise _os_error(error, f"grow to {length} bytes") from error
             self._size = length
             self._contiguous = min(self._contiguous, length)
-            self._written_out = min(self._written_out, self._contiguous)
             self._guard.notify_all()
 
     def claim(self, end: int, stop: Callable[[], bool]) -> bool:

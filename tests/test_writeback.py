@@ -17,7 +17,6 @@ import pytest
 
 from glacierfs import names
 from glacierfs.emulator import Emulator
-from glacierfs.spool import WRITE_OUT
 from glacierfs.testing import GLACIERFS, Mount, run, wait_for
 from glacierfs.treehash import tree_hash
 
@@ -242,26 +241,6 @@ def test_spool_is_private(held: Mount) -> None:
     (spool,) = held.state.glob("spool-*")
     assert spool.stat().st_mode & 0o777 == 0o700
     assert {path.stat().st_mode & 0o777 for path in spool.iterdir()} == {0o600}  # the file and the lock
-
-
-def test_a_large_file_does_not_stay_in_the_page_cache(inprocess: Emulator, tmp_path: Path) -> None:
-    """The spool writes a file written in order out to disk behind its writer
-    and lets go of its page cache, so a large copy does not fill memory."""
-    mount = Mount(tmp_path, inprocess.url, "--write-back", "--part-size", str(64 * MiB), *HOLD)
-    try:
-        mount.path("v").mkdir()
-        source = tmp_path / "source.bin"
-        source.write_bytes(os.urandom(40 * MiB))  # under one part: no early upload reads it back
-        run("cp", source, mount.path("v", "big.bin"))
-        (spool_file,) = spooled(mount)
-        resident = int(run("fincore", "--bytes", "--noheadings", "--output", "RES", spool_file).stdout)
-        assert resident <= 2 * WRITE_OUT + MiB, resident  # before: all 40 MiB
-        assert mount.path("v", "big.bin").read_bytes() == source.read_bytes()
-        assert glacierfs_umount(mount).returncode == 0
-    finally:
-        mount.unmount()
-    stored = {(item["Size"], item["SHA256TreeHash"]) for item in archives(inprocess.url, "v")}
-    assert (40 * MiB, tree_hash(source.read_bytes())) in stored
 
 
 def test_rsync_records_real_names_dotfiles_included(inprocess: Emulator, tmp_path: Path) -> None:
