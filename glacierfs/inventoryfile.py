@@ -61,7 +61,15 @@ class Header:
 def sniff_format(path: Path) -> str:
     """JSON or CSV, by the document's first character: the job's own Format may be absent."""
     with open(path, "rb") as handle:
-        start = handle.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+        return _format_of(handle.read(256)) or CSV
+
+
+def _format_of(head: bytes) -> str | None:
+    """JSON or CSV by the first character after a byte order mark and blank space;
+    None while ``head`` holds nothing else."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not start:
+        return None
     return JSON if start.startswith(b"{") else CSV
 
 
@@ -119,10 +127,10 @@ class ArchiveCounter:
             return
         if self._needle is None:
             self._head += block[:256]
-            start = self._head.lstrip(b"\xef\xbb\xbf \t\r\n")
-            if not start:  # nothing but blank space so far: nothing to count in it
+            kind = _format_of(self._head)
+            if kind is None:  # nothing but blank space so far: nothing to count in it
                 return
-            self._needle = b'"ArchiveId"' if start.startswith(b"{") else b"\n"
+            self._needle = b'"ArchiveId"' if kind == JSON else b"\n"
         keep = len(self._needle) - 1
         # One across the seam between the last piece and this one, then this one's own.
         self._count += (self._tail + block[:keep]).count(self._needle) + block.count(self._needle)
@@ -234,18 +242,29 @@ def iter_ids(path: Path, block: int = 1 << 20) -> Iterator[list[str]]:
                 return
 
 
-class _Run(io.RawIOBase):
+class _Framed(io.RawIOBase):
+    """Part of an inventory file, read by ijson as a JSON document of its own."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class _Run(_Framed):
     """Bytes [start, stop) of a file, framed as a JSON array: ``[`` ... ``]``."""
 
     def __init__(self, path: Path, start: int, stop: int) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        super().__init__(path)
         self._file.seek(start)
         self._left = stop - start
         self._pending = b"["
         self._closed_array = False
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         wanted = len(buffer)
@@ -265,12 +284,8 @@ class _Run(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
-
-class _GrowingHalf(io.RawIOBase):
+class _GrowingHalf(_Framed):
     """Half of a JSON inventory that is still being downloaded to ``size`` bytes,
     framed as a document of its own: its bytes are read as they arrive. The
     halves are cut where one archive ends and the next begins (as ``split``
@@ -282,12 +297,11 @@ class _GrowingHalf(io.RawIOBase):
     def __init__(
         self, path: Path, size: int, half: int, middle: int, wanted: Callable[[], bool], patience: float
     ) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        super().__init__(path)
         self._size = size
         self._wanted = wanted
         self._patience = patience
-        head = self._wait_for(0, min(size, 256)).lstrip(b"\xef\xbb\xbf \t\r\n")
-        if not head.startswith(b"{"):
+        if _format_of(self._wait_for(0, min(size, 256))) != JSON:
             self._file.close()
             raise NotPlain("not a JSON document")
         self._middle = middle
@@ -296,9 +310,6 @@ class _GrowingHalf(io.RawIOBase):
             self._position, self._stop, self._pending, self._closing = 0, None, b"", b"]}"
         else:
             self._position, self._stop, self._pending, self._closing = self._cut(), size, b'{"ArchiveList":[', b""
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         wanted = len(buffer)
@@ -342,10 +353,6 @@ class _GrowingHalf(io.RawIOBase):
             if found >= 0:
                 return position - len(window) + found + 2
         raise NotPlain("no place to cut it in halves")
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def iter_growing_half(
