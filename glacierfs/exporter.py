@@ -39,7 +39,7 @@ from glacierfs.localdest import ABSENT, SAME
 from glacierfs.pacing import Pacer
 from glacierfs.records import Job
 from glacierfs.retrieval import listed_span
-from glacierfs.treehash import MiB, combine
+from glacierfs.treehash import MiB, combine, tree_aligned
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Exporter:
     ) -> None:
         """Archives over ``ranged_threshold`` bytes come in ranges of ``range_size``, one job each."""
         for name, value in (("chunk size", chunk_size), ("range size", range_size)):
-            if value < MiB or value & (value - 1):
+            if not tree_aligned(value):
                 raise errors.InvalidRequest(f"{name} {value} is not 1 MiB x 2^n")
         if range_size < chunk_size:
             raise errors.InvalidRequest(f"the range size ({range_size}) is smaller than the chunk size ({chunk_size})")

@@ -23,6 +23,12 @@ _pool_lock = threading.Lock()
 Buffer = bytes | bytearray | memoryview
 
 
+def tree_aligned(size: int) -> bool:
+    """Whether ``size`` is 1 MiB x 2^n: the only part sizes Glacier takes, and
+    the range sizes whose ranges are whole subtrees of the tree hash."""
+    return size >= MiB and not size & (size - 1)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:

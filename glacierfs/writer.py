@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from glacierfs import errors
 from glacierfs.records import Archive
-from glacierfs.treehash import Buffer, MiB, combine, part_hashes
+from glacierfs.treehash import Buffer, MiB, combine, part_hashes, tree_aligned
 
 if TYPE_CHECKING:  # options.py imports this module for its sizes: it must not load boto3
     from glacierfs.glacier import GlacierClient
@@ -36,7 +36,7 @@ MAX_PART_SIZE = 4096 * MiB
 
 
 def check_part_size(part_size: int) -> int:
-    if part_size < MIN_PART_SIZE or part_size > MAX_PART_SIZE or part_size & (part_size - 1):
+    if part_size < MIN_PART_SIZE or part_size > MAX_PART_SIZE or not tree_aligned(part_size):
         raise errors.InvalidRequest(f"part size {part_size} is not 1 MiB x 2^n between 1 MiB and 4 GiB")
     return part_size
 
