@@ -35,7 +35,7 @@ from glacierfs.queuestore import QueueStore
 from glacierfs.reconcile import LAG_GRACE, MISSING, UNNAMED, Copy
 from glacierfs.records import Job
 from glacierfs.staging import EarlyStaging
-from glacierfs.treehash import MiB, combine, file_tree_hash, tree_hash
+from glacierfs.treehash import MiB, combine, file_tree_hash, tree_aligned, tree_hash
 
 __all__ = ["LAG_GRACE", "MISSING", "UNNAMED", "Inventories", "iter_archives"]
 
@@ -216,9 +216,9 @@ class Inventories:
         path = self._download_path(vault, job.job_id)
         early: EarlyStaging | None = None
         try:
+            self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._drop_oversized(vault, job, path)
             if (job.inventory_format or "JSON").upper() == inventoryfile.JSON:
-                self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
                 path.touch()  # the staging processes read it as it is written
                 early = EarlyStaging.start_if_useful(self.catalog.path, vault, path, job.inventory_size)
             total = self._download(vault, job, path)
@@ -253,10 +253,9 @@ class Inventories:
         """Ranged GetJobOutput appended to ``path``; what a previous mount left there
         is kept, so only the rest is fetched. Each range is checked against the
         tree hash the service sends with it, when it sends one. The archives it
-        lists, counted on the way when it was fetched whole here (else None)."""
-        self.downloads.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lists, counted on the way when it was fetched whole here (else None).
+        The caller has made the directory and dropped an oversized partial file."""
         size = job.inventory_size
-        self._drop_oversized(vault, job, path)
         done = path.stat().st_size if path.exists() else 0
         counter = None if done else inventoryfile.ArchiveCounter()
         if done:
@@ -266,7 +265,7 @@ class Inventories:
         # a time, in order; whatever stops the loop, what was fetched is on file.
         # The whole file's tree hash, from its ranges' when it is fetched whole here in
         # ranges of 1 MiB x 2^n (not by reading the file again at the end).
-        ranges: list[bytes] | None = [] if not done and _tree_aligned(self.chunk_size) else None
+        ranges: list[bytes] | None = [] if not done and tree_aligned(self.chunk_size) else None
         with open(path, "ab") as out, ThreadPoolExecutor(1, thread_name_prefix="inventory-write") as writer:
             pending: Future[None] | None = None
             try:
@@ -424,12 +423,6 @@ class Inventories:
 
 class _Stopped(Exception):
     """The mount is stopping: what is under way stops where it is."""
-
-
-def _tree_aligned(chunk: int) -> bool:
-    """Whether ranges of ``chunk`` bytes are whole subtrees of the tree hash (1 MiB x 2^n)."""
-    mebibytes = chunk // MiB
-    return chunk % MiB == 0 and mebibytes > 0 and mebibytes & (mebibytes - 1) == 0
 
 
 def _append(out: BinaryIO, body: bytes) -> None:
