@@ -116,17 +116,7 @@ _PLAIN_V4_LINES = re.compile(
 _TIME_TAIL = len("</p><lm>YYYYMMDDThhmmss")
 
 
-class _Midnights(dict[str, float | None]):
-    """YYYYMMDD -> that day's 00:00:00 UTC, or None if no such day; computed when first asked."""
-
-    def __missing__(self, day: str) -> float | None:
-        if len(self) > 4096:
-            self.clear()
-        midnight = self[day] = timestamps.parse_compact(f"{day}T000000Z") if day else None
-        return midnight
-
-
-_DAYS = _Midnights()
+_DAYS = timestamps.Midnights(lambda day: timestamps.parse_compact(f"{day}T000000Z"))  # YYYYMMDD
 # hhmm and ss (as _PLAIN_V4_LINES checks them) -> seconds; '' (not a plain v4) -> 0.
 _HOURS_MINUTES = {f"{hour:02d}{minute:02d}": hour * 3600 + minute * 60 for hour in range(24) for minute in range(60)}
 _SECONDS = {f"{seconds:02d}": seconds for seconds in range(60)}

@@ -99,10 +99,7 @@ class Stager:
         self._side: KnownCopy | None = None  # the known archives, copied meanwhile by a thread of its own
 
     def _knows_archives(self) -> bool:
-        found = self.db.execute(
-            "SELECT 1 FROM main.entries WHERE vault=? AND archive_id IS NOT NULL LIMIT 1", (self.vault,)
-        ).fetchone()
-        return found is not None
+        return _holds_archives(self.db, self.vault)
 
     def close(self) -> None:
         if self._side is not None:
@@ -339,12 +336,14 @@ def knows_archives(catalog_path: Path, vault: str) -> bool:
     """Whether the catalog holds an archive of ``vault``."""
     db = sqlite3.connect(catalog_path, timeout=60)
     try:
-        found = db.execute(
-            "SELECT 1 FROM entries WHERE vault=? AND archive_id IS NOT NULL LIMIT 1", (vault,)
-        ).fetchone()
+        return _holds_archives(db, vault)
     finally:
         db.close()
-    return found is not None
+
+
+def _holds_archives(db: sqlite3.Connection, vault: str) -> bool:
+    found = db.execute("SELECT 1 FROM main.entries WHERE vault=? AND archive_id IS NOT NULL LIMIT 1", (vault,))
+    return found.fetchone() is not None
 
 
 class EarlyStaging:
@@ -604,7 +603,7 @@ def _peak_rss_mib() -> float:
 # CreationDate as the service writes it: parse_iso's answer from the day's
 # midnight (computed once per day) and the time's fields.
 _SERVICE_DATE = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.\d{1,9})?Z", re.ASCII)
-_midnights: dict[str, float | None] = {}
+_DAYS = timestamps.Midnights(lambda day: timestamps.parse_iso(f"{day}T00:00:00Z"))  # YYYY-MM-DD
 
 
 def _creation_time(text: str) -> float | None:
@@ -613,11 +612,7 @@ def _creation_time(text: str) -> float | None:
     if match is None:
         return timestamps.parse_iso(text)
     day, hours, minutes, seconds = match.groups()
-    midnight = _midnights.get(day, False)
-    if midnight is False:
-        if len(_midnights) > 4096:
-            _midnights.clear()
-        midnight = _midnights[day] = timestamps.parse_iso(f"{day}T00:00:00Z")
+    midnight = _DAYS[day]
     return None if midnight is None else midnight + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
 
 

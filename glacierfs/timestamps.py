@@ -8,6 +8,7 @@ displaced duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -42,3 +43,20 @@ def parse_compact(text: str) -> float | None:
         return datetime.strptime(text, COMPACT_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
+
+
+class Midnights(dict[str, float | None]):
+    """A day's text -> that day's 00:00:00 UTC by ``parse``, or None if no such
+    day; each worked out once when first asked, a few thousand kept. A batch of
+    an inventory of millions holds few distinct days: their dates are a
+    midnight looked up plus the time of day."""
+
+    def __init__(self, parse: Callable[[str], float | None]) -> None:
+        super().__init__()
+        self._parse = parse
+
+    def __missing__(self, day: str) -> float | None:
+        if len(self) > 4096:
+            self.clear()
+        midnight = self[day] = self._parse(day) if day else None
+        return midnight
