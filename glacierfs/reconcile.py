@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 UNNAMED = "_unnamed"  # archives whose description names nothing, by archive id
 LAG_GRACE = 2 * 24 * 3600  # an inventory describes the vault up to two days earlier
 SHOWN = 20  # entries named one by one in the log; the rest are counted
+CLAIMED_FOLDERS = 16  # _unnamed folders whose names the one walk of the new names looks for (see _place)
 
 # What staging._listed_row makes of the fields, in SQL, where staged rows are used.
 _CREATED = "NULLIF(CAST(s.created_text AS TEXT), '')"
@@ -184,7 +185,7 @@ class Reconciler(Stager):
         that do not get the name they want, and the path they get; temp.dirs:
         the directories the catalog lacks for them."""
         db, vault = self.db, self.vault
-        for table in ("known", "fresh", "new", "parents", "up", "blocked", "moved", "dirs"):
+        for table in ("known", "fresh", "new", "parents", "up", "claimed", "blocked", "moved", "dirs"):
             db.execute(f"DROP TABLE IF EXISTS temp.{table}")
         db.execute("DELETE FROM staged_manifests")  # placed again: the catalog changed meanwhile
         self._known = self._knows_archives()
@@ -236,10 +237,8 @@ class Reconciler(Stager):
             FROM staged s WHERE {chosen} AND NOT ({manifests})
             ORDER BY wanted, created_text DESC, archive_id"""
         )
-        # A name under a file cannot be had. Every directory a new name needs, with
-        # each of its ancestors; those with an ancestor that is a file (in the
-        # catalog, or a name a new archive wants and the catalog lacks) are blocked.
-        # The directories the new names are in, found once (a walk of them all).
+        # The directories the new names are in, found once (a walk of them all),
+        # with each of their ancestors.
         db.execute("CREATE TEMP TABLE parents (dir TEXT PRIMARY KEY) WITHOUT ROWID")
         db.execute("INSERT INTO parents SELECT DISTINCT parent FROM new WHERE parent != ''")
         db.execute(
@@ -250,38 +249,61 @@ class Reconciler(Stager):
             ) SELECT dir, ancestor FROM up"""
         )
         db.execute("CREATE INDEX temp.up_by_ancestor ON up (ancestor)")
-        db.execute(
-            """CREATE TEMP TABLE blocked AS SELECT DISTINCT dir FROM up WHERE ancestor IN (
-                SELECT path FROM main.entries WHERE vault=? AND kind=? AND path IN (SELECT ancestor FROM up)
-                UNION
-                SELECT wanted FROM new WHERE wanted IN (SELECT ancestor FROM up)
-                  AND NOT EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=new.wanted))""",
-            (vault, FILE, vault),
-        )
         # The exceptions: an older archive of a name, or one whose name is taken,
-        # gets the suffix; one without a name, or under a file, goes to _unnamed.
+        # gets the suffix; one without a name goes to _unnamed (and so, below, does
+        # one under a file).
         db.execute("CREATE TEMP TABLE moved (id INTEGER PRIMARY KEY, final TEXT, parent TEXT, skip INTEGER NOT NULL)")
         db.execute(
             """INSERT INTO moved (id, final, parent, skip)
             SELECT n.rowid,
-                CASE WHEN n.wanted IS NULL OR n.parent IN (SELECT dir FROM blocked) THEN NULL
-                     ELSE n.wanted || '.older-' || compact_iso(n.created_text) || '-' || substr(n.archive_id, 1, 8)
+                CASE WHEN n.wanted IS NOT NULL
+                    THEN n.wanted || '.older-' || compact_iso(n.created_text) || '-' || substr(n.archive_id, 1, 8)
                 END,
                 n.parent,
                 p.archive_id IS n.archive_id
             FROM new n LEFT JOIN new p ON p.rowid = n.rowid - 1
-            WHERE n.wanted IS NULL OR p.wanted IS n.wanted OR n.parent IN (SELECT dir FROM blocked)
+            WHERE n.wanted IS NULL OR p.wanted IS n.wanted
                OR (? AND EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=n.wanted))""",
             (holds, vault),
         )
         db.execute("CREATE INDEX temp.moved_by_final ON moved (final)")
+        # What the rest asks of the new names, answered by one walk of them: which
+        # are the name of a directory a new name needs, of a suffixed name, or of
+        # an _unnamed folder.
+        db.execute("CREATE TEMP TABLE claimed (name TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.executemany(
+            "INSERT OR IGNORE INTO claimed VALUES (?)",
+            [(_unnamed_folder(number),) for number in range(1, CLAIMED_FOLDERS + 1)],
+        )
+        db.execute(
+            """INSERT OR IGNORE INTO claimed SELECT ancestor FROM up
+            UNION SELECT final FROM moved WHERE final IS NOT NULL ORDER BY 1"""
+        )
+        db.execute("DELETE FROM claimed WHERE name NOT IN (SELECT wanted FROM new WHERE wanted IN claimed)")
+        # A name under a file cannot be had: the directories a new name needs with an
+        # ancestor that is a file (in the catalog, or a name a new archive wants and
+        # the catalog lacks) are blocked, and what is in them goes to _unnamed.
+        db.execute(
+            """CREATE TEMP TABLE blocked AS SELECT DISTINCT dir FROM up WHERE ancestor IN (
+                SELECT path FROM main.entries WHERE vault=? AND kind=? AND path IN (SELECT ancestor FROM up)
+                UNION
+                SELECT name FROM claimed WHERE name IN (SELECT ancestor FROM up)
+                  AND NOT EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=claimed.name))""",
+            (vault, FILE, vault),
+        )
+        if db.execute("SELECT 1 FROM blocked LIMIT 1").fetchone():
+            db.execute("UPDATE moved SET final = NULL WHERE parent IN (SELECT dir FROM blocked)")
+            db.execute(
+                """INSERT OR IGNORE INTO moved (id, final, parent, skip)
+                SELECT rowid, NULL, parent, 0 FROM new WHERE parent IN (SELECT dir FROM blocked)"""
+            )
         # A suffixed name that is taken as well (by the catalog, a name a new
         # archive wants, or an earlier suffixed one) goes to _unnamed too.
         db.execute(
             """UPDATE moved SET final = NULL
             WHERE final IS NOT NULL AND (
                 EXISTS (SELECT 1 FROM main.entries e WHERE e.vault=? AND e.path=moved.final)
-                OR final IN (SELECT wanted FROM new WHERE wanted IN (SELECT final FROM moved))
+                OR final IN (SELECT name FROM claimed)
                 OR EXISTS (SELECT 1 FROM moved m WHERE m.final = moved.final AND m.id < moved.id))""",
             (vault,),
         )
@@ -311,17 +333,24 @@ class Reconciler(Stager):
         """Archives without a usable name: _unnamed/ID, or _unnamed-2/ID, ... where
         _unnamed is a file (the user's own, or a new archive's name)."""
         db, vault = self.db, self.vault
-        number = 1
+        number = 0
         while db.execute("SELECT 1 FROM moved WHERE final IS NULL AND NOT skip LIMIT 1").fetchone():
-            folder = UNNAMED if number == 1 else f"{UNNAMED}-{number}"
             number += 1
+            folder = _unnamed_folder(number)
             is_file = db.execute(
                 """SELECT EXISTS (SELECT 1 FROM main.entries WHERE vault=? AND path=? AND kind=?)
-                    OR EXISTS (SELECT 1 FROM moved WHERE final=?)
-                    OR EXISTS (SELECT 1 FROM new WHERE wanted=? AND rowid NOT IN (SELECT id FROM moved))""",
-                (vault, folder, FILE, folder, folder),
+                    OR EXISTS (SELECT 1 FROM moved WHERE final=?)""",
+                (vault, folder, FILE, folder),
             ).fetchone()[0]
-            if is_file:
+            # Or the name of a new archive that keeps it (whether one wants it at all,
+            # the walk of the new names in _place found for the first few folders).
+            wanted = number > CLAIMED_FOLDERS or db.execute("SELECT 1 FROM claimed WHERE name=?", (folder,)).fetchone()
+            if is_file or (
+                wanted
+                and db.execute(
+                    "SELECT 1 FROM new WHERE wanted=? AND rowid NOT IN (SELECT id FROM moved) LIMIT 1", (folder,)
+                ).fetchone()
+            ):
                 continue
             db.execute(
                 """UPDATE moved SET final = ? || '/' || (SELECT archive_id FROM new WHERE new.rowid = moved.id),
@@ -375,7 +404,7 @@ class Reconciler(Stager):
         # primary key's B-tree, which SQLite does without a search from its root.
         # Then the moved ones and the directories, each a search (measured, a
         # million archives: 1.83 s with the directories written first, 1.61 s so).
-        file_columns = f"""SELECT ?, COALESCE(m.final, n.wanted), COALESCE(m.parent, n.parent), ?, n.size,
+        file_columns = """SELECT ?, COALESCE(m.final, n.wanted), COALESCE(m.parent, n.parent), ?, n.size,
                    CAST(COALESCE(NULLIF(n.mtime, 0), NULLIF(parse_iso(n.created_text), 0), ?) * 1e9 AS INTEGER),
                    ?, ?, ?, ?, n.archive_id, n.tree_hash, n.created_text"""
         file_values = (vault, FILE, self.now, 0o644, *common)
@@ -457,6 +486,11 @@ class Reconciler(Stager):
         if flagged > SHOWN:
             log.warning("... and %d more entries of vault %s are missing from the inventory", flagged - SHOWN, vault)
         return flagged, back
+
+
+def _unnamed_folder(number: int) -> str:
+    """_unnamed, _unnamed-2, ... (see Reconciler._unnamed)."""
+    return UNNAMED if number == 1 else f"{UNNAMED}-{number}"
 
 
 def reconcile(

@@ -639,6 +639,36 @@ def test_placement_of_namesakes_collisions_and_the_nameless(inprocess: Emulator,
     assert {e.path for e in catalog.entries("v") if e.kind == "dir"} == {"taken", UNNAMED}
 
 
+def test_nameless_archives_pass_over_unnamed_folders_new_archives_want_as_files(
+    inprocess: Emulator, tmp_path: Path
+) -> None:
+    """A new archive named _unnamed, _unnamed-2, ... keeps that name, and the nameless
+    go to the first such folder nobody wants: among the first 16 (which the walk of
+    the new names looks for) and past them."""
+    folders = [UNNAMED] + [f"{UNNAMED}-{number}" for number in range(2, 19)]
+    listed = [
+        {
+            "ArchiveId": f"file-{number}",
+            "ArchiveDescription": names.encode(folder, 1_600_000_000),
+            "CreationDate": "2024-01-01T00:00:00.000Z",
+            "Size": 1,
+        }
+        for number, folder in enumerate(folders)
+    ]
+    listed.append({"ArchiveId": "nameless", "ArchiveDescription": "", "CreationDate": "2024-01-01T00:00:00.000Z"})
+    for wanted in (1, 3, 17, 18):  # _unnamed kept by a file; then the 3rd, the 17th and the 18th folders
+        catalog_path = tmp_path / f"c{wanted}.sqlite"
+        catalog = Catalog(catalog_path)
+        catalog.add_vault("v")
+        chosen = [item for item in listed if item["ArchiveId"] != f"file-{wanted - 1}"]
+        inventories(inprocess, catalog, tmp_path / f"s{wanted}").reconcile("v", iter(chosen), time.time())
+        files = {e.path: e.archive_id for e in catalog.entries("v") if e.kind == "file"}
+        free = folders[wanted - 1]
+        assert files[f"{free}/nameless"] == "nameless"
+        assert {path for path in files if path != f"{free}/nameless"} == set(folders) - {free}
+        catalog.close()
+
+
 def test_a_large_inventory_staged_in_two_processes_gives_the_same_tree(
     inprocess: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
