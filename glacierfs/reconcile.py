@@ -124,8 +124,8 @@ class Reconciler(Stager):
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self._detach()
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # readers are not waited for, nor blocked
+        self._detach()  # its scratch removed after the checkpoint's fsyncs (see Stager.stage_file)
         return replace(outcome, copies=copies)
 
     def _detach(self) -> None:

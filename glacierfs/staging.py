@@ -98,6 +98,7 @@ class Stager:
         self._listed = 0  # archives staged (manifests included), less those write-back owns
         self._thin: Path | None = None  # the file staged by ids alone (see stage_ids)
         self._side: KnownCopy | None = None  # the known archives, copied meanwhile by a thread of its own
+        self._early: EarlyStaging | None = None  # the halves staged while downloaded, once taken (stage_file)
 
     def _knows_archives(self) -> bool:
         return _holds_archives(self.db, self.vault)
@@ -106,6 +107,8 @@ class Stager:
         if self._side is not None:
             self._side.discard()
         self.db.close()
+        if self._early is not None:
+            self._early.discard()
 
     def stage(self, archives: Iterable[dict[str, Any]], progress: Callable[[int], None] = quiet) -> int:
         """Copy the inventory's archives into the staging table; how many had an id."""
@@ -124,11 +127,14 @@ class Stager:
         with the other core mostly free; no gain with it busy. ``early``: the
         halves staged while the file was downloaded, if they were."""
         if early is not None:
+            # Its scratch databases are removed at close, once the catalog is
+            # written: on a file system mounted with "discard" (this VM's), blocks
+            # freed before the catalog's fsyncs are trimmed as part of them.
+            self._early = early
             try:
                 return self._take_early(early, progress)
             except errors.InvalidRequest as error:
                 log.warning("the inventory could not be staged while downloaded (%s): staging it now", error)
-            finally:
                 early.discard()
         if not self.decode_while_staging and self._side is None:
             # The catalog's known archives are copied, in the order of their ids,
