@@ -183,22 +183,34 @@ def split(path: Path, parts: int) -> list[tuple[int, int]] | None:
             return None
         cuts = [start]
         for part in range(1, parts):
-            handle.seek(max(cuts[-1], start + (stop - start) * part // parts))
-            found = -1
-            window = b""
-            while found < 0:
-                block = handle.read(1 << 20)
-                if not block:
-                    return None
-                window = window[-len(_BETWEEN) :] + block
-                found = window.find(_BETWEEN)
-                position = handle.tell() - len(window)
-            cut = position + found + 2  # the '{' after "},"
-            if cut >= stop:
+            cut = _next_archive(
+                lambda position, count: os.pread(handle.fileno(), count, position),
+                max(cuts[-1], start + (stop - start) * part // parts),
+                size,
+            )
+            if cut is None or cut >= stop:
                 return None
             cuts.append(cut)
     ends = [cut - 1 for cut in cuts[1:]] + [stop]  # each run stops before the ',' that follows it
     return list(zip(cuts, ends, strict=True))
+
+
+def _next_archive(read: Callable[[int, int], bytes], position: int, end: int) -> int | None:
+    """Where the first archive that starts at or after ``position`` (and before
+    ``end``) starts, its '{', in the service's layout; None if none does.
+    ``read(position, count)`` gives up to ``count`` bytes there (none: the file
+    ends)."""
+    window = b""
+    while position < end:
+        block = read(position, min(1 << 20, end - position))
+        if not block:
+            return None
+        window = window[-len(_BETWEEN) :] + block
+        position += len(block)
+        found = window.find(_BETWEEN)
+        if found >= 0:
+            return position - len(window) + found + 2  # the '{' after "},"
+    return None
 
 
 class NotPlain(Exception):
@@ -344,15 +356,10 @@ class _GrowingHalf(_Framed):
     def _cut(self) -> int:
         """Where the second half starts: the '{' of the first archive that starts at
         or after ``middle``."""
-        position, window = self._middle, b""
-        while position < self._size:
-            block = self._wait_for(position, min(1 << 20, self._size - position))
-            window = window[-len(_BETWEEN) :] + block
-            position += len(block)
-            found = window.find(_BETWEEN)
-            if found >= 0:
-                return position - len(window) + found + 2
-        raise NotPlain("no place to cut it in halves")
+        cut = _next_archive(self._wait_for, self._middle, self._size)
+        if cut is None:
+            raise NotPlain("no place to cut it in halves")
+        return cut
 
 
 def iter_growing_half(
