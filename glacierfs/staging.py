@@ -163,13 +163,9 @@ class Stager:
             except BaseException:
                 worker.kill()  # stopping, or this half failed: the other half is not wanted
                 raise
-            report, problem = worker.communicate()
-            if worker.returncode:
-                raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
+            report = _finished(worker)
             count_other = self._take_in(scratch)
-            log.info(
-                "half of the inventory of vault %s was staged by a process of its own (%s)", self.vault, report.strip()
-            )
+            log.info("half of the inventory of vault %s was staged by a process of its own (%s)", self.vault, report)
         except errors.InvalidRequest as error:
             log.warning("the inventory could not be read in halves (%s): reading it whole", error)
             self.db.execute("DELETE FROM temp.staged")
@@ -403,17 +399,7 @@ class EarlyStaging:
     def finish(self, waiting: Callable[[], None] = lambda: None) -> list[Path]:
         """Wait for both halves, calling ``waiting`` now and then (it may raise to stop);
         the scratch databases. InvalidRequest if a half failed."""
-        reports = []
-        for worker in self._workers:
-            while True:
-                try:
-                    report, problem = worker.communicate(timeout=0.25)
-                    break
-                except subprocess.TimeoutExpired:
-                    waiting()
-            if worker.returncode:
-                raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
-            reports.append(report.strip())
+        reports = [_finished(worker, waiting) for worker in self._workers]
         log.info("the inventory was staged by two processes while downloaded (%s)", "; ".join(reports))
         return self.scratches
 
@@ -566,6 +552,21 @@ def _start_process(function: str, arguments: list[str]) -> subprocess.Popen[str]
         text=True,
         env=env,
     )
+
+
+def _finished(worker: subprocess.Popen[str], waiting: Callable[[], None] = lambda: None) -> str:
+    """What a staging process printed (its report), once it has exited, calling
+    ``waiting`` now and then meanwhile (it may raise to stop). InvalidRequest,
+    with the last line it wrote to stderr, if it failed."""
+    while True:
+        try:
+            report, problem = worker.communicate(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            waiting()
+    if worker.returncode:
+        raise errors.InvalidRequest(problem.strip().splitlines()[-1] if problem.strip() else "it failed")
+    return report.strip()
 
 
 def stage_run(path: str, start: str, stop: str, scratch: str, how: str = "raw") -> str:
