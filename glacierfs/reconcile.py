@@ -295,11 +295,7 @@ class Reconciler(Stager):
             (vault, FILE, vault),
         )
         if db.execute("SELECT 1 FROM blocked LIMIT 1").fetchone():
-            db.execute("UPDATE moved SET final = NULL WHERE parent IN (SELECT dir FROM blocked)")
-            db.execute(
-                """INSERT OR IGNORE INTO moved (id, final, parent, skip)
-                SELECT rowid, NULL, parent, 0 FROM new WHERE parent IN (SELECT dir FROM blocked)"""
-            )
+            self._nameless_in("parent IN (SELECT dir FROM blocked)")
         # A suffixed name that is taken as well (by the catalog, a name a new
         # archive wants, or an earlier suffixed one) goes to _unnamed too.
         db.execute(
@@ -321,16 +317,18 @@ class Reconciler(Stager):
                 break
             log.warning("%d new path(s) of vault %s are directories of other new names", len(clashes), vault)
             for clash in clashes:
-                db.execute(
-                    """INSERT OR IGNORE INTO moved (id, final, parent, skip)
-                    SELECT rowid, NULL, parent, 0 FROM new WHERE parent = ? OR substr(parent, 1, ?) = ?""",
-                    (clash, len(clash) + 1, clash + "/"),
-                )
-                db.execute(
-                    "UPDATE moved SET final = NULL WHERE parent = ? OR substr(parent, 1, ?) = ?",
-                    (clash, len(clash) + 1, clash + "/"),
-                )
+                self._nameless_in("parent = ? OR substr(parent, 1, ?) = ?", (clash, len(clash) + 1, clash + "/"))
             self._unnamed()
+
+    def _nameless_in(self, directories: str, values: tuple[Any, ...] = ()) -> None:
+        """Every new archive in the directories ``directories`` picks (a condition on
+        ``parent``) is to go to _unnamed, whatever name it was to have."""
+        self.db.execute(f"UPDATE moved SET final = NULL WHERE {directories}", values)
+        self.db.execute(
+            f"""INSERT OR IGNORE INTO moved (id, final, parent, skip)
+            SELECT rowid, NULL, parent, 0 FROM new WHERE {directories}""",
+            values,
+        )
 
     def _unnamed(self) -> None:
         """Archives without a usable name: _unnamed/ID, or _unnamed-2/ID, ... where

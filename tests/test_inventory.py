@@ -639,6 +639,37 @@ def test_placement_of_namesakes_collisions_and_the_nameless(inprocess: Emulator,
     assert {e.path for e in catalog.entries("v") if e.kind == "dir"} == {"taken", UNNAMED}
 
 
+def test_what_is_under_a_suffixed_name_or_a_new_file_goes_to_unnamed(inprocess: Emulator, tmp_path: Path) -> None:
+    """A directory a new name needs that is an older namesake's suffixed name, or
+    a new archive's file name: what is in it (and below it) goes to _unnamed."""
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    suffixed = "a.older-20240101T000000Z-older-aa"
+
+    def item(archive_id: str, path: str | None, created: str) -> dict[str, object]:
+        description = names.encode(path, 1_600_000_000) if path is not None else ""
+        return {"ArchiveId": archive_id, "ArchiveDescription": description, "CreationDate": created, "Size": 1}
+
+    listed = [
+        item("newest-a", "a", "2024-03-01T00:00:00.000Z"),
+        item("older-aa", "a", "2024-01-01T00:00:00.000Z"),
+        item("under-x", f"{suffixed}/x", "2024-01-01T00:00:00.000Z"),
+        item("under-y", f"{suffixed}/sub/y", "2024-01-01T00:00:00.000Z"),
+        item("file-f", "f", "2024-01-01T00:00:00.000Z"),
+        item("under-f", "f/g", "2024-01-01T00:00:00.000Z"),
+        item("older-fg", "f/g", "2023-01-01T00:00:00.000Z"),  # an older namesake, under the file too
+    ]
+    inventories(inprocess, catalog, tmp_path).reconcile("v", iter(listed), time.time())
+    files = {e.path: e.archive_id for e in catalog.entries("v") if e.kind == "file"}
+    assert files == {
+        "a": "newest-a",
+        suffixed: "older-aa",
+        "f": "file-f",
+        **{f"{UNNAMED}/{archive_id}": archive_id for archive_id in ("under-x", "under-y", "under-f", "older-fg")},
+    }
+    assert {e.path for e in catalog.entries("v") if e.kind == "dir"} == {UNNAMED}
+
+
 def test_nameless_archives_pass_over_unnamed_folders_new_archives_want_as_files(
     inprocess: Emulator, tmp_path: Path
 ) -> None:
