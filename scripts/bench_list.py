@@ -139,12 +139,11 @@ def bench_inventory(work: Path, count: int, rounds: int) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
     )
     seeded = time.perf_counter() - started
-    # json.load three times, each in a fresh child: before, between and after the
-    # applies. Its time swings with how recently this VM's memory was touched
-    # (it allocates 1.5 GiB at a million archives): the median is the denominator.
     # The first inventory is applied ``rounds`` times, each into a fresh catalog,
-    # a json.load between each two: on this machine one run of either moves by
-    # 10-20% from one minute to the next, so both figures are medians.
+    # and json.load runs in a fresh child before, between and after the applies:
+    # on this machine one run of either moves by 10-20% from one minute to the
+    # next (json.load's with how recently the VM's memory was touched: it
+    # allocates 1.5 GiB at a million archives), so both figures are medians.
     loads = [in_child(json_load, str(inventory))]
     emulator = ServedEmulator(data_dir=data)
     firsts = []
