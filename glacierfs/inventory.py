@@ -263,9 +263,12 @@ class Inventories:
         # Each range is written by a thread while the next one is fetched (a write of
         # 16 MiB into the page cache takes about as long as its download), one at
         # a time, in order; whatever stops the loop, what was fetched is on file.
-        # The whole file's tree hash, from its ranges' when it is fetched whole here in
-        # ranges of 1 MiB x 2^n (not by reading the file again at the end).
-        ranges: list[bytes] | None = [] if not done and tree_aligned(self.chunk_size) else None
+        # The whole file's tree hash, where the service gives one to check (it gives
+        # none for an inventory job, the emulator neither: no hashing at all then),
+        # from its ranges' when it is fetched whole here in ranges of 1 MiB x 2^n (not
+        # by reading the file again at the end).
+        wanted = job.tree_hash and not done and tree_aligned(self.chunk_size)
+        ranges: list[bytes] | None = [] if wanted else None
         with open(path, "ab") as out, ThreadPoolExecutor(1, thread_name_prefix="inventory-write") as writer:
             pending: Future[None] | None = None
             try:

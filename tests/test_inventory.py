@@ -954,7 +954,8 @@ def test_the_whole_tree_hash_is_checked_from_the_ranges_when_fetched_whole(
 ) -> None:
     """Fetched here from the start in ranges of 1 MiB x 2^n, the inventory's tree
     hash is worked out from its ranges' (the file is not read again), and still
-    refuses a download that does not match it."""
+    refuses a download that does not match it. Where the job gives none (the
+    service gives none for an inventory), nothing is hashed."""
     from glacierfs import inventory as inventory_module
     from glacierfs.testing import ServedEmulator, write_generated_inventory
     from glacierfs.treehash import MiB
@@ -967,9 +968,18 @@ def test_the_whole_tree_hash_is_checked_from_the_ranges_when_fetched_whole(
     def no_reading_again(*args: object, **kwargs: object) -> str:
         raise AssertionError("the file was read again for its tree hash")
 
+    hashed: list[int] = []
+    real_tree_hash = inventory_module.tree_hash
+
+    def counted_tree_hash(body: bytes) -> str:
+        hashed.append(len(body))
+        return real_tree_hash(body)
+
     try:
         monkeypatch.setattr(inventory_module, "file_tree_hash", no_reading_again)
+        monkeypatch.setattr(inventory_module, "tree_hash", counted_tree_hash)
         for client, applied in ((GlacierClient, True), (WrongWholeHash, False)):
+            hashed.clear()
             catalog = Catalog(tmp_path / f"{client.__name__}.sqlite")
             catalog.add_vault("big")
             state = tmp_path / f"state-{client.__name__}"
@@ -978,6 +988,7 @@ def test_the_whole_tree_hash_is_checked_from_the_ranges_when_fetched_whole(
             follower.poll_once()
             assert len([e for e in catalog.entries("big") if e.kind == "file"]) == (6_000 if applied else 0)
             assert (catalog.inventory("big")[0] is None) == applied  # refused: still pending
+            assert len(hashed) == (0 if applied else 3)  # each range hashed only when there is a hash to check
             catalog.close()
     finally:
         server.stop()
