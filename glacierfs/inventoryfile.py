@@ -43,7 +43,8 @@ try:
 
     _ijson: Any = ijson.get_backend("yajl2_c")
     _Incomplete: type[Exception] = ijson.IncompleteJSONError
-    _Invalid: type[Exception] = ijson.JSONError
+    # yajl hands ijson a lone low surrogate ("\udc80") as bytes that are not UTF-8.
+    _Invalid: tuple[type[Exception], ...] = (ijson.JSONError, UnicodeDecodeError)
 except ImportError:  # ijson absent, or built without its C backend
     _ijson = None
 _warned_slow = False

@@ -12,7 +12,7 @@ import binascii
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from glacierfs import timestamps
@@ -146,16 +146,7 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     if not paths:
         return _each(descriptions)
     named = [path for path in paths if path is not None]
-    wrapped = "/" + "/\n/".join(named) + "/"  # each path between slashes, as sanitize looks at one
-    if named and not (
-        wrapped.isascii()
-        and wrapped.count("\n") == len(named) - 1
-        and wrapped.replace("\n", "").isprintable()
-        and max(map(len, named)) <= MAX_COMPONENT
-        and "//" not in wrapped
-        and "/./" not in wrapped
-        and "/../" not in wrapped
-    ):
+    if named and not _needs_no_change("/" + "/".join(named) + "/", named):  # as sanitize looks at each
         paths = [path if path is None else sanitize(path) for path in paths]
     # The times, a column at a time (each step a loop in C): the day's midnight,
     # computed once a day, plus the time of day. Lines that are not plain v4
@@ -243,28 +234,45 @@ _FORMATS: list[tuple[Callable[[str], bool], Callable[[str], Decoded | None], boo
 ]
 
 
+# What a name never holds: control characters (dropped), and lone surrogates,
+# which no UTF-8 (so no catalog row, no name the kernel gets) can hold: a JSON
+# description's "\udc80" decodes to one (replaced by U+FFFD).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
 
 
 def sanitize(path: str) -> str:
     """A safe relative path: '.', '..', empty components, NUL and control
     characters never reach it; components are cut to 255 bytes. Spaces and
-    backslashes are ordinary characters of a name and stay. '' if nothing
-    usable is left."""
-    if path.isascii() and path.isprintable() and len(path) <= MAX_COMPONENT:  # ASCII printable: no control
-        wrapped = f"/{path}/"  # each component between slashes
-        if "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped:
-            return path  # the common case, checked at C speed: nothing to change
+    backslashes are ordinary characters of a name and stay; a lone surrogate
+    becomes U+FFFD. '' if nothing usable is left."""
+    if _needs_no_change(f"/{path}/", (path,)):  # each component between slashes
+        return path  # the common case, checked at C speed
     parts = []
-    for component in path.split("/"):
-        cleaned = "".join(char for char in component if ord(char) >= 0x20 and ord(char) != 0x7F)
-        if cleaned in ("", ".", ".."):
+    for component in _CONTROL.sub("", path).split("/"):
+        if component in ("", ".", ".."):
             continue
-        encoded = cleaned.encode("utf-8", "surrogateescape")
+        cleaned = _UNSAFE.sub(_REPLACEMENT, component)
+        encoded = cleaned.encode("utf-8")
         if len(encoded) > MAX_COMPONENT:
             cleaned = encoded[:MAX_COMPONENT].decode("utf-8", "ignore")
         parts.append(cleaned)
     return "/".join(parts)
+
+
+def _needs_no_change(wrapped: str, paths: Sequence[str]) -> bool:
+    """Whether ``paths``, joined in ``wrapped`` with each component between
+    slashes, are each one ``sanitize`` leaves as it is; at C speed, but for
+    components of paths over 255 bytes."""
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
+        return False
+    plain = wrapped.isascii()
+    if not (wrapped.isprintable() if plain else _UNSAFE.search(wrapped) is None):
+        return False
+    if max(map(len, paths if plain else map(str.encode, paths)), default=0) <= MAX_COMPONENT:
+        return True  # no path is longer than a component may be
+    return all(len(part.encode()) <= MAX_COMPONENT for path in paths for part in path.split("/"))
 
 
 def likely_final_name(name: str) -> str:

@@ -455,7 +455,7 @@ def _stage_into(
             db.execute("SAVEPOINT batch")
             try:
                 staged += _insert_values(db, insert, list(chain.from_iterable(_rows(batch, decode))))
-            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
+            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError, UnicodeEncodeError):
                 db.execute("ROLLBACK TO batch")
                 staged += _insert_values(db, insert, list(chain.from_iterable(_rows(batch, decode, checked=True))))
             db.execute("RELEASE batch")
@@ -649,12 +649,18 @@ def _listed_row(item: Any) -> tuple[Any, ...] | None:
     size = item.get("Size")
     tree_hash = item.get("SHA256TreeHash")
     return (
-        archive_id,
-        description if isinstance(description, str) else None,
-        str(created) if created is not None and created != "" else None,
+        _storable(archive_id),
+        _storable(description) if isinstance(description, str) else None,
+        _storable(str(created)) if created is not None and created != "" else None,
         size if type(size) is int and 0 <= size < 1 << 63 else 0,
-        tree_hash if type(tree_hash) is str else None,
+        _storable(tree_hash) if type(tree_hash) is str else None,
     )
+
+
+def _storable(text: str) -> str:
+    """``text`` with each lone surrogate (a JSON "\\ud800", which no UTF-8 holds,
+    nor so SQLite) as "?", as ijson's C parser gives them."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 class _Decoder:

@@ -75,6 +75,8 @@ def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_
     upload(mt2({"filename": "mt/aws.tar", "mtime": "20190102T030405Z"}), b"tarball")
     upload(json.dumps({"Path": "C:\\backup\\cloudberry.txt", "UTCDateModified": "20170101T000000Z", "Flags": 0}), b"cb")
     upload(json.dumps({"path": "/qnap/share.bin", "type": "file"}), b"qnap")
+    # A Windows name with an unpaired surrogate: "\ud800" in the description, no UTF-8 for it.
+    upload(json.dumps({"Path": "C:\\backup\\odd\ud800.txt", "UTCDateModified": "20170101T000000Z"}), b"odd")
     upload("glacier-cli-name.txt", b"plain")
     upload("../../escape/attempt", b"hostile")
     empty_id = upload("", b"no name at all")
@@ -100,6 +102,7 @@ def test_vault_filled_by_other_tools_shows_their_names(inprocess: Emulator, tmp_
             "mt/aws.tar": 7,
             "C:/backup/cloudberry.txt": 2,
             "qnap/share.bin": 4,
+            "C:/backup/odd\ufffd.txt": 3,
             "glacier-cli-name.txt": 5,
             "escape/attempt": 7,
             f"{UNNAMED}/{empty_id}": 14,
@@ -265,6 +268,11 @@ def test_malformed_inventories_are_refused_or_skipped_never_crash(inprocess: Emu
     truncated.write_text('{"InventoryDate":"2026-01-01T00:00:00Z","ArchiveList":[{"ArchiveId":"a","Size":1},{"Archi')
     with pytest.raises(errors.InvalidRequest):
         list(iter_archives(truncated))
+    # ijson's C parser cannot give a lone low surrogate as text: refused, said so.
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text('{"ArchiveList":[{"ArchiveId":"a","ArchiveDescription":"raw\\udc80.txt"}]}')
+    with pytest.raises(errors.InvalidRequest, match="not valid JSON"):
+        list(iter_archives(surrogate))
     garbage = tmp_path / "garbage.json"
     garbage.write_text(
         '{"ArchiveList":[1, "two", null, {"Size": 5}, {"ArchiveId": ""}, '

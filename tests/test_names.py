@@ -207,3 +207,50 @@ def one_by_one(batch: list) -> tuple[list, list]:
 )
 def test_any_batch_decodes_as_each_description_does(batch: list[str]) -> None:
     assert names.decode_many(batch) == one_by_one(batch)
+
+
+# Any code point, lone surrogates among them: a JSON description's "\udc80" decodes to one.
+ANY_CHARACTER = st.characters(exclude_categories=())
+
+
+def sanitized_char_by_char(path: str) -> str:
+    """The rule sanitize keeps, written out plainly."""
+    parts = []
+    for component in path.split("/"):
+        kept = "".join(char for char in component if ord(char) >= 0x20 and ord(char) != 0x7F)
+        if kept in ("", ".", ".."):
+            continue
+        kept = "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in kept)
+        encoded = kept.encode("utf-8")
+        parts.append(encoded[:255].decode("utf-8", "ignore") if len(encoded) > 255 else kept)
+    return "/".join(parts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(ANY_CHARACTER),
+        st.lists(st.sampled_from(["é", "ü/", "..", ".", "/", "\x00", "\udc80", "\ud800", "x" * 100, "日本" * 30])).map(
+            "".join
+        ),
+    )
+)
+def test_sanitize_keeps_the_rule_at_c_speed(path: str) -> None:
+    """The checks at C speed (ASCII or not) leave alone only what the rule leaves
+    alone, and what the rule mends is mended alike."""
+    assert names.sanitize(path) == sanitized_char_by_char(path)
+
+
+@pytest.mark.parametrize(
+    ("description", "path"),
+    [
+        (json.dumps({"Path": "C:\\photos\\a\ud800b.jpg"}), "C:/photos/a\ufffdb.jpg"),  # CloudBerry
+        (json.dumps({"path": "/share/\udc80x", "type": "file"}), "share/\ufffdx"),  # QNAP
+        ("mt2 " + base64.urlsafe_b64encode(b'{"filename": "dir/\\udfff.txt"}').decode(), "dir/\ufffd.txt"),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_description_becomes_a_replacement_character(description: str, path: str) -> None:
+    """Such a name has no UTF-8, so neither the catalog nor the kernel could take
+    it: a whole inventory failed on one."""
+    assert names.decode(description) == (path, None)
+    assert names.decode_many([description, _plain("d/ü")]) == ([path, "d/ü"], [None, 1_577_836_800])
