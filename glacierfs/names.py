@@ -54,6 +54,16 @@ def decode(description: str) -> Decoded | None:
     plain = _PLAIN_V4.fullmatch(description)
     if plain is not None:  # glacierfs's own format, and the commonest: read without a detour
         return _plain_v4(*plain.groups())
+    recorded = _recorded(description)
+    return None if recorded is None else _named(*recorded)
+
+
+Recorded = tuple[str, float | None]  # a path as a description records it (not yet sanitized), and its mtime
+
+
+def _recorded(description: str) -> Recorded | None:
+    """``decode`` of a description other than glacierfs's plain v4, but for the
+    path's sanitizing: that is left to the caller, who may do it for a batch."""
     text = description.strip()
     if not text:
         return None
@@ -66,18 +76,17 @@ def decode(description: str) -> Decoded | None:
             path = binascii.a2b_base64(encoded, strict_mode=True).decode("utf-8")
         except (binascii.Error, UnicodeError):
             return None
-        safe = sanitize(path)
-        return Decoded(safe, timestamps.parse_compact(modified)) if safe else None
+        return path, timestamps.parse_compact(modified)
     for looks_like, parse, posix_origin in _FORMATS:
         if looks_like(text):
             try:
-                decoded = parse(text)
+                recorded = parse(text)
             except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
                 return None
-            if decoded is None:
-                return None
-            return _named(decoded.path if posix_origin else _posix_path(decoded.path), decoded.mtime)
-    return _named(_posix_path(description), None)  # glacier-cli, glacier-cmd, by hand: the raw name
+            if recorded is None or posix_origin:
+                return recorded
+            return _posix_path(recorded[0]), recorded[1]
+    return _posix_path(description), None  # glacier-cli, glacier-cmd, by hand: the raw name
 
 
 # The v4 description glacierfs writes (no <ce>, a time that is one): an inventory
@@ -129,7 +138,7 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     batch of an inventory of millions, with one match over the batch and one
     look at all the paths it names instead of a call of each per description,
     and no object per description but its path and time. Descriptions in other
-    formats are decoded one by one."""
+    formats are read one by one, and their paths looked at together too."""
     count = len(descriptions)
     try:
         joined = "\n".join(descriptions)
@@ -160,12 +169,20 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     mtimes: list[float | None] = [
         None if day is None else day + clock for day, clock in zip(midnights, clocks, strict=True)
     ]
-    for index in [index for index, path in enumerate(paths) if not path]:
-        if paths[index] is None:  # not a plain v4
-            decoded = decode(descriptions[index])
-            paths[index], mtimes[index] = (None, None) if decoded is None else decoded
-        else:  # nothing usable left of the path
-            paths[index] = mtimes[index] = None
+    # The rest: descriptions in other formats, read one by one, their paths
+    # then checked as a batch too; and plain v4 ones of which sanitize left nothing.
+    others = [index for index, path in enumerate(paths) if path is None]
+    for index in [index for index, path in enumerate(paths) if path == ""]:
+        paths[index] = mtimes[index] = None
+    if others:
+        recorded = [_recorded(descriptions[index]) for index in others]
+        named = [one[0] for one in recorded if one is not None]
+        clean = _needs_no_change("/" + "/".join(named) + "/", named)
+        for index, one in zip(others, recorded, strict=True):
+            if one is not None:
+                path = one[0] if clean else sanitize(one[0])
+                if path:
+                    paths[index], mtimes[index] = path, one[1]
     return paths, mtimes
 
 
@@ -186,17 +203,26 @@ def _posix_path(path: str) -> str:
     return path.replace("\\", "/") if "\\" in path and "/" not in path else path
 
 
-def _fastglacier_v1(text: str) -> Decoded | None:
-    match = re.search(r"<Path>([A-Za-z0-9+/=\s]*)</Path>", text)
+_V1_PATH = re.compile(r"<Path>([A-Za-z0-9+/=\s]*)</Path>")
+_V1_MODIFIED = re.compile(r"<(?:LastModified|lm)>(\d{8}T\d{6}Z)</")
+
+
+def _fastglacier_v1(text: str) -> Recorded | None:
+    match = _V1_PATH.search(text)
     if not match:
         return None
-    mtime = re.search(r"<(?:LastModified|lm)>(\d{8}T\d{6}Z)</", text)
-    return Decoded(_b64_text(match[1]), timestamps.parse_compact(mtime[1]) if mtime else None)
+    mtime = _V1_MODIFIED.search(text)
+    return _b64_text(match[1]), timestamps.parse_compact(mtime[1]) if mtime else None
 
 
-def _mt_aws_glacier(text: str) -> Decoded | None:
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _mt_aws_glacier(text: str) -> Recorded | None:
     version, payload = text.split(" ", 1)
-    raw = base64.urlsafe_b64decode(payload.strip() + "=" * (-len(payload.strip()) % 4))
+    payload = payload.strip()
+    # base64.urlsafe_b64decode, without its detours: the same answers and errors
+    raw = binascii.a2b_base64(payload.encode("ascii").translate(_URLSAFE) + b"=" * (-len(payload) % 4))
     decoded = raw.decode("utf-8")
     if version == "mt1":  # the JSON was UTF-8 encoded twice
         decoded = decoded.encode("latin-1").decode("utf-8")
@@ -204,18 +230,18 @@ def _mt_aws_glacier(text: str) -> Decoded | None:
     if not isinstance(fields, dict) or not isinstance(fields.get("filename"), str):
         return None
     mtime = fields.get("mtime")
-    return Decoded(fields["filename"], timestamps.parse_compact(mtime) if isinstance(mtime, str) else None)
+    return fields["filename"], timestamps.parse_compact(mtime) if isinstance(mtime, str) else None
 
 
-def _json_metadata(text: str) -> Decoded | None:
+def _json_metadata(text: str) -> Recorded | None:
     fields = json.loads(text)
     if not isinstance(fields, dict):
         return None
     if isinstance(fields.get("Path"), str):  # CloudBerry
         modified = fields.get("UTCDateModified")
-        return Decoded(fields["Path"], timestamps.parse_compact(modified) if isinstance(modified, str) else None)
+        return fields["Path"], timestamps.parse_compact(modified) if isinstance(modified, str) else None
     if isinstance(fields.get("path"), str):  # QNAP's Glacier app
-        return Decoded(fields["path"], None)
+        return fields["path"], None
     return None
 
 
@@ -227,7 +253,7 @@ def _b64_text(value: str) -> str:
 # whose shape matches decides. The flag says whether
 # the format comes from POSIX-side tools (glacierfs among them), whose paths are
 # '/'-separated and keep any backslash as part of a name.
-_FORMATS: list[tuple[Callable[[str], bool], Callable[[str], Decoded | None], bool]] = [
+_FORMATS: list[tuple[Callable[[str], bool], Callable[[str], Recorded | None], bool]] = [
     (lambda t: t.startswith("<ArchiveMetadata>"), _fastglacier_v1, False),
     (lambda t: t[:4] in ("mt1 ", "mt2 "), _mt_aws_glacier, True),
     (lambda t: t.startswith("{"), _json_metadata, False),

@@ -227,9 +227,10 @@ FORMATS = (
 )
 
 
-def generated_archive(index: int) -> tuple[dict[str, object], str | None]:
+def generated_archive(index: int, kind: str | None = None) -> tuple[dict[str, object], str | None]:
     """Archive ``index`` of a generated inventory, as the service's JSON words it, and
-    the path glacierfs shows it at (None: _unnamed/ID)."""
+    the path glacierfs shows it at (None: _unnamed/ID). ``kind``: its description's
+    format (FORMATS, or "fastglacier-v4") whatever the index."""
     import base64
     import json as json_module
 
@@ -239,7 +240,8 @@ def generated_archive(index: int) -> tuple[dict[str, object], str | None]:
     folder = f"dir{index // 1000 % 1000:03d}"
     name = f"file{index:07d}.dat"
     mtime = 1_600_000_000 + index
-    kind = FORMATS[index % 100] if index % 100 < len(FORMATS) else "fastglacier-v4"
+    if kind is None:
+        kind = FORMATS[index % 100] if index % 100 < len(FORMATS) else "fastglacier-v4"
 
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
@@ -292,9 +294,12 @@ def generated_archive(index: int) -> tuple[dict[str, object], str | None]:
     return item, path
 
 
-def write_generated_inventory(path: Path, count: int, vault: str = "big", date: str = "2026-01-01T00:00:00Z") -> int:
+def write_generated_inventory(
+    path: Path, count: int, vault: str = "big", date: str = "2026-01-01T00:00:00Z", kind: str | None = None
+) -> int:
     """A generated inventory of ``count`` archives in the service's JSON, written as a
-    stream (compact, in the service's key order); its size in bytes."""
+    stream (compact, in the service's key order); its size in bytes. ``kind``: as
+    ``generated_archive``'s, for every archive."""
     import json as json_module
 
     with open(path, "w", encoding="ascii") as out:
@@ -303,6 +308,6 @@ def write_generated_inventory(path: Path, count: int, vault: str = "big", date: 
         for index in range(count):
             if index:
                 out.write(",")
-            out.write(json_module.dumps(generated_archive(index)[0], separators=(",", ":")))
+            out.write(json_module.dumps(generated_archive(index, kind)[0], separators=(",", ":")))
         out.write("]}")
         return out.tell()

@@ -21,8 +21,13 @@
 
 3. Walks: ``du -s``, ``find`` and ``ls -lR`` of the largest inventory's vault
    through a mount of the catalog it filled; the daemon's memory before and after.
+4. Description formats: a vault filled by another tool holds that tool's
+   format alone. For each, a generated inventory of --formats archives (100,000)
+   all in it is staged by one process as a first inventory's staging processes
+   do (parse, decode, stage); its CPU per archive, the best of --rounds runs
+   taken in turn, and the ratio to glacierfs's own format.
 
-Run: .venv/bin/python scripts/bench_list.py [--sizes 100000,1000000] [--listing-only] [--listing 0]
+Run: .venv/bin/python scripts/bench_list.py [--sizes 100000,1000000] [--listing-only] [--listing 0] [--formats 0]
 The listing part runs first; the 1,000,000-archive round, last, needs about 2 GB
 of disk and a few minutes.
 """
@@ -110,6 +115,45 @@ def apply_inventory(url: str, state: str, force: bool, results: multiprocessing.
     worker = " and ".join(f"{peak} MiB" for peak in peaks)  # the peak of each staging process that ran
     catalog.close()
     results.put((elapsed, growth, files, prepared, described, worker))
+
+
+# The formats of the tools whose vaults users bring (testing.FORMATS), glacierfs's own first.
+TOOLS = {
+    "fastglacier-v4": "glacierfs, FastGlacier v4, QNAP HBS",
+    "fastglacier-v3": "FastGlacier v3",
+    "fastglacier-v1": "FastGlacier v1",
+    "mt2": "mt-aws-glacier (mt2)",
+    "mt1": "mt-aws-glacier (mt1)",
+    "cloudberry": "CloudBerry",
+    "qnap": "QNAP's Glacier app",
+    "raw": "glacier-cli, glacier-cmd (the name)",
+}
+
+
+def bench_formats(work: Path, count: int, rounds: int) -> dict[str, float]:
+    """CPU seconds per archive of staging an inventory all in one format, by format."""
+    from glacierfs import inventoryfile, staging
+
+    files = {}
+    for kind in TOOLS:
+        files[kind] = work / f"formats-{kind}.json"
+        write_generated_inventory(files[kind], count, kind=kind)
+    cpu: dict[str, list[float]] = {kind: [] for kind in TOOLS}
+    scratch_db = work / "formats.sqlite"
+    for _ in range(rounds):
+        for kind, path in files.items():
+            halves = inventoryfile.split(path, 2)
+            assert halves is not None
+            start = time.process_time()
+            staged = 0
+            for first, last in halves:
+                scratch_db.unlink(missing_ok=True)
+                staged += int(staging.stage_run(str(path), str(first), str(last), str(scratch_db), "decode").split()[0])
+            cpu[kind].append((time.process_time() - start) / staged)
+    for path in files.values():
+        path.unlink()
+    scratch_db.unlink(missing_ok=True)
+    return {kind: min(runs) for kind, runs in cpu.items()}
 
 
 def in_child(target: Any, *args: Any) -> Any:
@@ -306,10 +350,13 @@ def main() -> int:
     parser.add_argument("--flat", type=int, default=10_000, help="entries of the one large directory listed")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--apply-rounds", type=int, default=3, help="first inventories applied per size (median)")
-    parser.add_argument("--listing-only", action="store_true", help="only the listing part: no inventory sizes")
+    parser.add_argument(
+        "--listing-only", action="store_true", help="only the listing part: no inventory sizes, no formats"
+    )
     parser.add_argument(
         "--no-walk", dest="walk", action="store_false", help="skip du -s, find and ls -lR of the largest inventory"
     )
+    parser.add_argument("--formats", type=int, default=100_000, help="archives per description format (0: skip)")
     args = parser.parse_args()
     sizes = [] if args.listing_only else [int(size) for size in args.sizes.split(",") if size]
 
@@ -323,6 +370,7 @@ def main() -> int:
             results.append(bench_inventory(work, count, args.apply_rounds))
         if results and args.walk:
             bench_walk(work, results[-1])
+        formats = bench_formats(work, args.formats, args.rounds) if args.formats and not args.listing_only else None
 
     ok = True
     if results:
@@ -394,6 +442,14 @@ def main() -> int:
         print(
             f"  the daemon: RSS {rss_before:.0f} -> {rss_after:.0f} MiB, peak {hwm_before:.0f} -> {hwm_after:.0f} MiB"
         )
+    if formats is not None:
+        print(
+            f"description formats: {args.formats:,} archives all in one format, staged by one process "
+            f"(parse, decode, stage); CPU per archive, the best of {args.rounds} runs in turn"
+        )
+        own = formats["fastglacier-v4"]
+        for kind, per_archive in formats.items():
+            print(f"  {TOOLS[kind]:<38} {per_archive * 1e6:5.2f} us = {per_archive / own:4.2f} x glacierfs's own")
     return 0 if ok else 1
 
 

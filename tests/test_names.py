@@ -151,6 +151,11 @@ def _plain(path: str, stamp: str = "20200101T000000Z") -> str:
     return f"<m><v>4</v><p>{b64(path)}</p><lm>{stamp}</lm></m>"
 
 
+def _mt2(path: str) -> str:
+    fields = json.dumps({"filename": path, "mtime": "20200101T000000Z"})
+    return "mt2 " + base64.urlsafe_b64encode(fields.encode()).decode().rstrip("=")
+
+
 BATCH = [
     *(case[0] for case in CASES),
     _plain("dir/file.txt"),
@@ -170,6 +175,9 @@ BATCH = [
     "raw/name\nwith a newline",
     "",
     "ü raw",
+    _mt2("mt/../up/./x"),  # other tools' paths to sanitize, in a batch otherwise clean
+    json.dumps({"Path": "C:\\cb\\..\\x"}),
+    "<ArchiveMetadata><Path>" + b64("v1//x") + "</Path></ArchiveMetadata>",
 ]
 
 
@@ -192,7 +200,18 @@ def one_by_one(batch: list) -> tuple[list, list]:
     return [one and one.path for one in decoded], [one and one.mtime for one in decoded]
 
 
-@settings(max_examples=200, deadline=None)
+# Other tools' descriptions of any path: a batch reads them one by one and checks
+# their paths together (sanitize's work only where one needs it).
+OTHER_TOOLS = (
+    _mt2,
+    lambda path: json.dumps({"Path": path, "UTCDateModified": "20200101T000000Z"}),  # CloudBerry
+    lambda path: json.dumps({"path": path, "type": "file"}),  # QNAP
+    lambda path: f"<ArchiveMetadata><Path>{b64(path)}</Path></ArchiveMetadata>",  # FastGlacier v1
+)
+UNSURROGATED = st.characters(exclude_categories=("Cs",))  # what UTF-8 (base64'd) can hold
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.one_of(
@@ -201,6 +220,11 @@ def one_by_one(batch: list) -> tuple[list, list]:
             st.text().map(
                 lambda t: names.encode(t, 1_600_000_000).replace("<v>4", "<v>3").replace("</m>", "<ce>c</ce></m>")
             ),
+            st.tuples(st.sampled_from(OTHER_TOOLS), st.text(UNSURROGATED)).map(lambda pair: pair[0](pair[1])),
+            st.tuples(
+                st.sampled_from(OTHER_TOOLS),
+                st.lists(st.sampled_from(["d", "é", "..", "", "\\x", " s "])).map("/".join),
+            ).map(lambda pair: pair[0](pair[1])),
         ),
         max_size=8,
     )
