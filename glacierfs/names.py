@@ -175,14 +175,15 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     for index in [index for index, path in enumerate(paths) if path == ""]:
         paths[index] = mtimes[index] = None
     if others:
-        recorded = [_recorded(descriptions[index]) for index in others]
-        named = [one[0] for one in recorded if one is not None]
+        recorded = zip(others, map(_recorded, [descriptions[index] for index in others]), strict=True)
+        # Leading slashes (QNAP's absolute paths) sanitize drops as well.
+        found = [(index, one[0].lstrip("/"), one[1]) for index, one in recorded if one is not None]
+        named = [path for _, path, _ in found]
         clean = _needs_no_change("/" + "/".join(named) + "/", named)
-        for index, one in zip(others, recorded, strict=True):
-            if one is not None:
-                path = one[0] if clean else sanitize(one[0])
-                if path:
-                    paths[index], mtimes[index] = path, one[1]
+        for index, path, mtime in found:
+            safe = path if clean else sanitize(path)
+            if safe:
+                paths[index], mtimes[index] = safe, mtime
     return paths, mtimes
 
 
