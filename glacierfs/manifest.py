@@ -16,13 +16,15 @@ import logging
 import re
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glacierfs import errors, names, timestamps
 from glacierfs.catalog import DIRECTORY, EMPTY, FILE, Catalog, Entry, new_entry
-from glacierfs.glacier import GlacierClient
 from glacierfs.paths import ancestors
 from glacierfs.periodic import Periodic
+
+if TYPE_CHECKING:  # the staging processes import this module: not boto3 with it (0.1 s of CPU each)
+    from glacierfs.glacier import GlacierClient
 
 log = logging.getLogger(__name__)
 
