@@ -155,7 +155,7 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
     if not paths:
         return _each(descriptions)
     named = [path for path in paths if path is not None]
-    if named and not _needs_no_change("/" + "/".join(named) + "/", named):  # as sanitize looks at each
+    if named and not _needs_no_change(named):  # as sanitize looks at each
         paths = [path if path is None else sanitize(path) for path in paths]
     # The times, a column at a time (each step a loop in C): the day's midnight,
     # computed once a day, plus the time of day. Lines that are not plain v4
@@ -179,7 +179,7 @@ def decode_many(descriptions: list[Any]) -> tuple[list[str | None], list[float |
         # Leading slashes (QNAP's absolute paths) sanitize drops as well.
         found = [(index, one[0].lstrip("/"), one[1]) for index, one in recorded if one is not None]
         named = [path for _, path, _ in found]
-        clean = _needs_no_change("/" + "/".join(named) + "/", named)
+        clean = _needs_no_change(named)
         for index, path, mtime in found:
             safe = path if clean else sanitize(path)
             if safe:
@@ -274,7 +274,7 @@ def sanitize(path: str) -> str:
     characters never reach it; components are cut to 255 bytes. Spaces and
     backslashes are ordinary characters of a name and stay; a lone surrogate
     becomes U+FFFD. '' if nothing usable is left."""
-    if _needs_no_change(f"/{path}/", (path,)):  # each component between slashes
+    if _needs_no_change((path,)):
         return path  # the common case, checked at C speed
     parts = []
     for component in _CONTROL.sub("", path).split("/"):
@@ -288,10 +288,10 @@ def sanitize(path: str) -> str:
     return "/".join(parts)
 
 
-def _needs_no_change(wrapped: str, paths: Sequence[str]) -> bool:
-    """Whether ``paths``, joined in ``wrapped`` with each component between
-    slashes, are each one ``sanitize`` leaves as it is; at C speed, but for
-    components of paths over 255 bytes."""
+def _needs_no_change(paths: Sequence[str]) -> bool:
+    """Whether ``paths`` are each one ``sanitize`` leaves as it is (none: False);
+    at C speed, one look at them all, but for components of paths over 255 bytes."""
+    wrapped = "/" + "/".join(paths) + "/"  # each component of each path between slashes
     if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         return False
     plain = wrapped.isascii()
