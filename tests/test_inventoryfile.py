@@ -1,0 +1,177 @@
+"""Parsing inventory documents: orjson's spans give what ijson gives."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glacierfs import errors, inventoryfile
+from glacierfs.catalog import Catalog
+
+DOCUMENT = "ArchiveList.item"
+
+# Strings that look like the places a span is cut, or that JSON must escape.
+TRICKY = st.sampled_from(['},{"ArchiveId":', '"', "\\", '\\"},{', "\ud800", "\udc80", "é", "\x00", "]}", "\n"])
+TEXT = st.lists(st.one_of(TRICKY, st.text(max_size=8)), max_size=4).map("".join)
+# Within 64 bits: beyond, yajl refuses what orjson reads (see the last test).
+NUMBER = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+SCALAR = st.one_of(TEXT, NUMBER, st.booleans(), st.none())
+# Values nested as a description may be: objects that are archives' look-alikes among them.
+VALUE = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["ArchiveId", "a", "Size"]), inner, max_size=2),
+    ),
+    max_leaves=6,
+)
+ARCHIVE = st.fixed_dictionaries(
+    {
+        "ArchiveId": st.one_of(TEXT, NUMBER),
+        "ArchiveDescription": st.one_of(TEXT, VALUE),
+        "CreationDate": st.one_of(TEXT, SCALAR),
+        "Size": NUMBER,
+        "SHA256TreeHash": TEXT,
+    },
+    optional={"Extra": VALUE},
+)
+ITEM = st.one_of(ARCHIVE, ARCHIVE, ARCHIVE, SCALAR)
+
+
+def read(batches: Any) -> tuple[list[Any], bool]:
+    """The items read, and whether the document was refused (what a refused
+    document gave before is never staged: see staging's savepoints)."""
+    items: list[Any] = []
+    try:
+        for batch in batches:
+            items.extend(batch)
+    except errors.InvalidRequest:
+        return [], True
+    return items, False
+
+
+SERVICE = '{"VaultARN":"arn:aws:glacier:us-east-1:1:vaults/v","InventoryDate":"2026-01-01T00:00:00Z","ArchiveList":%s}'
+# The service's layout, and documents that open otherwise, where ijson's
+# answer is not the archives of a list that orjson could be handed.
+FRAMES = [
+    SERVICE,
+    '{"ArchiveList":%s}',
+    ' {\n "VaultARN" : "v" ,\n "ArchiveList" : %s }\n',
+    '{"InventoryDate":5,"ArchiveList":%s}',
+    '{"VaultARN":"a\\"b","ArchiveList":%s}',
+    '{"VaultARN":"a\tb","ArchiveList":%s}',
+    '{"Wrapped":{"ArchiveList":%s}}',
+    '{"ArchiveList":"x","ArchiveList":%s}',
+    '{"ArchiveList":%s,"VaultARN":"v"}',
+    "%s",
+]
+
+
+def document(items: list[Any], ascii_only: bool, frame: str = SERVICE) -> bytes:
+    """``items`` as ArchiveList, compact, in ``frame``."""
+    text = frame % json.dumps(items, separators=(",", ":"), ensure_ascii=ascii_only)
+    return text.encode("utf-8", "surrogatepass")  # a lone surrogate unescaped: bytes that are not UTF-8
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    items=st.lists(ITEM, max_size=12),
+    ascii_only=st.booleans(),
+    frame=st.sampled_from(FRAMES),
+    span=st.integers(16, 600),
+    cut=st.one_of(st.none(), st.integers(0, 4000)),
+    garbage=st.sampled_from(["", " \n", "x", "]", "}", "\x0b"]),
+)
+def test_spans_read_by_orjson_give_what_ijson_gives(
+    items: list[Any], ascii_only: bool, frame: str, span: int, cut: int | None, garbage: str
+) -> None:
+    data = document(items, ascii_only, frame)
+    if cut is not None:
+        data = data[:cut]  # ends in the middle
+    data += garbage.encode()
+    expected = read(inventoryfile._ijson_batches(io.BytesIO(data), DOCUMENT, 64, 3))
+    assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 3, span)) == expected
+
+
+PLAIN = [
+    {"ArchiveId": f"id{index}", "ArchiveDescription": f"file {index}", "CreationDate": "", "Size": index}
+    for index in range(12)
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("garbage", ["", "\n", "}", "\x0b"])
+def test_documents_laid_out_otherwise_give_what_ijson_gives(frame: str, garbage: str) -> None:
+    """Spans of a few archives each: what a document opens and closes with decides."""
+    data = document(PLAIN, True, frame) + garbage.encode()
+    expected = read(inventoryfile._ijson_batches(io.BytesIO(data), DOCUMENT, 64, 5))
+    assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 5, 200)) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(ARCHIVE, min_size=2, max_size=12), ascii_only=st.booleans(), span=st.integers(16, 600))
+def test_runs_read_by_orjson_give_what_ijson_gives(
+    tmp_path_factory: pytest.TempPathFactory, items: list[Any], ascii_only: bool, span: int
+) -> None:
+    path = tmp_path_factory.mktemp("runs") / "inventory.json"
+    path.write_bytes(document(items, ascii_only))
+    runs = inventoryfile.split(path, 2)
+    if runs is None:  # cut inside a description that holds an archive's look-alike
+        return
+    for start, stop in runs:
+        with inventoryfile._Run(path, start, stop) as run:
+            expected = read(inventoryfile._ijson_batches(run, "item", 64, 3))
+        with inventoryfile._Run(path, start, stop) as run:
+            assert read(inventoryfile._batches(run, "item", 3, span)) == expected
+
+
+def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of archives in spans of a MiB, then one that orjson refuses (a
+    lone surrogate): what follows it is read by ijson, which gives it as "?"."""
+    archives = [
+        {"ArchiveId": f"id{index}", "ArchiveDescription": f"f{index}", "CreationDate": "", "Size": index}
+        for index in range(30_000)
+    ]
+    archives[25_000]["ArchiveDescription"] = "\ud800"
+    path = tmp_path / "inventory.json"
+    path.write_text(json.dumps({"VaultARN": "arn", "ArchiveList": archives}, separators=(",", ":")))
+    spans: list[int] = []
+    loads = inventoryfile._loads
+    assert loads is not None
+
+    def counted(data: bytes) -> Any:
+        spans.append(len(data))
+        return loads(data)
+
+    monkeypatch.setattr(inventoryfile, "_loads", counted)
+    read_back = [item for batch in inventoryfile.iter_batches(path, 500) for item in batch]
+    assert len(spans) >= 2 and max(spans) <= inventoryfile.FAST_SPAN + 2  # whole spans, bounded
+    assert read_back[25_000]["ArchiveDescription"] == "?"
+    archives[25_000]["ArchiveDescription"] = "?"
+    assert read_back == archives
+
+
+def test_a_size_beyond_64_bits_counts_as_zero_bytes(tmp_path: Path) -> None:
+    """yajl refuses such a number; orjson reads it: the archive is kept, its size 0."""
+    from glacierfs import reconcile
+
+    inventory = tmp_path / "big.json"
+    items = [
+        {"ArchiveId": "big", "ArchiveDescription": "big.bin", "CreationDate": "", "Size": 2**64, "SHA256TreeHash": "h"},
+        {"ArchiveId": "ok", "ArchiveDescription": "ok.bin", "CreationDate": "", "Size": 7, "SHA256TreeHash": "h"},
+    ]
+    inventory.write_text(json.dumps({"ArchiveList": items}, separators=(",", ":")))
+    catalog = Catalog(tmp_path / "c.sqlite")
+    catalog.add_vault("v")
+    outcome = reconcile.reconcile(catalog.path, "v", inventory, time.time())
+    assert (outcome.listed, outcome.added) == (2, 2)
+    assert {e.path: e.size for e in catalog.entries("v") if e.archive_id} == {"big.bin": 0, "ok.bin": 7}
