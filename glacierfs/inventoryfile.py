@@ -440,14 +440,15 @@ def _batches(source: BinaryIO | io.RawIOBase, prefix: str, size: int, span: int 
     is between two archives if orjson takes the span as a list. What orjson
     refuses is read by ijson, from that span on: ijson's answers and errors.
     orjson reads alike what both read, and reads one thing yajl refuses: an
-    integer beyond the signed 64 bits (a size so large counts as 0, as any
-    size that is not a count of bytes does: staging._listed_row)."""
-    rest, ended = _read_up_to(source, b"", span, _FIRST)
+    integer beyond +-(2^63 - 1) (a size so large counts as 0, as any size
+    that is not a count of bytes does: staging._listed_row)."""
+    rest, ended = _read_up_to(source, b"", span)
     first = rest.find(_FIRST)
     if _loads is None or first < 0 or not _OPENING[prefix].fullmatch(rest, 0, first):
         yield from _ijson_batches(_Replayed(rest, source), prefix, BLOCK, size)
         return
     opening, closing, rest = rest[:first], _CLOSING[prefix], rest[first:]
+    left: list[Any] = []  # the archives of the spans so far that did not fill a batch
     while True:
         if not ended:
             rest, ended = _read_up_to(source, rest, span)
@@ -460,23 +461,29 @@ def _batches(source: BinaryIO | io.RawIOBase, prefix: str, size: int, span: int 
         try:
             if archives is None:
                 raise ValueError("not laid out as the service lays it out")
-            items = _loads(b"[" + archives + b"]")
+            items = left + _loads(b"[" + archives + b"]")
         except ValueError:  # orjson.JSONDecodeError among them
+            if left:
+                yield left
             yield from _ijson_batches(_Replayed(opening + rest, source), prefix, BLOCK, size)
             return
-        for start in range(0, len(items), size):
+        # Whole batches, as ijson's: each size of a batch is a statement SQLite prepares.
+        whole = len(items) if ended else len(items) - len(items) % size
+        for start in range(0, whole, size):
             yield items[start : start + size]
         if ended:
             return
+        left = items[whole:]
+        del items  # before the next span's are made
         rest = rest[len(archives) + 1 :]  # after the ',' between
 
 
-def _read_up_to(source: BinaryIO | io.RawIOBase, data: bytes, count: int, found: bytes = b"") -> tuple[bytes, bool]:
-    """``data`` and what follows it in ``source``, up to ``count`` bytes or
-    until ``found`` is in it; and whether ``source`` ended."""
+def _read_up_to(source: BinaryIO | io.RawIOBase, data: bytes, count: int) -> tuple[bytes, bool]:
+    """``data`` and what follows it in ``source``, up to ``count`` bytes; and
+    whether ``source`` ended."""
     parts = [data]
     held = len(data)
-    while held < count and not (found and found in b"".join(parts)):
+    while held < count:
         more = source.read(count - held)
         if not more:
             return b"".join(parts), True

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from glacierfs import errors, inventoryfile
@@ -21,8 +24,8 @@ DOCUMENT = "ArchiveList.item"
 # Strings that look like the places a span is cut, or that JSON must escape.
 TRICKY = st.sampled_from(['},{"ArchiveId":', '"', "\\", '\\"},{', "\ud800", "\udc80", "é", "\x00", "]}", "\n"])
 TEXT = st.lists(st.one_of(TRICKY, st.text(max_size=8)), max_size=4).map("".join)
-# Within 64 bits: beyond, yajl refuses what orjson reads (see the last test).
-NUMBER = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+# Within +-(2^63 - 1): beyond, yajl refuses what orjson reads (see the last test).
+NUMBER = st.one_of(st.integers(-(2**63) + 1, 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
 SCALAR = st.one_of(TEXT, NUMBER, st.booleans(), st.none())
 # Values nested as a description may be: objects that are archives' look-alikes among them.
 VALUE = st.recursive(
@@ -33,6 +36,8 @@ VALUE = st.recursive(
     ),
     max_leaves=6,
 )
+FIELD_ORDER = ["ArchiveId", "ArchiveDescription", "CreationDate", "Size", "SHA256TreeHash", "Extra"]
+# The service's fields in its order, ArchiveId first: where a span is cut.
 ARCHIVE = st.fixed_dictionaries(
     {
         "ArchiveId": st.one_of(TEXT, NUMBER),
@@ -42,8 +47,27 @@ ARCHIVE = st.fixed_dictionaries(
         "SHA256TreeHash": TEXT,
     },
     optional={"Extra": VALUE},
-)
+).map(lambda fields: {key: fields[key] for key in sorted(fields, key=FIELD_ORDER.index)})
 ITEM = st.one_of(ARCHIVE, ARCHIVE, ARCHIVE, SCALAR)
+
+
+def FIRST_ARCHIVE(drawn: tuple[Any, list[Any]]) -> list[Any]:  # noqa: N802 - a strategy's map, named as one
+    return [drawn[0], *drawn[1]]
+
+
+@contextlib.contextmanager
+def orjson_calls() -> Iterator[list[int]]:
+    """The sizes of what ``_batches`` hands orjson meanwhile."""
+    loads = inventoryfile._loads
+    assert loads is not None
+    sizes: list[int] = []
+
+    def counted(data: bytes) -> Any:
+        sizes.append(len(data))
+        return loads(data)
+
+    with mock.patch.object(inventoryfile, "_loads", counted):
+        yield sizes
 
 
 def read(batches: Any) -> tuple[list[Any], bool]:
@@ -83,12 +107,12 @@ def document(items: list[Any], ascii_only: bool, frame: str = SERVICE) -> bytes:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    items=st.lists(ITEM, max_size=12),
+    items=st.one_of(st.lists(ITEM, max_size=12), st.tuples(ARCHIVE, st.lists(ITEM, max_size=11)).map(FIRST_ARCHIVE)),
     ascii_only=st.booleans(),
-    frame=st.sampled_from(FRAMES),
-    span=st.integers(16, 600),
-    cut=st.one_of(st.none(), st.integers(0, 4000)),
-    garbage=st.sampled_from(["", " \n", "x", "]", "}", "\x0b"]),
+    frame=st.one_of(st.just(SERVICE), st.sampled_from(FRAMES)),
+    span=st.integers(120, 3000),  # from the length of the service's opening
+    cut=st.one_of(st.none(), st.none(), st.integers(0, 4000)),
+    garbage=st.one_of(st.just(""), st.sampled_from([" \n", "x", "]", "}", "\x0b"])),
 )
 def test_spans_read_by_orjson_give_what_ijson_gives(
     items: list[Any], ascii_only: bool, frame: str, span: int, cut: int | None, garbage: str
@@ -98,7 +122,25 @@ def test_spans_read_by_orjson_give_what_ijson_gives(
         data = data[:cut]  # ends in the middle
     data += garbage.encode()
     expected = read(inventoryfile._ijson_batches(io.BytesIO(data), DOCUMENT, 64, 3))
-    assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 3, span)) == expected
+    with orjson_calls() as calls:
+        assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 3, span)) == expected
+    event("spans handed to orjson" if calls else "read by ijson alone")
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(ARCHIVE, min_size=1, max_size=12), ascii_only=st.booleans(), span=st.integers(16, 600))
+def test_documents_as_the_service_lays_them_out_are_read_by_orjson(
+    items: list[Any], ascii_only: bool, span: int
+) -> None:
+    """Whatever the archives hold: the span at least as long as the opening and
+    an archive, so that the first holds a place to cut (or the whole document)."""
+    data = document(items, ascii_only)
+    longest = max(len(document([item], ascii_only, "%s")) for item in items)
+    span = max(span, len(SERVICE) + longest + len('{"ArchiveId":'))
+    expected = read(inventoryfile._ijson_batches(io.BytesIO(data), DOCUMENT, 64, 3))
+    with orjson_calls() as calls:
+        assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 3, span)) == expected
+    assert calls  # the first span at least, whether orjson takes it or not
 
 
 PLAIN = [
@@ -114,6 +156,25 @@ def test_documents_laid_out_otherwise_give_what_ijson_gives(frame: str, garbage:
     data = document(PLAIN, True, frame) + garbage.encode()
     expected = read(inventoryfile._ijson_batches(io.BytesIO(data), DOCUMENT, 64, 5))
     assert read(inventoryfile._batches(io.BytesIO(data), DOCUMENT, 5, 200)) == expected
+    assert read(inventoryfile._batches(Trickle(data), DOCUMENT, 5, 200)) == expected
+
+
+class Trickle(io.RawIOBase):
+    """A few bytes a read, as a file still being downloaded gives them."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._reads += 1
+        count = min(len(buffer), 1 + self._reads % 7, len(self._data))
+        buffer[:count] = self._data[:count]
+        self._data = self._data[count:]
+        return count
 
 
 @settings(max_examples=150, deadline=None)
@@ -123,17 +184,19 @@ def test_runs_read_by_orjson_give_what_ijson_gives(items: list[Any], ascii_only:
         path = Path(folder) / "inventory.json"
         path.write_bytes(document(items, ascii_only))
         runs = inventoryfile.split(path, 2)
-        for start, stop in runs or []:  # none: cut inside a description that holds an archive's look-alike
+        event("cut in runs" if runs else "not cut")  # cut inside a description that holds an archive's look-alike
+        for start, stop in runs or []:
             with inventoryfile._Run(path, start, stop) as run:
                 expected = read(inventoryfile._ijson_batches(run, "item", 64, 3))
-            with inventoryfile._Run(path, start, stop) as run:
+            with inventoryfile._Run(path, start, stop) as run, orjson_calls() as calls:
                 assert read(inventoryfile._batches(run, "item", 3, span)) == expected
+            event("a run handed to orjson" if calls else "a run read by ijson alone")
 
 
 def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Thousands of archives in spans of a MiB, then one that orjson refuses (a
+    """Thousands of archives in spans of 256 KiB, then one that orjson refuses (a
     lone surrogate): what follows it is read by ijson, which gives it as "?"."""
     archives = [
         {"ArchiveId": f"id{index}", "ArchiveDescription": f"f{index}", "CreationDate": "", "Size": index}
@@ -158,13 +221,16 @@ def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(
     assert read_back == archives
 
 
-def test_a_size_beyond_64_bits_counts_as_zero_bytes(tmp_path: Path) -> None:
-    """yajl refuses such a number; orjson reads it: the archive is kept, its size 0."""
+@pytest.mark.parametrize("size", [2**63, 2**64 - 1, 2**64, -(2**63)])
+def test_a_size_beyond_64_bits_counts_as_zero_bytes(tmp_path: Path, size: int) -> None:
+    """yajl refuses such a number (beyond +-(2^63 - 1)); orjson reads it (as an
+    integer up to 2^64 - 1 and from -2^63, as a float beyond): the archive is
+    kept, its size 0."""
     from glacierfs import reconcile
 
     inventory = tmp_path / "big.json"
     items = [
-        {"ArchiveId": "big", "ArchiveDescription": "big.bin", "CreationDate": "", "Size": 2**64, "SHA256TreeHash": "h"},
+        {"ArchiveId": "big", "ArchiveDescription": "big.bin", "CreationDate": "", "Size": size, "SHA256TreeHash": "h"},
         {"ArchiveId": "ok", "ArchiveDescription": "ok.bin", "CreationDate": "", "Size": 7, "SHA256TreeHash": "h"},
     ]
     inventory.write_text(json.dumps({"ArchiveList": items}, separators=(",", ":")))
