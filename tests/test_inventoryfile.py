@@ -51,7 +51,7 @@ ARCHIVE = st.fixed_dictionaries(
 ITEM = st.one_of(ARCHIVE, ARCHIVE, ARCHIVE, SCALAR)
 
 
-def FIRST_ARCHIVE(drawn: tuple[Any, list[Any]]) -> list[Any]:  # noqa: N802 - a strategy's map, named as one
+def archive_first(drawn: tuple[Any, list[Any]]) -> list[Any]:
     return [drawn[0], *drawn[1]]
 
 
@@ -107,7 +107,7 @@ def document(items: list[Any], ascii_only: bool, frame: str = SERVICE) -> bytes:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    items=st.one_of(st.lists(ITEM, max_size=12), st.tuples(ARCHIVE, st.lists(ITEM, max_size=11)).map(FIRST_ARCHIVE)),
+    items=st.one_of(st.lists(ITEM, max_size=12), st.tuples(ARCHIVE, st.lists(ITEM, max_size=11)).map(archive_first)),
     ascii_only=st.booleans(),
     frame=st.one_of(st.just(SERVICE), st.sampled_from(FRAMES)),
     span=st.integers(120, 3000),  # from the length of the service's opening
@@ -193,9 +193,7 @@ def test_runs_read_by_orjson_give_what_ijson_gives(items: list[Any], ascii_only:
             event("a run handed to orjson" if calls else "a run read by ijson alone")
 
 
-def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(tmp_path: Path) -> None:
     """Thousands of archives in spans of 256 KiB, then one that orjson refuses (a
     lone surrogate): what follows it is read by ijson, which gives it as "?"."""
     archives = [
@@ -205,16 +203,8 @@ def test_a_large_inventory_is_read_by_orjson_and_the_rest_by_ijson(
     archives[25_000]["ArchiveDescription"] = "\ud800"
     path = tmp_path / "inventory.json"
     path.write_text(json.dumps({"VaultARN": "arn", "ArchiveList": archives}, separators=(",", ":")))
-    spans: list[int] = []
-    loads = inventoryfile._loads
-    assert loads is not None
-
-    def counted(data: bytes) -> Any:
-        spans.append(len(data))
-        return loads(data)
-
-    monkeypatch.setattr(inventoryfile, "_loads", counted)
-    read_back = [item for batch in inventoryfile.iter_batches(path, 500) for item in batch]
+    with orjson_calls() as spans:
+        read_back = [item for batch in inventoryfile.iter_batches(path, 500) for item in batch]
     assert len(spans) >= 2 and max(spans) <= inventoryfile.FAST_SPAN + 2  # whole spans, bounded
     assert read_back[25_000]["ArchiveDescription"] == "?"
     archives[25_000]["ArchiveDescription"] = "?"
